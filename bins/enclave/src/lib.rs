@@ -1,0 +1,1 @@
+//! kmstool-enclave library: argument parsing and the run loop, shared with kmstool-sim.

@@ -1,0 +1,205 @@
+//! KMS requests: the JSON bodies (always with an attested `Recipient`) and the signed HTTP/1.1
+//! request around them (SPEC §2).
+
+use std::time::SystemTime;
+
+use base64::Engine as _;
+use serde::Serialize;
+use zeroize::Zeroizing;
+
+use crate::http::{HttpError, write_request};
+use crate::protocol::{
+    DataKeySize, Decrypt, EncryptionContext, GenerateDataKey, GenerateRandom, Operation,
+};
+use crate::secret::Credentials;
+use crate::sigv4;
+
+/// `Content-Type` of every KMS request.
+pub const CONTENT_TYPE: &str = "application/x-amz-json-1.1";
+/// The `KeyEncryptionAlgorithm` of every `Recipient`: the only one KMS supports.
+pub const KEY_ENCRYPTION_ALGORITHM: &str = "RSAES_OAEP_SHA_256";
+/// SigV4 service name.
+pub const SERVICE: &str = "kms";
+/// `User-Agent` we send (not signed, as the AWS SDKs do).
+pub const USER_AGENT: &str = concat!("kmstool/", env!("CARGO_PKG_VERSION"));
+
+/// A KMS call that returns key material, and so carries a `Recipient`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KmsCall {
+    /// `TrentService.Decrypt`.
+    Decrypt(Decrypt),
+    /// `TrentService.GenerateDataKey`.
+    GenerateDataKey(GenerateDataKey),
+    /// `TrentService.GenerateRandom`.
+    GenerateRandom(GenerateRandom),
+}
+
+impl KmsCall {
+    /// The operation.
+    pub fn operation(&self) -> Operation {
+        match self {
+            Self::Decrypt(_) => Operation::Decrypt,
+            Self::GenerateDataKey(_) => Operation::GenerateDataKey,
+            Self::GenerateRandom(_) => Operation::GenerateRandom,
+        }
+    }
+
+    /// `X-Amz-Target`.
+    pub fn target(&self) -> &'static str {
+        match self {
+            Self::Decrypt(_) => "TrentService.Decrypt",
+            Self::GenerateDataKey(_) => "TrentService.GenerateDataKey",
+            Self::GenerateRandom(_) => "TrentService.GenerateRandom",
+        }
+    }
+
+    /// The JSON body with `Recipient` carrying `attestation_document`.
+    pub fn body(&self, attestation_document: &[u8]) -> Vec<u8> {
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let recipient = Recipient {
+            key_encryption_algorithm: KEY_ENCRYPTION_ALGORITHM,
+            attestation_document: b64.encode(attestation_document),
+        };
+        let result = match self {
+            Self::Decrypt(d) => serde_json::to_vec(&DecryptBody {
+                ciphertext_blob: b64.encode(&d.ciphertext),
+                encryption_context: non_empty(&d.encryption_context),
+                key_id: d.key_id.as_deref(),
+                encryption_algorithm: d.encryption_algorithm.map(|a| a.as_str()),
+                grant_tokens: non_empty_slice(&d.grant_tokens),
+                recipient,
+            }),
+            Self::GenerateDataKey(g) => serde_json::to_vec(&GenerateDataKeyBody {
+                key_id: &g.key_id,
+                key_spec: match g.size {
+                    DataKeySize::KeySpec(spec) => Some(spec.as_str()),
+                    DataKeySize::NumberOfBytes(_) => None,
+                },
+                number_of_bytes: match g.size {
+                    DataKeySize::KeySpec(_) => None,
+                    DataKeySize::NumberOfBytes(n) => Some(n),
+                },
+                encryption_context: non_empty(&g.encryption_context),
+                grant_tokens: non_empty_slice(&g.grant_tokens),
+                recipient,
+            }),
+            Self::GenerateRandom(r) => serde_json::to_vec(&GenerateRandomBody {
+                number_of_bytes: r.number_of_bytes,
+                recipient,
+            }),
+        };
+        // Serialising structs of strings, maps of strings and integers cannot fail.
+        result.unwrap_or_default()
+    }
+}
+
+fn non_empty(context: &EncryptionContext) -> Option<&EncryptionContext> {
+    (!context.is_empty()).then_some(context)
+}
+
+fn non_empty_slice(items: &[String]) -> Option<&[String]> {
+    (!items.is_empty()).then_some(items)
+}
+
+#[derive(Serialize)]
+struct Recipient {
+    #[serde(rename = "KeyEncryptionAlgorithm")]
+    key_encryption_algorithm: &'static str,
+    #[serde(rename = "AttestationDocument")]
+    attestation_document: String,
+}
+
+#[derive(Serialize)]
+struct DecryptBody<'a> {
+    #[serde(rename = "CiphertextBlob")]
+    ciphertext_blob: String,
+    #[serde(rename = "EncryptionContext", skip_serializing_if = "Option::is_none")]
+    encryption_context: Option<&'a EncryptionContext>,
+    #[serde(rename = "KeyId", skip_serializing_if = "Option::is_none")]
+    key_id: Option<&'a str>,
+    #[serde(
+        rename = "EncryptionAlgorithm",
+        skip_serializing_if = "Option::is_none"
+    )]
+    encryption_algorithm: Option<&'static str>,
+    #[serde(rename = "GrantTokens", skip_serializing_if = "Option::is_none")]
+    grant_tokens: Option<&'a [String]>,
+    #[serde(rename = "Recipient")]
+    recipient: Recipient,
+}
+
+#[derive(Serialize)]
+struct GenerateDataKeyBody<'a> {
+    #[serde(rename = "KeyId")]
+    key_id: &'a str,
+    #[serde(rename = "KeySpec", skip_serializing_if = "Option::is_none")]
+    key_spec: Option<&'static str>,
+    #[serde(rename = "NumberOfBytes", skip_serializing_if = "Option::is_none")]
+    number_of_bytes: Option<u32>,
+    #[serde(rename = "EncryptionContext", skip_serializing_if = "Option::is_none")]
+    encryption_context: Option<&'a EncryptionContext>,
+    #[serde(rename = "GrantTokens", skip_serializing_if = "Option::is_none")]
+    grant_tokens: Option<&'a [String]>,
+    #[serde(rename = "Recipient")]
+    recipient: Recipient,
+}
+
+#[derive(Serialize)]
+struct GenerateRandomBody {
+    #[serde(rename = "NumberOfBytes")]
+    number_of_bytes: u32,
+    #[serde(rename = "Recipient")]
+    recipient: Recipient,
+}
+
+/// Everything needed to sign and frame one KMS request.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestTarget<'a> {
+    /// Host name (SNI and `Host`).
+    pub host: &'a str,
+    /// Signing region.
+    pub region: &'a str,
+    /// Credentials.
+    pub credentials: &'a Credentials,
+}
+
+/// The signed HTTP/1.1 request for `target` (`TrentService.*`) with JSON `body`, signed at
+/// `time`. Signed headers: `content-type;host;x-amz-date[;x-amz-security-token];x-amz-target`.
+/// The bytes hold the session token, so they come in a zeroizing buffer. Fails only when a
+/// header value could not be sent (control characters), which validated inputs never have.
+pub fn http_request(
+    to: &RequestTarget<'_>,
+    x_amz_target: &str,
+    body: &[u8],
+    time: SystemTime,
+) -> Result<Zeroizing<Vec<u8>>, HttpError> {
+    let signed = [
+        ("Host", to.host),
+        ("Content-Type", CONTENT_TYPE),
+        ("X-Amz-Target", x_amz_target),
+    ];
+    let signature = sigv4::sign(&sigv4::SigningInput {
+        method: "POST",
+        path: "/",
+        query: "",
+        headers: &signed,
+        body,
+        credentials: to.credentials,
+        region: to.region,
+        service: SERVICE,
+        time,
+    });
+    let content_length = body.len().to_string();
+    let mut headers: Vec<(&str, &str)> = Vec::with_capacity(8);
+    headers.extend_from_slice(&signed);
+    headers.push(("X-Amz-Date", &signature.x_amz_date));
+    if let Some(token) = &to.credentials.session_token {
+        headers.push(("X-Amz-Security-Token", token.expose()));
+    }
+    headers.push(("Authorization", &signature.authorization));
+    headers.push(("Content-Length", &content_length));
+    headers.push(("User-Agent", USER_AGENT));
+    let mut out = Zeroizing::new(Vec::with_capacity(body.len() + 1024));
+    write_request(&mut out, "POST", "/", &headers, body)?;
+    Ok(out)
+}

@@ -1,0 +1,223 @@
+//! Replies from the enclave: building them (enclave side) and reading them (instance side).
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use super::error::ErrorKind;
+use crate::secret::SecretString;
+
+/// `"Status"` of a reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Status {
+    /// The command succeeded.
+    Ok,
+    /// The command failed; `Message` says why.
+    Error,
+}
+
+/// One reply. `Message` may carry a plaintext (base64), so it is a [`SecretString`]; the
+/// serialised bytes come back in a zeroizing buffer.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// `Status`.
+    pub status: Status,
+    /// `Message`: the base64 plaintext after a success, the error text after a failure.
+    pub message: Option<SecretString>,
+    /// `KeyId` (extension).
+    pub key_id: Option<String>,
+    /// `EncryptionAlgorithm` (extension).
+    pub encryption_algorithm: Option<String>,
+    /// `CiphertextBlob`, base64 (extension, GenerateDataKey).
+    pub ciphertext_blob: Option<String>,
+    /// `ErrorKind` (extension, errors only).
+    pub error_kind: Option<ErrorKind>,
+    /// `KmsErrorType` (extension, KMS errors only).
+    pub kms_error_type: Option<String>,
+    /// `KmsStatus` (extension, KMS errors only).
+    pub kms_status: Option<u16>,
+    /// `RequestId` echoed from the command (extension).
+    pub request_id: Option<String>,
+}
+
+impl fmt::Debug for Reply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // An error's message is built by the enclave from non-secret parts; a success's
+        // message is a plaintext.
+        let message = match (self.status, &self.message) {
+            (Status::Error, Some(text)) => Some(text.expose()),
+            (Status::Ok, Some(_)) => Some("[redacted]"),
+            (_, None) => None,
+        };
+        f.debug_struct("Reply")
+            .field("status", &self.status)
+            .field("message", &message)
+            .field("key_id", &self.key_id)
+            .field("encryption_algorithm", &self.encryption_algorithm)
+            .field("ciphertext_blob", &self.ciphertext_blob)
+            .field("error_kind", &self.error_kind)
+            .field("kms_error_type", &self.kms_error_type)
+            .field("kms_status", &self.kms_status)
+            .field("request_id", &self.request_id)
+            .finish()
+    }
+}
+
+impl Reply {
+    /// A success with no message (e.g. after `SetClient`).
+    pub fn ok() -> Self {
+        Self::with_status(Status::Ok, None)
+    }
+
+    /// A success carrying a (secret) message.
+    pub fn ok_with(message: SecretString) -> Self {
+        Self::with_status(Status::Ok, Some(message))
+    }
+
+    /// An error with its message and kind.
+    pub fn error(kind: ErrorKind, message: impl Into<String>) -> Self {
+        let mut reply = Self::with_status(Status::Error, Some(SecretString::new(message.into())));
+        reply.error_kind = Some(kind);
+        reply
+    }
+
+    fn with_status(status: Status, message: Option<SecretString>) -> Self {
+        Self {
+            status,
+            message,
+            key_id: None,
+            encryption_algorithm: None,
+            ciphertext_blob: None,
+            error_kind: None,
+            kms_error_type: None,
+            kms_status: None,
+            request_id: None,
+        }
+    }
+
+    /// The error text of an error reply (never the secret message of a success).
+    pub fn error_message(&self) -> Option<&str> {
+        match self.status {
+            Status::Error => self.message.as_ref().map(SecretString::expose),
+            Status::Ok => None,
+        }
+    }
+
+    /// Serialises the reply as compact JSON (without the frame terminator).
+    pub fn to_json(&self) -> Zeroizing<Vec<u8>> {
+        let wire = WireReply {
+            status: self.status,
+            message: self.message.as_ref().map(SecretString::expose),
+            key_id: self.key_id.as_deref(),
+            encryption_algorithm: self.encryption_algorithm.as_deref(),
+            ciphertext_blob: self.ciphertext_blob.as_deref(),
+            error_kind: self.error_kind.map(ErrorKind::as_str),
+            kms_error_type: self.kms_error_type.as_deref(),
+            kms_status: self.kms_status,
+            request_id: self.request_id.as_deref(),
+        };
+        let mut out = Zeroizing::new(Vec::with_capacity(self.estimated_len()));
+        // Writing plain structs of strings and integers into a Vec cannot fail.
+        if serde_json::to_writer(&mut *out, &wire).is_err() {
+            out.clear();
+            out.extend_from_slice(br#"{"Status":"Error","ErrorKind":"Internal"}"#);
+        }
+        out
+    }
+
+    fn estimated_len(&self) -> usize {
+        64 + self.message.as_ref().map_or(0, |m| m.expose().len())
+            + self.ciphertext_blob.as_ref().map_or(0, String::len)
+            + self.key_id.as_ref().map_or(0, String::len)
+    }
+
+    /// Parses a reply as an enclave (ours or upstream) sends it; compact or spaced JSON.
+    pub fn parse(bytes: &[u8]) -> Result<Self, ReplyError> {
+        let wire: OwnedWireReply = serde_json::from_slice(bytes).map_err(|e| {
+            if e.is_data() {
+                ReplyError::Shape
+            } else {
+                ReplyError::NotJson
+            }
+        })?;
+        Ok(Self {
+            status: wire.status,
+            message: wire.message.map(SecretString::new),
+            key_id: wire.key_id,
+            encryption_algorithm: wire.encryption_algorithm,
+            ciphertext_blob: wire.ciphertext_blob,
+            error_kind: wire.error_kind.as_deref().and_then(ErrorKind::from_wire),
+            kms_error_type: wire.kms_error_type,
+            kms_status: wire.kms_status,
+            request_id: wire.request_id,
+        })
+    }
+}
+
+/// A reply that could not be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyError {
+    /// Not JSON.
+    NotJson,
+    /// JSON, but not a reply object (no `Status`, wrong types).
+    Shape,
+}
+
+impl fmt::Display for ReplyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::NotJson => "the enclave's reply is not JSON",
+            Self::Shape => "the enclave's reply is not a reply object with a Status",
+        })
+    }
+}
+
+impl std::error::Error for ReplyError {}
+
+#[derive(Serialize)]
+struct WireReply<'a> {
+    #[serde(rename = "Status")]
+    status: Status,
+    #[serde(rename = "Message", skip_serializing_if = "Option::is_none")]
+    message: Option<&'a str>,
+    #[serde(rename = "KeyId", skip_serializing_if = "Option::is_none")]
+    key_id: Option<&'a str>,
+    #[serde(
+        rename = "EncryptionAlgorithm",
+        skip_serializing_if = "Option::is_none"
+    )]
+    encryption_algorithm: Option<&'a str>,
+    #[serde(rename = "CiphertextBlob", skip_serializing_if = "Option::is_none")]
+    ciphertext_blob: Option<&'a str>,
+    #[serde(rename = "ErrorKind", skip_serializing_if = "Option::is_none")]
+    error_kind: Option<&'a str>,
+    #[serde(rename = "KmsErrorType", skip_serializing_if = "Option::is_none")]
+    kms_error_type: Option<&'a str>,
+    #[serde(rename = "KmsStatus", skip_serializing_if = "Option::is_none")]
+    kms_status: Option<u16>,
+    #[serde(rename = "RequestId", skip_serializing_if = "Option::is_none")]
+    request_id: Option<&'a str>,
+}
+
+#[derive(Deserialize)]
+struct OwnedWireReply {
+    #[serde(rename = "Status")]
+    status: Status,
+    #[serde(rename = "Message", default)]
+    message: Option<String>,
+    #[serde(rename = "KeyId", default)]
+    key_id: Option<String>,
+    #[serde(rename = "EncryptionAlgorithm", default)]
+    encryption_algorithm: Option<String>,
+    #[serde(rename = "CiphertextBlob", default)]
+    ciphertext_blob: Option<String>,
+    #[serde(rename = "ErrorKind", default)]
+    error_kind: Option<String>,
+    #[serde(rename = "KmsErrorType", default)]
+    kms_error_type: Option<String>,
+    #[serde(rename = "KmsStatus", default)]
+    kms_status: Option<u16>,
+    #[serde(rename = "RequestId", default)]
+    request_id: Option<String>,
+}

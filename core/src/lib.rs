@@ -6,5 +6,7 @@
 //! the bytes.
 #![deny(missing_docs)]
 
+pub mod cms;
+pub mod crypto;
 pub mod secret;
 pub mod sigv4;

@@ -81,7 +81,9 @@ pub fn parse_authorization(value: &str) -> Result<Authorization<'_>, KmsError> {
         ("SignedHeaders", signed_headers),
     ] {
         if part.is_none() {
-            missing.push_str(&format!("Authorization header requires '{name}' parameter. "));
+            missing.push_str(&format!(
+                "Authorization header requires '{name}' parameter. "
+            ));
         }
     }
     let (Some(credential), Some(signed_headers), Some(signature)) =
@@ -297,7 +299,7 @@ mod tests {
             "AWS4-HMAC-SHA256 Credential=AKID/20261129/us-east-1/kms/aws4_request, \
              SignedHeaders=host;x-amz-date, Signature=abcd",
         )
-        .unwrap();
+        .expect("should succeed");
         assert_eq!(a.access_key_id, "AKID");
         assert_eq!(a.date, "20261129");
         assert_eq!(a.region, "us-east-1");
@@ -308,7 +310,8 @@ mod tests {
 
     #[test]
     fn names_missing_parts() {
-        let e = parse_authorization("AWS4-HMAC-SHA256 Credential=A/B/C/D/E").unwrap_err();
+        let e =
+            parse_authorization("AWS4-HMAC-SHA256 Credential=A/B/C/D/E").expect_err("should fail");
         assert_eq!(e.error_type, "IncompleteSignatureException");
         assert_eq!(
             e.message.as_deref(),
@@ -317,10 +320,11 @@ mod tests {
                  requires 'SignedHeaders' parameter."
             )
         );
-        let e = parse_authorization("AWS4-HMAC-SHA1 Credential=x").unwrap_err();
+        let e = parse_authorization("AWS4-HMAC-SHA1 Credential=x").expect_err("should fail");
         assert_eq!(e.error_type, "IncompleteSignatureException");
-        let e = parse_authorization("AWS4-HMAC-SHA256 Credential=A/B, SignedHeaders=h, Signature=s")
-            .unwrap_err();
+        let e =
+            parse_authorization("AWS4-HMAC-SHA256 Credential=A/B, SignedHeaders=h, Signature=s")
+                .expect_err("should fail");
         assert_eq!(e.error_type, "IncompleteSignatureException");
     }
 }

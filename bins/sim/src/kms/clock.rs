@@ -78,8 +78,14 @@ pub fn http_date(time: SystemTime) -> String {
         .map_or(0, |d| d.as_secs());
     let d = AmzDate::from_system_time(time).date_time;
     let month: usize = d[4..6].parse().unwrap_or(1);
-    let weekday = DAYS.get((secs / 86_400 % 7) as usize).copied().unwrap_or("Thu");
-    let month = MONTHS.get(month.saturating_sub(1)).copied().unwrap_or("Jan");
+    let weekday = DAYS
+        .get((secs / 86_400 % 7) as usize)
+        .copied()
+        .unwrap_or("Thu");
+    let month = MONTHS
+        .get(month.saturating_sub(1))
+        .copied()
+        .unwrap_or("Jan");
     format!(
         "{weekday}, {} {month} {} {}:{}:{} GMT",
         &d[6..8],

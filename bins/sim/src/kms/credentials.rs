@@ -108,8 +108,9 @@ pub fn parse_credentials_file(
     json: &[u8],
     account_id: &str,
 ) -> Result<Vec<SimCredentials>, CredentialsFileError> {
-    let shape: FileShape = serde_json::from_slice(json)
-        .map_err(|e| CredentialsFileError::Json(format!("line {} column {}", e.line(), e.column())))?;
+    let shape: FileShape = serde_json::from_slice(json).map_err(|e| {
+        CredentialsFileError::Json(format!("line {} column {}", e.line(), e.column()))
+    })?;
     let entries = match shape {
         FileShape::List(entries) => entries,
         FileShape::One(entry) => vec![entry],
@@ -135,7 +136,10 @@ fn entry_credentials(
         .secret_access_key
         .filter(|v| !v.is_empty())
         .ok_or(CredentialsFileError::MissingField("SecretAccessKey"))?;
-    let token = entry.session_token.or(entry.token).filter(|t| !t.is_empty());
+    let token = entry
+        .session_token
+        .or(entry.token)
+        .filter(|t| !t.is_empty());
     let expiration = match entry.expiration {
         Some(text) => Some(parse_iso8601(&text).ok_or(CredentialsFileError::BadExpiration)?),
         None => None,
@@ -161,7 +165,7 @@ mod tests {
     fn reads_lists_single_objects_and_imds_answers() {
         let list = br#"[{"AccessKeyId":"AKIDEXAMPLE","SecretAccessKey":"s1"},
             {"AccessKeyId":"ASIAEXAMPLE","SecretAccessKey":"s2","SessionToken":"t2"}]"#;
-        let creds = parse_credentials_file(list, "111122223333").unwrap();
+        let creds = parse_credentials_file(list, "111122223333").expect("should succeed");
         assert_eq!(creds.len(), 2);
         assert_eq!(creds[0].credentials.session_token, None);
         assert_eq!(
@@ -169,22 +173,27 @@ mod tests {
             "arn:aws:iam::111122223333:user/kmstool-sim"
         );
         assert_eq!(
-            creds[1].credentials.session_token.as_ref().map(|t| t.expose()),
+            creds[1]
+                .credentials
+                .session_token
+                .as_ref()
+                .map(|t| t.expose()),
             Some("t2")
         );
 
         let imds = br#"{"Code":"Success","LastUpdated":"2026-11-29T12:00:00Z",
             "Type":"AWS-HMAC","AccessKeyId":"ASIAX","SecretAccessKey":"s","Token":"tok",
             "Expiration":"2026-11-29T18:00:00Z"}"#;
-        let creds = parse_credentials_file(imds, "111122223333").unwrap();
+        let creds = parse_credentials_file(imds, "111122223333").expect("should succeed");
         assert_eq!(
-            creds[0].credentials.session_token.as_ref().map(|t| t.expose()),
+            creds[0]
+                .credentials
+                .session_token
+                .as_ref()
+                .map(|t| t.expose()),
             Some("tok")
         );
-        assert_eq!(
-            creds[0].expiration,
-            parse_iso8601("2026-11-29T18:00:00Z")
-        );
+        assert_eq!(creds[0].expiration, parse_iso8601("2026-11-29T18:00:00Z"));
     }
 
     #[test]

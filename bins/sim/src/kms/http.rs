@@ -30,7 +30,7 @@ pub struct Request {
 
 impl Request {
     /// The first header named `name` (any case).
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub fn header<'a>(&'a self, name: &'a str) -> Option<&'a str> {
         self.headers_named(name).next()
     }
 
@@ -264,14 +264,18 @@ mod tests {
     fn parses_requests_and_keeps_the_rest() {
         let mut two = POST.to_vec();
         two.extend_from_slice(b"PUT /x HTTP/1.1\r\nConnection: keep-alive, close\r\n\r\n");
-        let (first, used) = parse_request(&two, 100).unwrap().unwrap();
+        let (first, used) = parse_request(&two, 100)
+            .expect("should succeed")
+            .expect("should succeed");
         assert_eq!(used, POST.len());
         assert_eq!(first.method, "POST");
         assert_eq!(first.target, "/");
         assert_eq!(first.header("x-amz-target"), Some("TrentService.Decrypt"));
         assert_eq!(first.body, b"{}");
         assert!(!first.close);
-        let (second, _) = parse_request(&two[used..], 100).unwrap().unwrap();
+        let (second, _) = parse_request(&two[used..], 100)
+            .expect("should succeed")
+            .expect("should succeed");
         assert_eq!(second.method, "PUT");
         assert!(second.close);
     }
@@ -309,7 +313,10 @@ mod tests {
                 b"POST / HTTP/1.0\r\n\r\n",
                 HttpError::Malformed("only HTTP/1.1 is served"),
             ),
-            (b"\x00\x01 / HTTP/1.1\r\n\r\n", HttpError::Malformed("bad request head")),
+            (
+                b"\x00\x01 / HTTP/1.1\r\n\r\n",
+                HttpError::Malformed("bad request head"),
+            ),
         ];
         for (input, expected) in cases {
             assert_eq!(
@@ -344,7 +351,7 @@ mod tests {
             let mut wire = format!("POST / HTTP/1.1\r\nContent-Length: {}\r\n\r\n", body.len())
                 .into_bytes();
             wire.extend_from_slice(&body);
-            let (request, used) = parse_request(&wire, 300).unwrap().unwrap();
+            let (request, used) = parse_request(&wire, 300).expect("should succeed").expect("should succeed");
             prop_assert_eq!(used, wire.len());
             prop_assert_eq!(request.body, body);
         }

@@ -177,6 +177,15 @@ impl Keystore {
         Ok((key.metadata.clone(), blob))
     }
 
+    /// The key a blob was made under (what KMS reads before it authorizes a Decrypt).
+    pub fn blob_key(&self, blob: &[u8]) -> Result<&KeyMetadata, KmsError> {
+        let (id, _, _) = split_blob(blob)?;
+        self.keys
+            .get(id)
+            .map(|k| &k.metadata)
+            .ok_or_else(unknown_blob_key)
+    }
+
     /// Decrypts a blob made by [`Keystore::encrypt`] with the same context. With `key_id`,
     /// the blob must be under that key (`IncorrectKeyException` otherwise).
     pub fn decrypt(
@@ -185,29 +194,12 @@ impl Keystore {
         context: &EncryptionContext,
         key_id: Option<&str>,
     ) -> Result<(KeyMetadata, Zeroizing<Vec<u8>>), KmsError> {
-        let header_len = BLOB_MAGIC.len() + KEY_ID_LEN + NONCE_LEN;
-        if blob.len() < header_len + TAG_LEN || blob.get(..BLOB_MAGIC.len()) != Some(&BLOB_MAGIC)
+        let (id, nonce, sealed) = split_blob(blob)?;
+        let key = self.keys.get(id).ok_or_else(unknown_blob_key)?;
+        if let Some(requested) = key_id
+            && self.resolve(requested)? != *id
         {
-            return Err(KmsError::invalid_ciphertext());
-        }
-        let (id, rest) = blob
-            .get(BLOB_MAGIC.len()..)
-            .and_then(|b| b.split_first_chunk::<KEY_ID_LEN>())
-            .ok_or_else(KmsError::invalid_ciphertext)?;
-        let (nonce, sealed) = rest
-            .split_first_chunk::<NONCE_LEN>()
-            .ok_or_else(KmsError::invalid_ciphertext)?;
-        let key = self.keys.get(id).ok_or_else(|| {
-            // KMS's words for a blob whose key it cannot use.
-            KmsError::access_denied(
-                "The ciphertext refers to a customer master key that does not exist, does not \
-                 exist in this region, or you are not allowed to access.",
-            )
-        })?;
-        if let Some(requested) = key_id {
-            if self.resolve(requested)? != *id {
-                return Err(KmsError::incorrect_key());
-            }
+            return Err(KmsError::incorrect_key());
         }
         let mut opened = Zeroizing::new(sealed.to_vec());
         let aad = aad(&key.metadata.arn, context);
@@ -234,16 +226,9 @@ impl Keystore {
             None => key_id,
         };
         if let Some(name) = local.strip_prefix("alias/") {
-            return self
-                .aliases
-                .get(local)
-                .copied()
-                .ok_or_else(|| {
-                    KmsError::not_found(format!(
-                        "Alias {} is not found.",
-                        self.arn("alias", name)
-                    ))
-                });
+            return self.aliases.get(local).copied().ok_or_else(|| {
+                KmsError::not_found(format!("Alias {} is not found.", self.arn("alias", name)))
+            });
         }
         let uuid = local.strip_prefix("key/").unwrap_or(local);
         let id = parse_uuid(uuid)
@@ -265,6 +250,34 @@ impl Keystore {
             self.region, self.account_id
         )
     }
+}
+
+/// A blob's parts: key id, nonce, sealed bytes.
+type BlobParts<'a> = (&'a [u8; KEY_ID_LEN], &'a [u8; NONCE_LEN], &'a [u8]);
+
+/// Splits a blob into key id, nonce and sealed bytes.
+fn split_blob(blob: &[u8]) -> Result<BlobParts<'_>, KmsError> {
+    let rest = blob
+        .strip_prefix(BLOB_MAGIC.as_slice())
+        .ok_or_else(KmsError::invalid_ciphertext)?;
+    let (id, rest) = rest
+        .split_first_chunk::<KEY_ID_LEN>()
+        .ok_or_else(KmsError::invalid_ciphertext)?;
+    let (nonce, sealed) = rest
+        .split_first_chunk::<NONCE_LEN>()
+        .ok_or_else(KmsError::invalid_ciphertext)?;
+    if sealed.len() < TAG_LEN {
+        return Err(KmsError::invalid_ciphertext());
+    }
+    Ok((id, nonce, sealed))
+}
+
+/// KMS's words for a blob whose key it cannot use.
+fn unknown_blob_key() -> KmsError {
+    KmsError::access_denied(
+        "The ciphertext refers to a customer master key that does not exist, does not exist \
+         in this region, or you are not allowed to access.",
+    )
 }
 
 fn gcm_key(material: &[u8; 32]) -> LessSafeKey {
@@ -353,8 +366,10 @@ mod tests {
     fn round_trips_and_binds_the_context() {
         let (store, meta) = store_with_key();
         let ctx = context(&[("purpose", "test"), ("a", "b")]);
-        let (_, blob) = store.encrypt(&meta.key_id, b"secret", &ctx).unwrap();
-        let (used, plain) = store.decrypt(&blob, &ctx, None).unwrap();
+        let (_, blob) = store
+            .encrypt(&meta.key_id, b"secret", &ctx)
+            .expect("should succeed");
+        let (used, plain) = store.decrypt(&blob, &ctx, None).expect("should succeed");
         assert_eq!(used, meta);
         assert_eq!(plain.as_slice(), b"secret");
         for wrong in [
@@ -363,7 +378,7 @@ mod tests {
             context(&[("purpose", "other"), ("a", "b")]),
         ] {
             assert_eq!(
-                store.decrypt(&blob, &wrong, None).unwrap_err(),
+                store.decrypt(&blob, &wrong, None).expect_err("should fail"),
                 KmsError::invalid_ciphertext()
             );
         }
@@ -372,11 +387,15 @@ mod tests {
             *last ^= 1;
         }
         assert_eq!(
-            store.decrypt(&flipped, &ctx, None).unwrap_err(),
+            store
+                .decrypt(&flipped, &ctx, None)
+                .expect_err("should fail"),
             KmsError::invalid_ciphertext()
         );
         assert_eq!(
-            store.decrypt(&blob[..20], &ctx, None).unwrap_err(),
+            store
+                .decrypt(&blob[..20], &ctx, None)
+                .expect_err("should fail"),
             KmsError::invalid_ciphertext()
         );
     }
@@ -384,16 +403,22 @@ mod tests {
     #[test]
     fn resolves_ids_arns_and_aliases() {
         let (mut store, meta) = store_with_key();
-        store.create_alias("alias/app", &meta.arn).unwrap();
+        store
+            .create_alias("alias/app", &meta.arn)
+            .expect("should succeed");
         for name in [
             meta.key_id.as_str(),
             meta.arn.as_str(),
             "alias/app",
             "arn:aws:kms:us-east-1:111122223333:alias/app",
         ] {
-            assert_eq!(store.describe(name).unwrap(), &meta, "{name}");
+            assert_eq!(
+                store.describe(name).expect("should succeed"),
+                &meta,
+                "{name}"
+            );
         }
-        let missing = store.describe("alias/none").unwrap_err();
+        let missing = store.describe("alias/none").expect_err("should fail");
         assert_eq!(missing.error_type, "NotFoundException");
         assert_eq!(
             missing.message.as_deref(),
@@ -401,18 +426,28 @@ mod tests {
         );
         let other = "0e8f9a3c-1111-4222-8333-944445555666";
         assert_eq!(
-            store.describe(other).unwrap_err().message.as_deref(),
+            store
+                .describe(other)
+                .expect_err("should fail")
+                .message
+                .as_deref(),
             Some(
                 "Key 'arn:aws:kms:us-east-1:111122223333:key/0e8f9a3c-1111-4222-8333-944445555666' \
                  does not exist"
             )
         );
         assert_eq!(
-            store.create_alias("alias/app", &meta.key_id).unwrap_err().error_type,
+            store
+                .create_alias("alias/app", &meta.key_id)
+                .expect_err("should fail")
+                .error_type,
             "AlreadyExistsException"
         );
         assert_eq!(
-            store.create_alias("app", &meta.key_id).unwrap_err().error_type,
+            store
+                .create_alias("app", &meta.key_id)
+                .expect_err("should fail")
+                .error_type,
             "ValidationException"
         );
     }
@@ -421,17 +456,22 @@ mod tests {
     fn checks_the_requested_key() {
         let (mut store, meta) = store_with_key();
         let other = store.create_key("other", SystemTime::UNIX_EPOCH);
-        let (_, blob) = store.encrypt(&meta.key_id, b"x", &context(&[])).unwrap();
+        let (_, blob) = store
+            .encrypt(&meta.key_id, b"x", &context(&[]))
+            .expect("should succeed");
         assert_eq!(
             store
                 .decrypt(&blob, &context(&[]), Some(&other.key_id))
-                .unwrap_err(),
+                .expect_err("should fail"),
             KmsError::incorrect_key()
         );
         assert!(store.decrypt(&blob, &context(&[]), Some(&meta.arn)).is_ok());
         let stranger = Keystore::new("us-east-1", "111122223333");
         assert_eq!(
-            stranger.decrypt(&blob, &context(&[]), None).unwrap_err().error_type,
+            stranger
+                .decrypt(&blob, &context(&[]), None)
+                .expect_err("should fail")
+                .error_type,
             "AccessDeniedException"
         );
     }

@@ -25,7 +25,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
-use crate::kms::clock::{Clock, iso8601};
+use crate::kms::clock::{Clock, iso8601, parse_iso8601};
 use crate::kms::http::{ReadOutcome, Request, Response, read_request};
 use crate::kms::keystore::random_bytes;
 use crate::kms::{DEFAULT_ACCOUNT_ID, SimCredentials};
@@ -190,7 +190,8 @@ impl ImdsHandle {
     pub fn sim_credentials(&self) -> SimCredentials {
         let config = &self.shared.config;
         let mut sim = SimCredentials::new(config.credentials.clone(), &config.account_id);
-        sim.expiration = Some(config.expiration);
+        // As served: whole seconds.
+        sim.expiration = parse_iso8601(&iso8601(config.expiration));
         sim.principal_arn = format!(
             "arn:aws:sts::{}:assumed-role/{}/i-0123456789abcdef0",
             config.account_id, config.role_name

@@ -873,3 +873,22 @@ async fn connection_close_is_honoured() {
     );
     kms.shutdown().await;
 }
+
+#[tokio::test]
+async fn accepts_the_credentials_imds_serves() {
+    use kmstool_sim::imds::{Imds, ImdsConfig};
+    let imds = Imds::start(ImdsConfig::new("127.0.0.1:0".parse().expect("addr")))
+        .await
+        .expect("imds");
+    let kms = start(config()).await;
+    let mut c = connect(&kms).await;
+    let body = json!({"NumberOfBytes": 2});
+    let served = imds.credentials().clone();
+    let refused = c.call_as("GenerateRandom", &body, &served, SystemTime::now()).await;
+    refused.assert_error(400, "UnrecognizedClientException");
+    kms.add_credentials(imds.sim_credentials());
+    let accepted = c.call_as("GenerateRandom", &body, &served, SystemTime::now()).await;
+    assert_eq!(accepted.status, 200);
+    kms.shutdown().await;
+    imds.shutdown().await;
+}

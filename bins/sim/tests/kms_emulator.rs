@@ -884,10 +884,14 @@ async fn accepts_the_credentials_imds_serves() {
     let mut c = connect(&kms).await;
     let body = json!({"NumberOfBytes": 2});
     let served = imds.credentials().clone();
-    let refused = c.call_as("GenerateRandom", &body, &served, SystemTime::now()).await;
+    let refused = c
+        .call_as("GenerateRandom", &body, &served, SystemTime::now())
+        .await;
     refused.assert_error(400, "UnrecognizedClientException");
     kms.add_credentials(imds.sim_credentials());
-    let accepted = c.call_as("GenerateRandom", &body, &served, SystemTime::now()).await;
+    let accepted = c
+        .call_as("GenerateRandom", &body, &served, SystemTime::now())
+        .await;
     assert_eq!(accepted.status, 200);
     kms.shutdown().await;
     imds.shutdown().await;

@@ -292,6 +292,30 @@ fn check_signature(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn authorization_parser_never_panics(value in "\\PC{0,200}") {
+            let _ = parse_authorization(&value);
+        }
+
+        #[test]
+        fn authorization_round_trips(
+            key in "[A-Z0-9]{4,20}",
+            region in "[a-z]{2}-[a-z]{4,9}-[1-9]",
+            signature in "[0-9a-f]{64}",
+        ) {
+            let header = format!(
+                "AWS4-HMAC-SHA256 Credential={key}/20261129/{region}/kms/aws4_request, \
+                 SignedHeaders=host;x-amz-date, Signature={signature}"
+            );
+            let parsed = parse_authorization(&header).expect("well-formed");
+            prop_assert_eq!(parsed.access_key_id, key.as_str());
+            prop_assert_eq!(parsed.region, region.as_str());
+            prop_assert_eq!(parsed.signature, signature.as_str());
+        }
+    }
 
     #[test]
     fn parses_authorization() {

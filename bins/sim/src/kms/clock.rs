@@ -105,6 +105,20 @@ pub fn epoch_seconds(time: SystemTime) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn iso8601_round_trips(secs in 0u64..253_402_300_799) {
+            let t = SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
+            prop_assert_eq!(parse_iso8601(&iso8601(t)), Some(t));
+        }
+
+        #[test]
+        fn iso8601_parser_never_panics(text in "\\PC{0,40}") {
+            let _ = parse_iso8601(&text);
+        }
+    }
 
     #[test]
     fn formats_times() {

@@ -160,6 +160,23 @@ fn entry_credentials(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn never_panics(input in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = parse_credentials_file(&input, "1");
+        }
+
+        #[test]
+        fn round_trips(id in "[A-Z0-9]{1,20}", secret in "[a-zA-Z0-9/+]{1,40}") {
+            let json = serde_json::json!([{"AccessKeyId": id, "SecretAccessKey": secret}]);
+            let parsed = parse_credentials_file(json.to_string().as_bytes(), "1")
+                .expect("valid file");
+            prop_assert_eq!(&parsed[0].credentials.access_key_id, &id);
+            prop_assert_eq!(parsed[0].credentials.secret_access_key.expose(), secret.as_str());
+        }
+    }
 
     #[test]
     fn reads_lists_single_objects_and_imds_answers() {

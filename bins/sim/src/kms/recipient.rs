@@ -44,6 +44,23 @@ pub struct AttestedRecipient {
 }
 
 /// Checks attestation documents: KMS accepts only documents signed through the Nitro PKI.
+///
+/// INTEGRATION POINT: when `crate::verify` (chain + COSE check against a root) is merged, add
+/// here the verifier `kmstool-sim kms` uses by default:
+///
+/// ```text
+/// #[derive(Debug)]
+/// pub struct NsmRootVerifier { root_der: Vec<u8> }
+/// impl AttestationVerifier for NsmRootVerifier {
+///     fn verify(&self, document: &[u8], at: SystemTime) -> Result<AttestedRecipient, String> {
+///         let ms = at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+///         let payload = crate::verify::verify(document, &self.root_der, VerifyTime::UnixMillis(ms))
+///             .map_err(|e| e.to_string())?;
+///         let public_key = payload.public_key.ok_or("no public_key")?;
+///         Ok(AttestedRecipient { public_key, pcrs: payload.pcrs })
+///     }
+/// }
+/// ```
 pub trait AttestationVerifier: Send + Sync + fmt::Debug {
     /// Verifies `document` at time `at` and returns what it attests; the error is a short
     /// reason for logs (never sent to the client: KMS does not explain).

@@ -6,4 +6,6 @@
 //! the bytes.
 #![deny(missing_docs)]
 
+pub mod cms;
+pub mod crypto;
 pub mod secret;

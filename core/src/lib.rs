@@ -6,4 +6,6 @@
 //! the bytes.
 #![deny(missing_docs)]
 
+pub mod attestation;
+pub mod nsm;
 pub mod secret;

@@ -6,6 +6,8 @@
 //! the bytes.
 #![deny(missing_docs)]
 
+pub mod attestation;
 pub mod cms;
 pub mod crypto;
+pub mod nsm;
 pub mod secret;

@@ -157,7 +157,11 @@ mod tests {
     fn debug_and_display_never_show_the_value() {
         let bytes = SecretBytes::new(b"hunter2-bytes".to_vec());
         let text = SecretString::from("hunter2-text");
-        let creds = Credentials::new("AKIDEXAMPLE", "hunter2-secret", Some("hunter2-token".into()));
+        let creds = Credentials::new(
+            "AKIDEXAMPLE",
+            "hunter2-secret",
+            Some("hunter2-token".into()),
+        );
         for shown in [
             format!("{bytes:?} {bytes} {:?}", bytes.to_base64()),
             format!("{text:?} {text}"),

@@ -6,4 +6,5 @@
 //! the bytes.
 #![deny(missing_docs)]
 
+pub mod http;
 pub mod secret;

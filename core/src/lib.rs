@@ -9,5 +9,6 @@
 pub mod attestation;
 pub mod cms;
 pub mod crypto;
+pub mod http;
 pub mod nsm;
 pub mod secret;

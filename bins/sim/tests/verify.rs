@@ -148,8 +148,7 @@ fn tampered_simulated_documents_are_rejected() {
 
 #[test]
 fn a_document_signed_by_another_modules_leaf_is_rejected() {
-    // Same root would be needed for the chain; here the signature comes from another module,
-    // so the document's own leaf key does not match it.
+    // A genuine signature, but by another module's leaf: this document's leaf key refuses it.
     let nsm = sim(SimConfig::default());
     let other = sim(SimConfig::default());
     let mine =

@@ -7,4 +7,6 @@
 #![deny(missing_docs)]
 
 pub mod http;
+/// AWS KMS over JSON 1.1: request and response bodies.
+pub mod kms;
 pub mod secret;

@@ -10,5 +10,6 @@ pub mod attestation;
 pub mod cms;
 pub mod crypto;
 pub mod http;
+pub mod kms;
 pub mod nsm;
 pub mod secret;

@@ -6,6 +6,7 @@
 //! the bytes.
 #![deny(missing_docs)]
 
+pub mod credentials;
 pub mod http;
 /// AWS KMS over JSON 1.1: request and response bodies.
 pub mod kms;

@@ -9,6 +9,7 @@
 pub mod address;
 pub mod attestation;
 pub mod cms;
+pub mod credentials;
 pub mod crypto;
 pub mod framing;
 pub mod http;

@@ -27,13 +27,13 @@ enum Kms {
     Sending {
         call: CallId,
         host: String,
-        future: BoxFuture<Result<(KmsStream, bool), TransportFailure>>,
+        future: BoxFuture<Result<(Box<KmsStream>, bool), TransportFailure>>,
         request: Arc<Zeroizing<Vec<u8>>>,
     },
     Reading {
         call: CallId,
         host: String,
-        stream: KmsStream,
+        stream: Box<KmsStream>,
         reused: bool,
         received_any: bool,
         request: Arc<Zeroizing<Vec<u8>>>,
@@ -41,7 +41,7 @@ enum Kms {
 }
 
 enum KmsEvent {
-    Sent(Result<(KmsStream, bool), TransportFailure>),
+    Sent(Result<(Box<KmsStream>, bool), TransportFailure>),
     Read(io::Result<usize>),
 }
 
@@ -282,7 +282,7 @@ fn send(
     host: String,
     request: Arc<Zeroizing<Vec<u8>>>,
     may_reuse: bool,
-) -> BoxFuture<Result<(KmsStream, bool), TransportFailure>> {
+) -> BoxFuture<Result<(Box<KmsStream>, bool), TransportFailure>> {
     Box::pin(async move {
         let (mut stream, reused) = shared.kms.checkout(&host, may_reuse).await?;
         let written = async {

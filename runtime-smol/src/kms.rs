@@ -37,7 +37,7 @@ pub struct KmsTransportConfig {
 pub struct KmsConnector {
     config: KmsTransportConfig,
     connector: TlsConnector,
-    idle: Mutex<IdlePool<KmsStream>>,
+    idle: Mutex<IdlePool<Box<KmsStream>>>,
 }
 
 impl std::fmt::Debug for KmsConnector {
@@ -63,22 +63,20 @@ impl KmsConnector {
         &self,
         host: &str,
         may_reuse: bool,
-    ) -> Result<(KmsStream, bool), TransportFailure> {
-        if may_reuse {
-            if let Some(stream) = self.lock().take(host, Instant::now()) {
-                return Ok((stream, true));
-            }
+    ) -> Result<(Box<KmsStream>, bool), TransportFailure> {
+        if may_reuse && let Some(stream) = self.lock().take(host, Instant::now()) {
+            return Ok((stream, true));
         }
-        Ok((self.connect(host).await?, false))
+        Ok((Box::new(self.connect(host).await?), false))
     }
 
     /// Gives back a connection whose last response was complete and reusable.
-    pub fn checkin(&self, host: &str, stream: KmsStream) {
+    pub fn checkin(&self, host: &str, stream: Box<KmsStream>) {
         let excess = self.lock().put(host, stream, Instant::now());
         drop(excess);
     }
 
-    fn lock(&self) -> MutexGuard<'_, IdlePool<KmsStream>> {
+    fn lock(&self) -> MutexGuard<'_, IdlePool<Box<KmsStream>>> {
         self.idle.lock().unwrap_or_else(PoisonError::into_inner)
     }
 

@@ -10,6 +10,7 @@
 pub mod client;
 #[cfg(feature = "enclave")]
 mod driver;
+pub mod imds;
 #[cfg(feature = "enclave")]
 pub mod keys;
 #[cfg(feature = "enclave")]

@@ -30,14 +30,14 @@ enum Kms {
     Sending {
         call: CallId,
         host: String,
-        future: BoxFuture<Result<(KmsStream, bool), TransportFailure>>,
+        future: BoxFuture<Result<(Box<KmsStream>, bool), TransportFailure>>,
         request: Arc<Zeroizing<Vec<u8>>>,
     },
     /// Request written; reading the answer.
     Reading {
         call: CallId,
         host: String,
-        stream: KmsStream,
+        stream: Box<KmsStream>,
         /// Taken from the pool: a close before any byte means KMS had dropped it while idle.
         reused: bool,
         received_any: bool,
@@ -158,7 +158,7 @@ pub(crate) async fn drive<S>(
 
 /// What happened on the KMS side.
 enum KmsEvent {
-    Sent(Result<(KmsStream, bool), TransportFailure>),
+    Sent(Result<(Box<KmsStream>, bool), TransportFailure>),
     Read(std::io::Result<usize>),
 }
 
@@ -257,7 +257,7 @@ fn send(
     host: String,
     request: Arc<Zeroizing<Vec<u8>>>,
     may_reuse: bool,
-) -> BoxFuture<Result<(KmsStream, bool), TransportFailure>> {
+) -> BoxFuture<Result<(Box<KmsStream>, bool), TransportFailure>> {
     Box::pin(async move {
         let (mut stream, reused) = shared.kms.checkout(&host, may_reuse).await?;
         let write = async {

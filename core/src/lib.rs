@@ -6,7 +6,23 @@
 //! the bytes.
 #![deny(missing_docs)]
 
+pub mod address;
+pub mod attestation;
 pub mod cms;
+pub mod credentials;
 pub mod crypto;
+pub mod framing;
+pub mod http;
+pub mod instance;
+#[cfg(any(feature = "aws-lc", feature = "rustcrypto"))]
+pub mod keys;
+pub mod kms;
+pub mod nsm;
+pub mod pool;
+pub mod protocol;
 pub mod secret;
+#[cfg(any(feature = "aws-lc", feature = "rustcrypto"))]
+pub mod session;
 pub mod sigv4;
+#[cfg(feature = "tls")]
+pub mod tls;

@@ -1,1 +1,20 @@
-//! runtime
+//! The smol runtime of kmstool: sockets (vsock via `async-io`, TCP, Unix), TLS to KMS, and the
+//! loops that drive `kmstool_core`'s state machines — the parent's [`InstanceClient`] for
+//! `kmstool-instance`, and the enclave's [`EnclaveSession`], the same sessions the tokio runtime
+//! serves, to keep the core honest about being runtime-agnostic.
+//!
+//! [`InstanceClient`]: kmstool_core::instance::InstanceClient
+//! [`EnclaveSession`]: kmstool_core::session::EnclaveSession
+#![deny(missing_docs)]
+
+pub mod client;
+#[cfg(feature = "enclave")]
+mod driver;
+pub mod imds;
+#[cfg(feature = "enclave")]
+pub mod keys;
+#[cfg(feature = "enclave")]
+pub mod kms;
+pub mod net;
+#[cfg(feature = "enclave")]
+pub mod server;

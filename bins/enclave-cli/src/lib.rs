@@ -1,1 +1,367 @@
-//! kmstool-enclave-cli library: argument parsing and the run loop, shared with kmstool-sim.
+//! `kmstool-enclave-cli`: one KMS call from inside the enclave, for scripts. Upstream-compatible
+//! (`decrypt`, `genkey`, `genrandom`; `PLAINTEXT:`/`CIPHERTEXT:` lines; exit 0, 1 for bad
+//! arguments, 255 when the operation fails), plus credentials from the `AWS_*` variables,
+//! encryption contexts, `--proxy`, `--endpoint` and `--ca-bundle`.
+//!
+//! The command runs through the enclave server's own session code: an in-process pipe connects
+//! an [`InstanceClient`] to an `EnclaveSession`.
+#![deny(missing_docs)]
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use clap::{Args as ClapArgs, Parser, Subcommand};
+use kmstool_core::address::{Address, PARENT_CID};
+use kmstool_core::credentials;
+use kmstool_core::instance::{InstanceClient, InstanceError, InstanceRequest};
+use kmstool_core::nsm::Nsm;
+use kmstool_core::protocol::{EncryptionAlgorithm, EncryptionContext, KeySpec};
+use kmstool_core::secret::{Credentials, SecretString};
+use kmstool_core::session::SessionConfig;
+use kmstool_enclave::KmsSetup;
+
+/// Exit status after a failed operation (upstream: -1).
+pub const EXIT_FAILED: u8 = 255;
+/// Exit status for bad arguments.
+pub const EXIT_USAGE: u8 = 1;
+
+/// Command line of `kmstool-enclave-cli`.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "kmstool-enclave-cli",
+    version,
+    about = "Calls AWS KMS with attestation from inside a Nitro enclave and prints the result"
+)]
+pub struct Cli {
+    /// The operation.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The operations.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Decrypts a KMS ciphertext; prints `PLAINTEXT: <base64>`.
+    Decrypt(DecryptArgs),
+    /// Generates a data key; prints `CIPHERTEXT: <base64>` then `PLAINTEXT: <base64>`.
+    Genkey(GenkeyArgs),
+    /// Generates random bytes; prints `PLAINTEXT: <base64>`.
+    Genrandom(GenrandomArgs),
+}
+
+/// Options every operation takes.
+#[derive(Debug, Clone, ClapArgs)]
+pub struct CommonArgs {
+    /// AWS region.
+    #[arg(long, default_value = "us-east-1")]
+    pub region: String,
+
+    /// vsock port of the parent's vsock-proxy (CID 3; ignored with --proxy).
+    #[arg(long = "proxy-port", default_value_t = 8000)]
+    pub proxy_port: u32,
+
+    /// Where to reach KMS through: vsock:CID:PORT, tcp:HOST:PORT or unix:PATH.
+    #[arg(long, value_name = "ADDR")]
+    pub proxy: Option<Address>,
+
+    /// KMS host name to use instead of the region's.
+    #[arg(long, env = "ENDPOINT", value_name = "HOST")]
+    pub endpoint: Option<String>,
+
+    /// Extra trust roots for KMS's certificate (PEM).
+    #[arg(long, value_name = "PEM")]
+    pub ca_bundle: Option<PathBuf>,
+
+    /// Access key id [default: $AWS_ACCESS_KEY_ID].
+    #[arg(long = "aws-access-key-id", value_name = "ID")]
+    pub access_key_id: Option<String>,
+
+    /// Secret access key [default: $AWS_SECRET_ACCESS_KEY].
+    #[arg(long = "aws-secret-access-key", value_name = "SECRET")]
+    pub secret_access_key: Option<String>,
+
+    /// Session token, for temporary credentials [default: $AWS_SESSION_TOKEN].
+    #[arg(long = "aws-session-token", value_name = "TOKEN")]
+    pub session_token: Option<String>,
+
+    /// Deadline for the KMS call, all attempts included, in milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    pub kms_timeout_ms: u64,
+}
+
+/// `decrypt`.
+#[derive(Debug, Clone, ClapArgs)]
+pub struct DecryptArgs {
+    /// Options every operation takes.
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// The ciphertext, base64.
+    #[arg(long)]
+    pub ciphertext: String,
+    /// Key id (needed for asymmetric keys).
+    #[arg(long)]
+    pub key_id: Option<String>,
+    /// SYMMETRIC_DEFAULT, RSAES_OAEP_SHA_1 or RSAES_OAEP_SHA_256.
+    #[arg(long, value_parser = parse_algorithm)]
+    pub encryption_algorithm: Option<EncryptionAlgorithm>,
+    /// Encryption context entry, KEY=VALUE (repeatable).
+    #[arg(long = "encryption-context", value_name = "KEY=VALUE", value_parser = parse_context_entry)]
+    pub encryption_context: Vec<(String, String)>,
+}
+
+/// `genkey`.
+#[derive(Debug, Clone, ClapArgs)]
+pub struct GenkeyArgs {
+    /// Options every operation takes.
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// The KMS key to generate under.
+    #[arg(long)]
+    pub key_id: String,
+    /// AES-256 or AES-128 [default: AES-256 unless --number-of-bytes].
+    #[arg(long, value_parser = parse_key_spec, conflicts_with = "number_of_bytes")]
+    pub key_spec: Option<KeySpec>,
+    /// Data key length in bytes (1 to 1024) instead of --key-spec.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub number_of_bytes: Option<u32>,
+    /// Encryption context entry, KEY=VALUE (repeatable).
+    #[arg(long = "encryption-context", value_name = "KEY=VALUE", value_parser = parse_context_entry)]
+    pub encryption_context: Vec<(String, String)>,
+}
+
+/// `genrandom`.
+#[derive(Debug, Clone, ClapArgs)]
+pub struct GenrandomArgs {
+    /// Options every operation takes.
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Number of random bytes (1 to 1024).
+    #[arg(long, visible_alias = "number-of-bytes", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub length: u32,
+}
+
+fn parse_algorithm(text: &str) -> Result<EncryptionAlgorithm, String> {
+    EncryptionAlgorithm::from_wire(text)
+        .ok_or_else(|| "expected SYMMETRIC_DEFAULT, RSAES_OAEP_SHA_1 or RSAES_OAEP_SHA_256".into())
+}
+
+fn parse_key_spec(text: &str) -> Result<KeySpec, String> {
+    match text {
+        "AES-256" | "AES_256" => Ok(KeySpec::Aes256),
+        "AES-128" | "AES_128" => Ok(KeySpec::Aes128),
+        _ => Err("expected AES-256 or AES-128".into()),
+    }
+}
+
+/// Parses `KEY=VALUE` (the value may contain `=`).
+pub fn parse_context_entry(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
+        _ => Err("expected KEY=VALUE".into()),
+    }
+}
+
+impl Command {
+    fn common(&self) -> &CommonArgs {
+        match self {
+            Self::Decrypt(a) => &a.common,
+            Self::Genkey(a) => &a.common,
+            Self::Genrandom(a) => &a.common,
+        }
+    }
+
+    fn request(&self) -> Result<InstanceRequest, String> {
+        Ok(match self {
+            Self::Decrypt(a) => InstanceRequest::Decrypt {
+                ciphertext: base64::engine::general_purpose::STANDARD
+                    .decode(a.ciphertext.trim())
+                    .map_err(|_| "--ciphertext is not base64".to_owned())?,
+                encryption_context: context(&a.encryption_context),
+                key_id: a.key_id.clone(),
+                encryption_algorithm: a.encryption_algorithm,
+                grant_tokens: Vec::new(),
+            },
+            Self::Genkey(a) => InstanceRequest::GenerateDataKey {
+                key_id: a.key_id.clone(),
+                key_spec: match (a.key_spec, a.number_of_bytes) {
+                    (None, None) => Some(KeySpec::Aes256),
+                    (spec, _) => spec,
+                },
+                number_of_bytes: a.number_of_bytes,
+                encryption_context: context(&a.encryption_context),
+                grant_tokens: Vec::new(),
+            },
+            Self::Genrandom(a) => InstanceRequest::GenerateRandom {
+                number_of_bytes: a.length,
+            },
+        })
+    }
+}
+
+fn context(entries: &[(String, String)]) -> EncryptionContext {
+    entries.iter().cloned().collect()
+}
+
+/// Credentials from the flags, else from the `AWS_*` environment variables.
+fn credentials_from(
+    common: &CommonArgs,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Credentials, String> {
+    match (&common.access_key_id, &common.secret_access_key) {
+        (Some(id), Some(secret)) => Ok(Credentials::new(
+            id.clone(),
+            SecretString::new(secret.clone()),
+            common
+                .session_token
+                .clone()
+                .or_else(|| env("AWS_SESSION_TOKEN").filter(|t| !t.is_empty()))
+                .map(SecretString::new),
+        )),
+        (Some(_), None) => Err("--aws-access-key-id needs --aws-secret-access-key".into()),
+        (None, Some(_)) => Err("--aws-secret-access-key needs --aws-access-key-id".into()),
+        (None, None) => match credentials::env::from_env(env) {
+            Ok(Some(mut creds)) => {
+                if let Some(token) = &common.session_token {
+                    creds.session_token = Some(SecretString::new(token.clone()));
+                }
+                Ok(creds)
+            }
+            Ok(None) => Err(
+                "no credentials: pass --aws-access-key-id and --aws-secret-access-key or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+                    .into(),
+            ),
+            Err(e) => Err(e.to_string()),
+        },
+    }
+}
+
+/// Runs `command` with `nsm`, writing the result lines to `out` and errors to `err`; returns
+/// the exit status.
+pub async fn execute(
+    command: Command,
+    nsm: Arc<dyn Nsm>,
+    env: &dyn Fn(&str) -> Option<String>,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> u8 {
+    let common = command.common().clone();
+    let prepared = credentials_from(&common, env).and_then(|creds| Ok((creds, command.request()?)));
+    let (credentials, request) = match prepared {
+        Ok(prepared) => prepared,
+        Err(message) => {
+            let _ = writeln!(err, "Error: {message}");
+            return EXIT_USAGE;
+        }
+    };
+    match call(&common, credentials, request, nsm).await {
+        Ok(lines) => {
+            let _ = out.write_all(lines.expose().as_bytes());
+            let _ = out.flush();
+            0
+        }
+        Err(message) => {
+            let _ = writeln!(err, "Error: {message}");
+            EXIT_FAILED
+        }
+    }
+}
+
+async fn call(
+    common: &CommonArgs,
+    credentials: Credentials,
+    request: InstanceRequest,
+    nsm: Arc<dyn Nsm>,
+) -> Result<SecretString, String> {
+    let timeout = Duration::from_millis(common.kms_timeout_ms);
+    let session = SessionConfig {
+        region: Some(common.region.clone()),
+        endpoint: common.endpoint.clone(),
+        kms_call_timeout: timeout,
+        idle_timeout: None,
+        ..SessionConfig::default()
+    };
+    let setup = KmsSetup {
+        proxy: common.proxy.clone().unwrap_or(Address::Vsock {
+            cid: PARENT_CID,
+            port: common.proxy_port,
+        }),
+        ca_bundle: common.ca_bundle.clone(),
+        connect_timeout: Duration::from_secs(3),
+        key_rotation: None,
+        attestation_reuse: Duration::ZERO,
+    };
+    let shared = kmstool_enclave::build_shared(session, &setup, nsm)
+        .await
+        .map_err(|e| format!("{e:#}"))?;
+    let (mut ours, theirs) = tokio::io::duplex(64 * 1024);
+    let server = tokio::spawn(kmstool_runtime_tokio::server::serve_connection(
+        theirs, shared,
+    ));
+    let client = InstanceClient::new(
+        &credentials,
+        None,
+        request.clone(),
+        Instant::now(),
+        timeout + Duration::from_secs(5),
+    );
+    let result = kmstool_runtime_tokio::client::exchange(&mut ours, client).await;
+    drop(ours);
+    let _ = server.await;
+    let result = result.map_err(|e| describe(&e))?;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut lines = String::new();
+    if let Some(blob) = &result.ciphertext_blob {
+        lines.push_str(&format!("CIPHERTEXT: {}\n", b64.encode(blob)));
+    }
+    lines.push_str("PLAINTEXT: ");
+    lines.push_str(result.plaintext.to_base64().expose());
+    lines.push('\n');
+    Ok(SecretString::new(lines))
+}
+
+fn describe(error: &InstanceError) -> String {
+    error.to_string()
+}
+
+/// Parses `argv` and runs; `--help`/`--version` exit 0, bad arguments exit 1.
+pub fn main_with(
+    argv: Vec<std::ffi::OsString>,
+    nsm: impl FnOnce() -> Result<Arc<dyn Nsm>, String>,
+) -> u8 {
+    let cli = match Cli::try_parse_from(argv) {
+        Ok(cli) => cli,
+        Err(error) => {
+            let _ = error.print();
+            return if error.use_stderr() { EXIT_USAGE } else { 0 };
+        }
+    };
+    run_parsed(cli.command, nsm)
+}
+
+/// Runs an already parsed command on a fresh runtime, writing to the process's stdout/stderr.
+pub fn run_parsed(command: Command, nsm: impl FnOnce() -> Result<Arc<dyn Nsm>, String>) -> u8 {
+    let nsm = match nsm() {
+        Ok(nsm) => nsm,
+        Err(message) => {
+            eprintln!("Error: {message}");
+            return EXIT_FAILED;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("Error: cannot start the runtime: {error}");
+            return EXIT_FAILED;
+        }
+    };
+    let env = |name: &str| std::env::var(name).ok();
+    let mut stdout = std::io::stdout().lock();
+    let mut stderr = std::io::stderr().lock();
+    runtime.block_on(execute(command, nsm, &env, &mut stdout, &mut stderr))
+}

@@ -1,1 +1,257 @@
-//! kmstool-enclave library: argument parsing and the run loop, shared with kmstool-sim.
+//! `kmstool-enclave`: the server inside the enclave. The binary wires the real NSM device in;
+//! `kmstool-sim enclave` runs the same [`Args`] and [`run`] with a simulated NSM.
+#![deny(missing_docs)]
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Parser;
+use kmstool_core::address::{ANY_CID, Address, PARENT_CID};
+use kmstool_core::framing::DEFAULT_MAX_MESSAGE_BYTES;
+use kmstool_core::nsm::Nsm;
+use kmstool_core::session::{Backoff, SessionConfig};
+use kmstool_core::tls;
+use kmstool_runtime_tokio::keys::KeyService;
+use kmstool_runtime_tokio::kms::{KmsConnector, KmsTransportConfig};
+use kmstool_runtime_tokio::server::{Server, ServerLimits, Shared, Stats};
+
+/// Command line of `kmstool-enclave` (upstream flags plus ours).
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "kmstool-enclave",
+    version,
+    about = "Serves AWS KMS Decrypt, GenerateDataKey and GenerateRandom to the parent instance, \
+             with attestation, from inside a Nitro enclave"
+)]
+pub struct Args {
+    /// AWS region of the enclave (a client's AwsRegion must match it when both are set).
+    #[arg(short = 'r', long, env = "REGION")]
+    pub region: Option<String>,
+
+    /// vsock port to listen on (ignored with --listen).
+    #[arg(short = 'p', long, default_value_t = 3000)]
+    pub port: u32,
+
+    /// vsock port of the parent's vsock-proxy (CID 3; ignored with --proxy).
+    #[arg(short = 'x', long = "proxy-port", default_value_t = 8000)]
+    pub proxy_port: u32,
+
+    /// Listen address: vsock:CID:PORT, tcp:HOST:PORT or unix:PATH [default: vsock:any:<port>].
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<Address>,
+
+    /// Where to reach KMS through: vsock:CID:PORT, tcp:HOST:PORT or unix:PATH
+    /// [default: vsock:3:<proxy-port>].
+    #[arg(long, value_name = "ADDR")]
+    pub proxy: Option<Address>,
+
+    /// KMS host name to use instead of the region's (TLS name and Host header).
+    #[arg(long, env = "ENDPOINT", value_name = "HOST")]
+    pub endpoint: Option<String>,
+
+    /// Extra trust roots for KMS's certificate (PEM), added to the compiled-in Mozilla roots.
+    #[arg(long, value_name = "PEM")]
+    pub ca_bundle: Option<PathBuf>,
+
+    /// Connections served at once; more are refused with an error reply.
+    #[arg(long, default_value_t = 1024)]
+    pub max_connections: usize,
+
+    /// Largest message from a client, terminator included.
+    #[arg(long, default_value_t = DEFAULT_MAX_MESSAGE_BYTES)]
+    pub max_message_bytes: usize,
+
+    /// Close a connection idle for this many seconds (0: never).
+    #[arg(long, default_value_t = 300)]
+    pub idle_timeout_secs: u64,
+
+    /// Deadline for connecting to the proxy plus the TLS handshake, in milliseconds.
+    #[arg(long, default_value_t = 3000)]
+    pub connect_timeout_ms: u64,
+
+    /// Deadline for one KMS call, all attempts and backoff included, in milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    pub kms_timeout_ms: u64,
+
+    /// Attempts per KMS call (throttling, 5xx and dropped connections are retried).
+    #[arg(long, default_value_t = 3)]
+    pub max_attempts: u32,
+
+    /// Replace the enclave's RSA key this often, in seconds (0: never).
+    #[arg(long, default_value_t = 3600)]
+    pub key_rotation_secs: u64,
+
+    /// Reuse an attestation document for this many seconds (0: a fresh one per KMS call).
+    #[arg(long, default_value_t = 0)]
+    pub attestation_reuse_secs: u64,
+
+    /// Log filter (error, warn, info, debug, trace, or a tracing directive).
+    #[arg(long, env = "KMSTOOL_LOG", default_value = "info")]
+    pub log_level: String,
+}
+
+impl Args {
+    /// The listen address.
+    pub fn listen_address(&self) -> Address {
+        self.listen.clone().unwrap_or(Address::Vsock {
+            cid: ANY_CID,
+            port: self.port,
+        })
+    }
+
+    /// The proxy address.
+    pub fn proxy_address(&self) -> Address {
+        self.proxy.clone().unwrap_or(Address::Vsock {
+            cid: PARENT_CID,
+            port: self.proxy_port,
+        })
+    }
+
+    fn session_config(&self) -> anyhow::Result<SessionConfig> {
+        if let Some(region) = &self.region {
+            kmstool_core::kms::endpoint::validate_region(region)
+                .with_context(|| format!("--region {region:?}"))?;
+        }
+        if let Some(host) = &self.endpoint {
+            tls::server_name(host).with_context(|| format!("--endpoint {host:?}"))?;
+        }
+        anyhow::ensure!(
+            self.max_message_bytes >= 1024,
+            "--max-message-bytes must be at least 1024"
+        );
+        Ok(SessionConfig {
+            region: self.region.clone(),
+            endpoint: self.endpoint.clone(),
+            max_message_bytes: self.max_message_bytes,
+            idle_timeout: (self.idle_timeout_secs > 0)
+                .then(|| Duration::from_secs(self.idle_timeout_secs)),
+            kms_call_timeout: Duration::from_millis(self.kms_timeout_ms),
+            max_attempts: self.max_attempts.max(1),
+            backoff: Backoff::default(),
+            ..SessionConfig::default()
+        })
+    }
+}
+
+/// Sets up logging to stderr with `filter`.
+pub fn init_logging(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// A server ready to run: bound, key generated.
+#[derive(Debug)]
+pub struct Prepared {
+    server: Server,
+}
+
+impl Prepared {
+    /// The bound address.
+    pub fn local_address(&self) -> std::io::Result<Address> {
+        self.server.local_address()
+    }
+
+    /// Counters of the running server.
+    pub fn stats(&self) -> Arc<Shared> {
+        Arc::clone(self.server.shared())
+    }
+
+    /// Serves until `shutdown` completes.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        self.server.run(shutdown).await.context("server failed")
+    }
+}
+
+/// How the enclave reaches KMS and attests: shared by the server and `kmstool-enclave-cli`.
+#[derive(Debug, Clone)]
+pub struct KmsSetup {
+    /// Proxy address.
+    pub proxy: Address,
+    /// Extra trust roots (PEM file).
+    pub ca_bundle: Option<PathBuf>,
+    /// Connect plus TLS handshake.
+    pub connect_timeout: Duration,
+    /// Key rotation interval.
+    pub key_rotation: Option<Duration>,
+    /// Attestation document reuse.
+    pub attestation_reuse: Duration,
+}
+
+/// Builds what sessions share: TLS settings, the KMS connector, the enclave key.
+pub async fn build_shared(
+    session: SessionConfig,
+    setup: &KmsSetup,
+    nsm: Arc<dyn Nsm>,
+) -> anyhow::Result<Arc<Shared>> {
+    let extra_roots = match &setup.ca_bundle {
+        Some(path) => Some(
+            std::fs::read(path)
+                .with_context(|| format!("reading --ca-bundle {}", path.display()))?,
+        ),
+        None => None,
+    };
+    let tls = tls::client_config(tls::Roots::MozillaAndExtra, extra_roots.as_deref())
+        .context("TLS setup")?;
+    let kms = KmsConnector::new(KmsTransportConfig {
+        proxy: setup.proxy.clone(),
+        tls,
+        connect_timeout: setup.connect_timeout,
+        max_idle_per_host: 64,
+        idle_timeout: Duration::from_secs(30),
+    });
+    let keys = KeyService::start(nsm, setup.key_rotation, setup.attestation_reuse)
+        .await
+        .map_err(anyhow::Error::msg)
+        .context("generating the enclave key")?;
+    keys.spawn_rotation();
+    Ok(Arc::new(Shared {
+        session: Arc::new(session),
+        kms,
+        keys,
+        stats: Stats::default(),
+    }))
+}
+
+/// Generates the key and binds the listener.
+pub async fn prepare(args: &Args, nsm: Arc<dyn Nsm>) -> anyhow::Result<Prepared> {
+    let setup = KmsSetup {
+        proxy: args.proxy_address(),
+        ca_bundle: args.ca_bundle.clone(),
+        connect_timeout: Duration::from_millis(args.connect_timeout_ms),
+        key_rotation: (args.key_rotation_secs > 0)
+            .then(|| Duration::from_secs(args.key_rotation_secs)),
+        attestation_reuse: Duration::from_secs(args.attestation_reuse_secs),
+    };
+    let shared = build_shared(args.session_config()?, &setup, nsm).await?;
+    let limits = ServerLimits {
+        max_connections: args.max_connections.max(1),
+        shutdown_grace: Duration::from_millis(args.kms_timeout_ms) + Duration::from_secs(2),
+    };
+    let listen = args.listen_address();
+    let server = Server::bind(&listen, shared, limits)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
+    Ok(Prepared { server })
+}
+
+/// Runs the server until SIGTERM/SIGINT.
+pub async fn run(args: Args, nsm: Arc<dyn Nsm>) -> anyhow::Result<()> {
+    let prepared = prepare(&args, nsm).await?;
+    let address = prepared.local_address()?;
+    tracing::info!(
+        listen = %address,
+        proxy = %args.proxy_address(),
+        region = args.region.as_deref().unwrap_or("(from client, else us-east-1)"),
+        "kmstool-enclave ready"
+    );
+    prepared
+        .run(kmstool_runtime_tokio::server::shutdown_signal())
+        .await
+}

@@ -7,7 +7,7 @@ use base64::Engine as _;
 use serde::Serialize;
 use zeroize::Zeroizing;
 
-use crate::http::{HttpError, write_request};
+use crate::http::{RequestError, write_request};
 use crate::protocol::{
     DataKeySize, Decrypt, EncryptionContext, GenerateDataKey, GenerateRandom, Operation,
 };
@@ -172,7 +172,7 @@ pub fn http_request(
     x_amz_target: &str,
     body: &[u8],
     time: SystemTime,
-) -> Result<Zeroizing<Vec<u8>>, HttpError> {
+) -> Result<Zeroizing<Vec<u8>>, RequestError> {
     let signed = [
         ("Host", to.host),
         ("Content-Type", CONTENT_TYPE),

@@ -1,0 +1,148 @@
+//! The enclave's key pair and its attestation document, as policy: when to rotate the key,
+//! and when a document may be reused. The runtimes generate keys and call the NSM.
+
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use crate::crypto::RecipientKey;
+use crate::nsm::{self, Nsm};
+use crate::session::{Attestation, AttestationFailure};
+
+/// The current enclave key and, when reuse is on, its last attestation document.
+#[derive(Debug)]
+pub struct EnclaveKeys {
+    key: Arc<RecipientKey>,
+    generation: u64,
+    created: Instant,
+    rotate_every: Option<Duration>,
+    reuse_document_for: Duration,
+    document: Option<(u64, Vec<u8>, Instant)>,
+}
+
+impl EnclaveKeys {
+    /// Starts with `key`. `rotate_every`: replace the key after this long (`None`: never).
+    /// `reuse_document_for`: hand out one attestation document for this long (zero: a fresh
+    /// document for every KMS call, as upstream does).
+    pub fn new(
+        key: RecipientKey,
+        now: Instant,
+        rotate_every: Option<Duration>,
+        reuse_document_for: Duration,
+    ) -> Self {
+        Self {
+            key: Arc::new(key),
+            generation: 0,
+            created: now,
+            rotate_every,
+            reuse_document_for,
+            document: None,
+        }
+    }
+
+    /// The current key and its generation number.
+    pub fn current(&self) -> (Arc<RecipientKey>, u64) {
+        (Arc::clone(&self.key), self.generation)
+    }
+
+    /// When the key is due for rotation, if ever.
+    pub fn rotation_due(&self) -> Option<Instant> {
+        self.rotate_every.map(|every| self.created + every)
+    }
+
+    /// Installs a new key; the old one stays alive in calls that still hold it.
+    pub fn rotate(&mut self, key: RecipientKey, now: Instant) {
+        self.key = Arc::new(key);
+        self.generation += 1;
+        self.created = now;
+        self.document = None;
+    }
+
+    /// A document for the current key that may still be reused.
+    pub fn reusable_document(&self, now: Instant) -> Option<Attestation> {
+        let (generation, document, at) = self.document.as_ref()?;
+        let fresh = *generation == self.generation
+            && now.saturating_duration_since(*at) < self.reuse_document_for;
+        fresh.then(|| Attestation {
+            key: Arc::clone(&self.key),
+            document: document.clone(),
+        })
+    }
+
+    /// Remembers a document made at `now` for key `generation` (ignored when reuse is off or
+    /// the key has rotated since).
+    pub fn store_document(&mut self, generation: u64, document: &[u8], now: Instant) {
+        if !self.reuse_document_for.is_zero() && generation == self.generation {
+            self.document = Some((generation, document.to_vec(), now));
+        }
+    }
+}
+
+/// [`EnclaveKeys`] shared by every session, with the NSM that attests them.
+///
+/// [`KeyStore::attest`] blocks on the NSM (an ioctl on `/dev/nsm`): runtimes call it from a
+/// blocking thread. It performs no IO itself beyond calling the [`Nsm`] it was given.
+pub struct KeyStore {
+    keys: Mutex<EnclaveKeys>,
+    nsm: Arc<dyn Nsm>,
+}
+
+impl std::fmt::Debug for KeyStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyStore").finish_non_exhaustive()
+    }
+}
+
+impl KeyStore {
+    /// A store starting with `key`; see [`EnclaveKeys::new`] for the policy arguments.
+    pub fn new(
+        key: RecipientKey,
+        nsm: Arc<dyn Nsm>,
+        now: Instant,
+        rotate_every: Option<Duration>,
+        reuse_document_for: Duration,
+    ) -> Self {
+        Self {
+            keys: Mutex::new(EnclaveKeys::new(key, now, rotate_every, reuse_document_for)),
+            nsm,
+        }
+    }
+
+    /// An attestation document for the current key: reused when allowed, else fresh from the
+    /// NSM (blocking).
+    pub fn attest(&self, now: Instant) -> Result<Attestation, AttestationFailure> {
+        let (key, generation) = {
+            let keys = self.lock();
+            if let Some(cached) = keys.reusable_document(now) {
+                return Ok(cached);
+            }
+            keys.current()
+        };
+        let document = nsm::attest(self.nsm.as_ref(), key.public_key_der()).map_err(|e| {
+            AttestationFailure {
+                detail: e.to_string(),
+            }
+        })?;
+        self.lock().store_document(generation, &document, now);
+        Ok(Attestation { key, document })
+    }
+
+    /// When the key is due for rotation.
+    pub fn rotation_due(&self) -> Option<Instant> {
+        self.lock().rotation_due()
+    }
+
+    /// Installs a fresh key.
+    pub fn rotate(&self, key: RecipientKey, now: Instant) {
+        self.lock().rotate(key, now);
+    }
+
+    /// The current key.
+    pub fn current_key(&self) -> Arc<RecipientKey> {
+        self.lock().current().0
+    }
+
+    fn lock(&self) -> MutexGuard<'_, EnclaveKeys> {
+        // Nothing panics while holding the lock; if something did, the state is still valid.
+        self.keys.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}

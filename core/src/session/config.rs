@@ -1,0 +1,101 @@
+//! Settings of an enclave session, shared by all connections of a server.
+
+use std::time::Duration;
+
+use crate::framing::DEFAULT_MAX_MESSAGE_BYTES;
+use crate::http::HttpLimits;
+
+/// Settings of every [`super::EnclaveSession`] of one server.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// The enclave's region (`--region`, `REGION`); see SPEC §1 for how it combines with the
+    /// client's.
+    pub region: Option<String>,
+    /// KMS host name overriding the region's (`--endpoint`, `ENDPOINT`).
+    pub endpoint: Option<String>,
+    /// Largest message from the client, terminator included.
+    pub max_message_bytes: usize,
+    /// Commands parsed and waiting before the session stops reading (pipelining depth).
+    pub max_pending_commands: usize,
+    /// Close a connection with nothing in flight after this long without client bytes.
+    pub idle_timeout: Option<Duration>,
+    /// Deadline of one KMS call, every attempt and backoff included.
+    pub kms_call_timeout: Duration,
+    /// Attempts per KMS call (1 = no retry).
+    pub max_attempts: u32,
+    /// Delay between attempts.
+    pub backoff: Backoff,
+    /// Caps on KMS responses.
+    pub http_limits: HttpLimits,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            region: None,
+            endpoint: None,
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            max_pending_commands: 64,
+            idle_timeout: Some(Duration::from_secs(300)),
+            kms_call_timeout: Duration::from_secs(10),
+            max_attempts: 3,
+            backoff: Backoff::default(),
+            http_limits: HttpLimits::default(),
+        }
+    }
+}
+
+/// Exponential backoff with jitter: before attempt `n + 1`, wait between half and all of
+/// `min(base * 2^(n-1), max)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    /// Delay scale after the first attempt.
+    pub base: Duration,
+    /// Largest delay.
+    pub max: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            base: Duration::from_millis(100),
+            max: Duration::from_secs(2),
+        }
+    }
+}
+
+impl Backoff {
+    /// The delay after `attempts` failed attempts (≥ 1), with `random` choosing the jitter.
+    pub fn delay(&self, attempts: u32, random: u64) -> Duration {
+        let exponent = attempts.saturating_sub(1).min(20);
+        let ceiling = self.base.saturating_mul(1u32 << exponent).min(self.max);
+        let ceiling_us = u64::try_from(ceiling.as_micros()).unwrap_or(u64::MAX);
+        let half = ceiling_us / 2;
+        let jitter = if half == 0 { 0 } else { random % (half + 1) };
+        Duration::from_micros(ceiling_us - half + jitter)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_stays_within_bounds() {
+        let b = Backoff::default();
+        for (attempts, lo, hi) in [
+            (1, 50, 100),
+            (2, 100, 200),
+            (3, 200, 400),
+            (6, 1000, 2000),
+            (30, 1000, 2000),
+        ] {
+            for random in [0, 1, 12_345, u64::MAX] {
+                let d = b.delay(attempts, random).as_millis();
+                assert!((lo..=hi).contains(&d), "attempt {attempts}: {d} ms");
+            }
+        }
+        assert_eq!(b.delay(1, 0), Duration::from_millis(50));
+        assert_eq!(b.delay(1, 50_000), Duration::from_millis(100));
+    }
+}

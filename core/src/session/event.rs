@@ -1,0 +1,154 @@
+//! What a session reports for logging. Nothing here ever holds a secret.
+
+use std::fmt;
+use std::time::Duration;
+
+use super::call::CallId;
+use crate::protocol::{ErrorKind, Operation};
+
+/// Why a session closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The client ended its stream and every command was answered.
+    ClientClosed,
+    /// Nothing happened for the configured idle time.
+    IdleTimeout,
+    /// A message exceeded the cap (after the `Message size too large.` reply).
+    MessageTooLarge,
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::ClientClosed => "client closed",
+            Self::IdleTimeout => "idle timeout",
+            Self::MessageTooLarge => "message too large",
+        })
+    }
+}
+
+/// Something a driver may log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionEvent {
+    /// A message was not a valid command.
+    CommandRejected {
+        /// The error text sent back.
+        error: String,
+    },
+    /// `SetClient` succeeded.
+    ClientSet {
+        /// The region in use.
+        region: String,
+        /// The KMS host in use.
+        host: String,
+    },
+    /// A KMS request was handed to the driver.
+    KmsAttempt {
+        /// The call.
+        call: CallId,
+        /// Operation.
+        operation: Operation,
+        /// 1 for the first attempt.
+        attempt: u32,
+        /// KMS host.
+        host: String,
+    },
+    /// KMS answered an attempt.
+    KmsAnswered {
+        /// The call.
+        call: CallId,
+        /// Operation.
+        operation: Operation,
+        /// HTTP status.
+        status: u16,
+        /// KMS error type, for errors.
+        error_type: Option<String>,
+        /// From sending the request to the complete answer.
+        latency: Duration,
+    },
+    /// An attempt failed in a way worth retrying; the next one starts after `delay`.
+    KmsRetry {
+        /// The call.
+        call: CallId,
+        /// Operation.
+        operation: Operation,
+        /// Wait before the next attempt.
+        delay: Duration,
+        /// What failed.
+        reason: String,
+    },
+    /// A reply was queued for the client.
+    Replied {
+        /// Operation, when the message named one.
+        operation: Option<Operation>,
+        /// `ErrorKind` of an error reply; `None` for success.
+        error_kind: Option<ErrorKind>,
+        /// `KmsErrorType` of an error reply.
+        kms_error_type: Option<String>,
+        /// From receiving the command to the reply.
+        latency: Duration,
+    },
+}
+
+impl fmt::Display for SessionEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::CommandRejected { error } => write!(f, "rejected message: {error}"),
+            Self::ClientSet { region, host } => {
+                write!(f, "client set: region {region}, KMS {host}")
+            }
+            Self::KmsAttempt {
+                call,
+                operation,
+                attempt,
+                host,
+            } => {
+                write!(
+                    f,
+                    "{call} {} attempt {attempt} to {host}",
+                    operation.as_str()
+                )
+            }
+            Self::KmsAnswered {
+                call,
+                operation,
+                status,
+                error_type,
+                latency,
+            } => {
+                write!(f, "{call} {} answered {status}", operation.as_str())?;
+                if let Some(t) = error_type {
+                    write!(f, " {t}")?;
+                }
+                write!(f, " in {:.1} ms", latency.as_secs_f64() * 1e3)
+            }
+            Self::KmsRetry {
+                call,
+                operation,
+                delay,
+                reason,
+            } => write!(
+                f,
+                "{call} {} retry in {} ms after {reason}",
+                operation.as_str(),
+                delay.as_millis()
+            ),
+            Self::Replied {
+                operation,
+                error_kind,
+                kms_error_type,
+                latency,
+            } => {
+                let op = operation.map_or("(none)", Operation::as_str);
+                match error_kind {
+                    None => write!(f, "{op} ok")?,
+                    Some(kind) => write!(f, "{op} error {kind}")?,
+                }
+                if let Some(t) = kms_error_type {
+                    write!(f, " {t}")?;
+                }
+                write!(f, " in {:.1} ms", latency.as_secs_f64() * 1e3)
+            }
+        }
+    }
+}

@@ -1,0 +1,753 @@
+//! Scenario tests: an `EnclaveSession` driven on a virtual clock with recorded KMS responses
+//! (tests/fixtures/kms/, one of them wrapping the real KMS capture), asserting the exact
+//! sequence of outputs.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+use base64::Engine as _;
+use kmstool_core::crypto::{Backend, RecipientKey};
+use kmstool_core::protocol::{ErrorKind, Reply, Status};
+use kmstool_core::session::{
+    Attestation, AttestationFailure, CallId, CloseReason, EnclaveSession, Now, Output,
+    SessionConfig, TransportFailure, TransportStage,
+};
+
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/kms/");
+const SHARED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures/kms/");
+const SET_CLIENT: &[u8] =
+    b"{\"Operation\":\"SetClient\",\"AwsAccessKeyId\":\"AKIDEXAMPLE\",\"AwsSecretAccessKey\":\"wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY\",\"AwsSessionToken\":\"TOKEN\"}\0";
+const DECRYPT: &[u8] =
+    b"{\"Operation\":\"Decrypt\",\"Ciphertext\":\"AQIDBA==\",\"RequestId\":\"r1\"}\0";
+
+fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(format!("{FIXTURES}{name}")).expect("fixture")
+}
+
+fn hex_file(path: &str) -> Vec<u8> {
+    let text = std::fs::read_to_string(path).expect("hex");
+    let text = text.trim();
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).expect("hex"))
+        .collect()
+}
+
+fn key() -> Arc<RecipientKey> {
+    let pem = std::fs::read(format!("{SHARED}real-kms-decrypt-with-key.key.pem")).expect("key");
+    Arc::new(RecipientKey::from_pem(Backend::DEFAULT, &pem).expect("key"))
+}
+
+/// A session on a virtual clock, with everything it emitted.
+struct Harness {
+    session: EnclaveSession,
+    now: Now,
+    start: Instant,
+    key: Arc<RecipientKey>,
+}
+
+/// Outputs in a comparable form.
+#[derive(Debug, Clone, PartialEq)]
+enum Seen {
+    Reply(Reply),
+    Attest(CallId),
+    KmsSend {
+        call: CallId,
+        host: String,
+        request: Vec<u8>,
+    },
+    Release {
+        call: CallId,
+        reusable: bool,
+    },
+    Close(CloseReason),
+}
+
+impl Harness {
+    fn new(config: SessionConfig) -> Self {
+        let start = Instant::now();
+        let now = Now::new(start, UNIX_EPOCH + Duration::from_secs(1_795_953_600));
+        Self {
+            session: EnclaveSession::new(Arc::new(config), 1, now),
+            now,
+            start,
+            key: key(),
+        }
+    }
+
+    fn default() -> Self {
+        Self::new(SessionConfig::default())
+    }
+
+    fn drain(&mut self) -> Vec<Seen> {
+        let mut seen = Vec::new();
+        let mut client_bytes = Vec::new();
+        while let Some(output) = self.session.poll_output() {
+            match output {
+                Output::ToClient(bytes) => client_bytes.extend_from_slice(&bytes),
+                Output::Attest(call) => seen.push(Seen::Attest(call)),
+                Output::KmsSend {
+                    call,
+                    host,
+                    request,
+                } => seen.push(Seen::KmsSend {
+                    call,
+                    host,
+                    request: request.to_vec(),
+                }),
+                Output::KmsRelease { call, reusable } => {
+                    seen.push(Seen::Release { call, reusable })
+                }
+                Output::Event(_) => {}
+                Output::Close(reason) => seen.push(Seen::Close(reason)),
+            }
+            if !client_bytes.is_empty() {
+                for frame in client_bytes.split(|b| *b == 0).filter(|f| !f.is_empty()) {
+                    seen.push(Seen::Reply(Reply::parse(frame).expect("reply parses")));
+                }
+                client_bytes.clear();
+            }
+        }
+        seen
+    }
+
+    fn client(&mut self, bytes: &[u8]) -> Vec<Seen> {
+        self.session.handle_client_bytes(self.now, bytes);
+        self.drain()
+    }
+
+    fn attest(&mut self, call: CallId) -> Vec<Seen> {
+        let attestation = Attestation {
+            key: Arc::clone(&self.key),
+            document: b"attestation-document".to_vec(),
+        };
+        self.session
+            .handle_attestation(self.now, call, Ok(attestation));
+        self.drain()
+    }
+
+    fn kms(&mut self, call: CallId, bytes: &[u8]) -> Vec<Seen> {
+        self.session.handle_kms_bytes(self.now, call, bytes);
+        self.drain()
+    }
+
+    fn advance(&mut self, by: Duration) {
+        self.now = self.now.advance(by);
+    }
+
+    fn fire_timer(&mut self) -> Vec<Seen> {
+        let deadline = self.session.poll_timeout().expect("a timer is due");
+        if deadline > self.now.instant {
+            let by = deadline - self.now.instant;
+            self.advance(by);
+        }
+        self.session.handle_timeout(self.now);
+        self.drain()
+    }
+
+    /// SetClient, then a command up to its KMS request; returns the call and the request.
+    fn start_call(&mut self, command: &[u8]) -> (CallId, Vec<u8>) {
+        let seen = self.client(SET_CLIENT);
+        assert_eq!(seen, vec![Seen::Reply(Reply::ok())]);
+        let seen = self.client(command);
+        let [Seen::Attest(call)] = seen[..] else {
+            panic!("expected an attestation request, got {seen:?}");
+        };
+        let seen = self.attest(call);
+        let [
+            Seen::KmsSend {
+                call: sent,
+                ref host,
+                ref request,
+            },
+        ] = seen[..]
+        else {
+            panic!("expected a KMS request, got {seen:?}");
+        };
+        assert_eq!(sent, call);
+        assert_eq!(host, "kms.us-east-1.amazonaws.com");
+        (call, request.clone())
+    }
+}
+
+fn ok_reply(message: &[u8]) -> Reply {
+    Reply::ok_with(
+        base64::engine::general_purpose::STANDARD
+            .encode(message)
+            .into(),
+    )
+}
+
+fn only_reply(seen: &[Seen]) -> &Reply {
+    let replies: Vec<&Reply> = seen
+        .iter()
+        .filter_map(|s| match s {
+            Seen::Reply(r) => Some(r),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(replies.len(), 1, "exactly one reply in {seen:?}");
+    replies[0]
+}
+
+#[test]
+fn decrypt_with_the_real_kms_capture() {
+    let mut h = Harness::default();
+    let (call, request) = h.start_call(DECRYPT);
+    let text = String::from_utf8(request).expect("request is text");
+    assert!(
+        text.starts_with("POST / HTTP/1.1\r\nHost: kms.us-east-1.amazonaws.com\r\n"),
+        "{text}"
+    );
+    assert!(text.contains("\r\nX-Amz-Target: TrentService.Decrypt\r\n"));
+    assert!(text.contains("\r\nX-Amz-Date: 20261129T120000Z\r\n"));
+    assert!(text.contains("\r\nX-Amz-Security-Token: TOKEN\r\n"));
+    assert!(
+        text.contains(
+            "SignedHeaders=content-type;host;x-amz-date;x-amz-security-token;x-amz-target"
+        )
+    );
+    let body = text.split("\r\n\r\n").nth(1).expect("body");
+    assert_eq!(
+        body,
+        format!(
+            r#"{{"CiphertextBlob":"AQIDBA==","Recipient":{{"KeyEncryptionAlgorithm":"RSAES_OAEP_SHA_256","AttestationDocument":"{}"}}}}"#,
+            base64::engine::general_purpose::STANDARD.encode(b"attestation-document")
+        )
+    );
+
+    let seen = h.kms(call, &fixture("decrypt-ok.http"));
+    let plaintext = hex_file(&format!("{SHARED}real-kms-decrypt-with-key.plaintext.hex"));
+    let mut expected = ok_reply(&plaintext);
+    expected.key_id =
+        Some("arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab".into());
+    expected.encryption_algorithm = Some("SYMMETRIC_DEFAULT".into());
+    expected.request_id = Some("r1".into());
+    assert_eq!(
+        seen,
+        vec![
+            Seen::Release {
+                call,
+                reusable: true
+            },
+            Seen::Reply(expected)
+        ]
+    );
+    assert_eq!(
+        h.session.poll_timeout(),
+        Some(h.now.instant + Duration::from_secs(300))
+    );
+}
+
+#[test]
+fn response_fed_one_byte_at_a_time_gives_the_same_reply() {
+    let mut whole = Harness::default();
+    let (call, _) = whole.start_call(DECRYPT);
+    let expected = whole.kms(call, &fixture("decrypt-ok.http"));
+
+    let mut bytes = Harness::default();
+    let (call, _) = bytes.start_call(DECRYPT);
+    let response = fixture("decrypt-ok.http");
+    let mut seen = Vec::new();
+    for (i, byte) in response.iter().enumerate() {
+        let out = bytes.kms(call, std::slice::from_ref(byte));
+        if i + 1 < response.len() {
+            assert!(out.is_empty(), "output before the response ended: {out:?}");
+        }
+        seen.extend(out);
+    }
+    assert_eq!(seen, expected);
+}
+
+#[test]
+fn commands_fed_one_byte_at_a_time_give_the_same_outputs() {
+    let stream = [SET_CLIENT, DECRYPT].concat();
+    let mut whole = Harness::default();
+    let all_at_once = whole.client(&stream);
+    let mut bytes = Harness::default();
+    let mut one_by_one = Vec::new();
+    for byte in &stream {
+        one_by_one.extend(bytes.client(std::slice::from_ref(byte)));
+    }
+    assert_eq!(all_at_once, one_by_one);
+    assert_eq!(all_at_once.len(), 2, "{all_at_once:?}");
+}
+
+#[test]
+fn generate_data_key_and_generate_random() {
+    let mut h = Harness::default();
+    let (call, request) =
+        h.start_call(b"{\"Operation\":\"GenerateDataKey\",\"KeyId\":\"alias/app\"}\0");
+    assert!(
+        String::from_utf8_lossy(&request)
+            .contains(r#"{"KeyId":"alias/app","KeySpec":"AES_256","Recipient""#)
+    );
+    let seen = h.kms(call, &fixture("generatedatakey-ok.http"));
+    let reply = only_reply(&seen);
+    let data_key = hex_file(&format!("{FIXTURES}generatedatakey-ok.plaintext.hex"));
+    assert_eq!(reply.status, Status::Ok);
+    assert_eq!(reply.message, ok_reply(&data_key).message);
+    assert_eq!(
+        reply.ciphertext_blob.as_deref(),
+        Some(
+            base64::engine::general_purpose::STANDARD
+                .encode(b"AQIDAHhBlobFromKmsForTheDataKey")
+                .as_str()
+        )
+    );
+    assert!(reply.key_id.is_some());
+
+    let seen = h.client(b"{\"Operation\":\"GenerateRandom\",\"NumberOfBytes\":32}\0");
+    let [Seen::Attest(call)] = seen[..] else {
+        panic!("{seen:?}")
+    };
+    let seen = h.attest(call);
+    assert!(matches!(seen[..], [Seen::KmsSend { .. }]), "{seen:?}");
+    let seen = h.kms(call, &fixture("generaterandom-ok.http"));
+    let random = hex_file(&format!("{FIXTURES}generaterandom-ok.plaintext.hex"));
+    assert_eq!(only_reply(&seen), &ok_reply(&random));
+}
+
+#[test]
+fn wrong_length_of_key_material_is_refused() {
+    let mut h = Harness::default();
+    // The recorded envelope holds 32 bytes; ask for 16.
+    let (call, _) = h.start_call(b"{\"Operation\":\"GenerateRandom\",\"NumberOfBytes\":16}\0");
+    let seen = h.kms(call, &fixture("generaterandom-ok.http"));
+    let reply = only_reply(&seen);
+    assert_eq!(reply.error_kind, Some(ErrorKind::Internal));
+    assert!(
+        reply.error_message().unwrap().contains("expected 16 bytes"),
+        "{reply:?}"
+    );
+}
+
+#[test]
+fn kms_errors_reach_the_client_with_their_type() {
+    for (file, error_type, message) in [
+        (
+            "accessdenied-400.http",
+            "AccessDeniedException",
+            "Could not decrypt ciphertext: AccessDeniedException: User: arn:aws:sts::111122223333:assumed-role/app/i-0abc is not authorized",
+        ),
+        (
+            "invalidciphertext-400.http",
+            "InvalidCiphertextException",
+            "Could not decrypt ciphertext: InvalidCiphertextException",
+        ),
+    ] {
+        let mut h = Harness::default();
+        let (call, _) = h.start_call(DECRYPT);
+        let seen = h.kms(call, &fixture(file));
+        assert_eq!(
+            seen[0],
+            Seen::Release {
+                call,
+                reusable: true
+            }
+        );
+        let reply = only_reply(&seen);
+        assert_eq!(reply.error_kind, Some(ErrorKind::Kms), "{file}");
+        assert_eq!(reply.kms_error_type.as_deref(), Some(error_type));
+        assert_eq!(reply.kms_status, Some(400));
+        assert_eq!(reply.request_id.as_deref(), Some("r1"));
+        assert!(
+            reply.error_message().unwrap().starts_with(message),
+            "{reply:?}"
+        );
+    }
+}
+
+#[test]
+fn throttling_is_retried_after_backoff_then_succeeds() {
+    let mut h = Harness::default();
+    let (call, first) = h.start_call(DECRYPT);
+    let seen = h.kms(call, &fixture("throttling-400.http"));
+    assert_eq!(
+        seen,
+        vec![Seen::Release {
+            call,
+            reusable: true
+        }]
+    );
+    let backoff = h.session.poll_timeout().expect("retry timer") - h.now.instant;
+    assert!(
+        (Duration::from_millis(50)..=Duration::from_millis(100)).contains(&backoff),
+        "{backoff:?}"
+    );
+    let seen = h.fire_timer();
+    let [
+        Seen::KmsSend {
+            call: again,
+            ref request,
+            ..
+        },
+    ] = seen[..]
+    else {
+        panic!("{seen:?}")
+    };
+    assert_eq!(again, call);
+    assert_eq!(request, &first, "same second: same signed request");
+    let seen = h.kms(call, &fixture("decrypt-ok.http"));
+    assert_eq!(only_reply(&seen).status, Status::Ok);
+}
+
+#[test]
+fn server_errors_are_retried_at_most_three_times() {
+    let mut h = Harness::default();
+    let (call, _) = h.start_call(DECRYPT);
+    let mut sends = 1;
+    loop {
+        let seen = h.kms(call, &fixture("internal-500.http"));
+        if let Some(reply) = seen.iter().find_map(|s| match s {
+            Seen::Reply(r) => Some(r),
+            _ => None,
+        }) {
+            assert_eq!(reply.error_kind, Some(ErrorKind::Kms));
+            assert_eq!(
+                reply.kms_error_type.as_deref(),
+                Some("KMSInternalException")
+            );
+            assert_eq!(reply.kms_status, Some(500));
+            break;
+        }
+        let seen = h.fire_timer();
+        assert!(matches!(seen[..], [Seen::KmsSend { .. }]), "{seen:?}");
+        sends += 1;
+    }
+    assert_eq!(sends, 3);
+}
+
+#[test]
+fn a_silent_kms_times_out_at_the_call_deadline() {
+    let mut h = Harness::default();
+    let (call, _) = h.start_call(DECRYPT);
+    let started = h.now.instant;
+    assert_eq!(
+        h.session.poll_timeout(),
+        Some(started + Duration::from_secs(10))
+    );
+    h.advance(Duration::from_secs(9));
+    h.session.handle_timeout(h.now);
+    assert!(h.drain().is_empty(), "nothing before the deadline");
+    let seen = h.fire_timer();
+    assert_eq!(h.now.instant, started + Duration::from_secs(10));
+    assert_eq!(
+        seen[0],
+        Seen::Release {
+            call,
+            reusable: false
+        }
+    );
+    let reply = only_reply(&seen);
+    assert_eq!(reply.error_kind, Some(ErrorKind::Timeout));
+    assert!(
+        reply.error_message().unwrap().starts_with(
+            "Could not decrypt ciphertext: KMS did not answer within 10000 ms (1 attempt)"
+        ),
+        "{reply:?}"
+    );
+    // A late answer is ignored.
+    assert!(h.kms(call, &fixture("decrypt-ok.http")).is_empty());
+}
+
+#[test]
+fn transport_failures() {
+    // TLS problems are not retried.
+    let mut h = Harness::default();
+    let (call, _) = h.start_call(DECRYPT);
+    h.session.handle_kms_failure(
+        h.now,
+        call,
+        TransportFailure::new(
+            TransportStage::Tls,
+            "invalid peer certificate: UnknownIssuer",
+        ),
+    );
+    let seen = h.drain();
+    let reply = only_reply(&seen);
+    assert_eq!(reply.error_kind, Some(ErrorKind::Transport));
+    assert!(reply.error_message().unwrap().contains("UnknownIssuer"));
+
+    // A refused proxy is retried, then reported.
+    let mut h = Harness::default();
+    let (call, _) = h.start_call(DECRYPT);
+    let mut attempts = 1;
+    loop {
+        h.session.handle_kms_failure(
+            h.now,
+            call,
+            TransportFailure::new(TransportStage::Connect, "Connection refused"),
+        );
+        let seen = h.drain();
+        assert_eq!(
+            seen[0],
+            Seen::Release {
+                call,
+                reusable: false
+            }
+        );
+        if seen.len() > 1 {
+            let reply = only_reply(&seen);
+            assert_eq!(reply.error_kind, Some(ErrorKind::Transport));
+            assert!(
+                reply
+                    .error_message()
+                    .unwrap()
+                    .contains("could not connect to KMS")
+            );
+            break;
+        }
+        assert!(matches!(h.fire_timer()[..], [Seen::KmsSend { .. }]));
+        attempts += 1;
+    }
+    assert_eq!(attempts, 3);
+
+    // A connection dropped mid-response is retried.
+    let mut h = Harness::default();
+    let (call, _) = h.start_call(DECRYPT);
+    let response = fixture("decrypt-ok.http");
+    assert!(h.kms(call, &response[..100]).is_empty());
+    h.session.handle_kms_eof(h.now, call);
+    assert_eq!(
+        h.drain(),
+        vec![Seen::Release {
+            call,
+            reusable: false
+        }]
+    );
+    assert!(matches!(h.fire_timer()[..], [Seen::KmsSend { .. }]));
+    assert_eq!(only_reply(&h.kms(call, &response)).status, Status::Ok);
+}
+
+#[test]
+fn attestation_failure_is_reported() {
+    let mut h = Harness::default();
+    h.client(SET_CLIENT);
+    let seen = h.client(DECRYPT);
+    let [Seen::Attest(call)] = seen[..] else {
+        panic!()
+    };
+    h.session.handle_attestation(
+        h.now,
+        call,
+        Err(AttestationFailure {
+            detail: "NSM: InternalError".into(),
+        }),
+    );
+    let seen = h.drain();
+    let reply = only_reply(&seen);
+    assert_eq!(reply.error_kind, Some(ErrorKind::Attestation));
+    assert_eq!(
+        reply.error_message(),
+        Some("Could not decrypt ciphertext: attestation failed: NSM: InternalError")
+    );
+}
+
+#[test]
+fn pipelined_commands_are_answered_in_order() {
+    let mut h = Harness::default();
+    let stream = [
+        &b"{\"Operation\":\"Decrypt\",\"Ciphertext\":\"AAAA\",\"RequestId\":\"early\"}\0"[..],
+        SET_CLIENT,
+        DECRYPT,
+        b"{\"Operation\":\"Nope\",\"RequestId\":\"after\"}\0",
+    ]
+    .concat();
+    let seen = h.client(&stream);
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    let Seen::Reply(first) = &seen[0] else {
+        panic!()
+    };
+    assert_eq!(first.error_kind, Some(ErrorKind::NoClient));
+    assert_eq!(first.request_id.as_deref(), Some("early"));
+    assert_eq!(seen[1], Seen::Reply(Reply::ok()));
+    let Seen::Attest(call) = seen[2] else {
+        panic!()
+    };
+    let seen = h.attest(call);
+    assert!(matches!(seen[..], [Seen::KmsSend { .. }]));
+    let seen = h.kms(call, &fixture("decrypt-ok.http"));
+    let replies: Vec<_> = seen
+        .iter()
+        .filter_map(|s| {
+            if let Seen::Reply(r) = s {
+                Some(r)
+            } else {
+                None
+            }
+        })
+        .collect();
+    assert_eq!(replies.len(), 2);
+    assert_eq!(replies[0].request_id.as_deref(), Some("r1"));
+    assert_eq!(replies[0].status, Status::Ok);
+    assert_eq!(replies[1].request_id.as_deref(), Some("after"));
+    assert_eq!(replies[1].error_message(), Some("Operation not recognized"));
+}
+
+#[test]
+fn region_rules_and_a_rejected_set_client_keeps_the_old_client() {
+    let config = SessionConfig {
+        region: Some("eu-west-1".into()),
+        ..SessionConfig::default()
+    };
+    let mut h = Harness::new(config);
+    let set = |region: &str| {
+        format!(
+            "{{\"Operation\":\"SetClient\",\"AwsAccessKeyId\":\"AKID\",\"AwsSecretAccessKey\":\"S\",\"AwsRegion\":\"{region}\"}}\0"
+        )
+    };
+    assert_eq!(
+        h.client(set("eu-west-1").as_bytes()),
+        vec![Seen::Reply(Reply::ok())]
+    );
+    let seen = h.client(set("us-east-1").as_bytes());
+    assert_eq!(
+        only_reply(&seen).error_message(),
+        Some(
+            "Could not set region correctly, check configuration.: the enclave is configured for a different region than AwsRegion"
+        )
+    );
+    let seen = h.client(set("bad region!").as_bytes());
+    assert!(
+        only_reply(&seen)
+            .error_message()
+            .unwrap()
+            .starts_with("Could not set region correctly")
+    );
+    let seen = h.client(DECRYPT);
+    let [Seen::Attest(call)] = seen[..] else {
+        panic!("old client still set: {seen:?}")
+    };
+    let seen = h.attest(call);
+    let [
+        Seen::KmsSend {
+            ref host,
+            ref request,
+            ..
+        },
+    ] = seen[..]
+    else {
+        panic!()
+    };
+    assert_eq!(host, "kms.eu-west-1.amazonaws.com");
+    assert!(
+        String::from_utf8_lossy(request)
+            .contains("Credential=AKID/20261129/eu-west-1/kms/aws4_request")
+    );
+}
+
+#[test]
+fn endpoint_override_changes_the_host_only() {
+    let config = SessionConfig {
+        endpoint: Some("kms-fips.us-east-1.amazonaws.com".into()),
+        ..SessionConfig::default()
+    };
+    let mut h = Harness::new(config);
+    h.client(SET_CLIENT);
+    let seen = h.client(DECRYPT);
+    let [Seen::Attest(call)] = seen[..] else {
+        panic!()
+    };
+    let seen = h.attest(call);
+    let [
+        Seen::KmsSend {
+            ref host,
+            ref request,
+            ..
+        },
+    ] = seen[..]
+    else {
+        panic!()
+    };
+    assert_eq!(host, "kms-fips.us-east-1.amazonaws.com");
+    assert!(String::from_utf8_lossy(request).contains("/us-east-1/kms/aws4_request"));
+}
+
+#[test]
+fn oversized_message_gets_upstream_error_then_close() {
+    let config = SessionConfig {
+        max_message_bytes: 8192,
+        ..SessionConfig::default()
+    };
+    let mut h = Harness::new(config);
+    let seen = h.client(&vec![b'x'; 8192]);
+    assert_eq!(
+        seen,
+        vec![
+            Seen::Reply(Reply::error(
+                ErrorKind::BadRequest,
+                "Message size too large."
+            )),
+            Seen::Close(CloseReason::MessageTooLarge)
+        ]
+    );
+    assert!(h.session.is_closed());
+    assert!(h.client(SET_CLIENT).is_empty());
+}
+
+#[test]
+fn eof_answers_what_is_queued_then_closes() {
+    let mut h = Harness::default();
+    h.client(SET_CLIENT);
+    let seen = h.client(DECRYPT);
+    let [Seen::Attest(call)] = seen[..] else {
+        panic!()
+    };
+    h.session.handle_client_eof(h.now);
+    assert!(h.drain().is_empty(), "waits for the call");
+    assert!(!h.session.wants_client_bytes());
+    h.attest(call);
+    let seen = h.kms(call, &fixture("decrypt-ok.http"));
+    assert_eq!(seen.last(), Some(&Seen::Close(CloseReason::ClientClosed)));
+    assert_eq!(
+        seen.iter().filter(|s| matches!(s, Seen::Reply(_))).count(),
+        1
+    );
+}
+
+#[test]
+fn idle_connections_close() {
+    let mut h = Harness::default();
+    h.client(SET_CLIENT);
+    assert_eq!(
+        h.session.poll_timeout(),
+        Some(h.start + Duration::from_secs(300))
+    );
+    assert_eq!(h.fire_timer(), vec![Seen::Close(CloseReason::IdleTimeout)]);
+    assert_eq!(h.session.poll_timeout(), None);
+}
+
+#[test]
+fn backpressure_stops_reading_when_the_queue_is_full() {
+    let config = SessionConfig {
+        max_pending_commands: 2,
+        ..SessionConfig::default()
+    };
+    let mut h = Harness::new(config);
+    h.client(SET_CLIENT);
+    let three: Vec<u8> = [DECRYPT, DECRYPT, DECRYPT].concat();
+    let seen = h.client(&three);
+    assert!(matches!(seen[..], [Seen::Attest(_)]));
+    assert!(
+        !h.session.wants_client_bytes(),
+        "two queued behind the active call"
+    );
+}
+
+#[test]
+fn events_never_carry_secrets() {
+    let mut h = Harness::default();
+    h.session.handle_client_bytes(h.now, SET_CLIENT);
+    let mut events = Vec::new();
+    while let Some(output) = h.session.poll_output() {
+        if let Output::Event(event) = output {
+            events.push(format!("{event} {event:?}"));
+        }
+    }
+    assert!(events.iter().any(|e| e.contains("client set")));
+    for event in &events {
+        assert!(!event.contains("wJalrXUtnFEMI"), "{event}");
+        assert!(!event.contains("TOKEN"), "{event}");
+    }
+}

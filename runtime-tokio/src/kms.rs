@@ -1,0 +1,137 @@
+//! Connections to KMS: TCP/vsock to the parent's proxy, TLS with SNI = the KMS host, and a
+//! pool of idle connections shared by every session of the server.
+
+use std::io;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kmstool_core::address::Address;
+use kmstool_core::pool::IdlePool;
+use kmstool_core::session::{TransportFailure, TransportStage};
+use kmstool_core::tls;
+use tokio::time::{Instant, timeout};
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+use crate::net::{self, Stream};
+
+/// A TLS connection to KMS.
+pub type KmsStream = TlsStream<Stream>;
+
+/// How to reach KMS.
+#[derive(Debug, Clone)]
+pub struct KmsTransportConfig {
+    /// The proxy (production: `vsock:3:8000`, the parent's vsock-proxy) or KMS itself.
+    pub proxy: Address,
+    /// TLS settings (see [`kmstool_core::tls`]).
+    pub tls: Arc<rustls::ClientConfig>,
+    /// Connect plus handshake.
+    pub connect_timeout: Duration,
+    /// Idle connections kept per host.
+    pub max_idle_per_host: usize,
+    /// How long an idle connection is kept.
+    pub idle_timeout: Duration,
+}
+
+/// Makes and reuses KMS connections. Each connection carries one request at a time.
+pub struct KmsConnector {
+    config: KmsTransportConfig,
+    connector: TlsConnector,
+    idle: Mutex<IdlePool<Box<KmsStream>>>,
+}
+
+impl std::fmt::Debug for KmsConnector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KmsConnector")
+            .field("proxy", &self.config.proxy)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KmsConnector {
+    /// A connector with an empty pool.
+    pub fn new(config: KmsTransportConfig) -> Self {
+        Self {
+            connector: TlsConnector::from(Arc::clone(&config.tls)),
+            idle: Mutex::new(IdlePool::new(config.max_idle_per_host, config.idle_timeout)),
+            config,
+        }
+    }
+
+    /// An idle connection to `host` when `may_reuse` and one is pooled (then `true`), or a
+    /// new one (`false`).
+    pub async fn checkout(
+        &self,
+        host: &str,
+        may_reuse: bool,
+    ) -> Result<(Box<KmsStream>, bool), TransportFailure> {
+        if may_reuse && let Some(stream) = self.lock().take(host, Instant::now().into_std()) {
+            return Ok((stream, true));
+        }
+        Ok((Box::new(self.connect(host).await?), false))
+    }
+
+    /// Gives back a connection whose last response was complete and reusable.
+    pub fn checkin(&self, host: &str, stream: Box<KmsStream>) {
+        let excess = self.lock().put(host, stream, Instant::now().into_std());
+        drop(excess);
+    }
+
+    /// Idle connections in the pool.
+    pub fn idle_connections(&self) -> usize {
+        self.lock().len()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, IdlePool<Box<KmsStream>>> {
+        // A panic while holding this lock cannot leave the pool inconsistent.
+        self.idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    async fn connect(&self, host: &str) -> Result<KmsStream, TransportFailure> {
+        let deadline = self.config.connect_timeout;
+        let server_name = tls::server_name(host)
+            .map_err(|e| TransportFailure::new(TransportStage::Tls, e.to_string()))?;
+        let stream = match timeout(deadline, net::connect(&self.config.proxy)).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(error)) => {
+                return Err(TransportFailure::new(
+                    TransportStage::Connect,
+                    format!("proxy {}: {error}", self.config.proxy),
+                ));
+            }
+            Err(_) => {
+                return Err(TransportFailure::new(
+                    TransportStage::Connect,
+                    format!(
+                        "proxy {}: no connection within {} ms",
+                        self.config.proxy,
+                        deadline.as_millis()
+                    ),
+                ));
+            }
+        };
+        match timeout(deadline, self.connector.connect(server_name, stream)).await {
+            Ok(Ok(tls)) => Ok(tls),
+            Ok(Err(error)) => Err(tls_failure(error)),
+            Err(_) => Err(TransportFailure::new(
+                TransportStage::Tls,
+                format!("no TLS handshake within {} ms", deadline.as_millis()),
+            )),
+        }
+    }
+}
+
+/// A handshake that failed on certificates is a TLS failure (not retried); one that failed
+/// because the peer hung up is a connection failure (retried).
+fn tls_failure(error: io::Error) -> TransportFailure {
+    let stage = match error
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<rustls::Error>())
+    {
+        Some(_) => TransportStage::Tls,
+        None => TransportStage::Io,
+    };
+    TransportFailure::new(stage, error.to_string())
+}

@@ -1,0 +1,192 @@
+//! The enclave server: accepts connections within limits, runs a session per connection, and
+//! on shutdown stops accepting and lets in-flight commands finish.
+
+use std::future::Future;
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use kmstool_core::address::Address;
+use kmstool_core::session::{SessionConfig, busy_reply};
+use tokio::io::AsyncWriteExt as _;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::keys::KeyService;
+use crate::kms::KmsConnector;
+use crate::net::{Listener, Stream};
+
+/// Counters a test or a benchmark can read while the server runs.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Connections being served now.
+    pub open_connections: AtomicUsize,
+    /// Connections accepted and served since start.
+    pub accepted: AtomicU64,
+    /// Connections refused because `max_connections` were open.
+    pub refused: AtomicU64,
+}
+
+/// What every session of a server shares.
+#[derive(Debug)]
+pub struct Shared {
+    /// Session settings.
+    pub session: Arc<SessionConfig>,
+    /// KMS connections.
+    pub kms: KmsConnector,
+    /// Enclave key and attestation.
+    pub keys: Arc<KeyService>,
+    /// Counters.
+    pub stats: Stats,
+}
+
+/// Server limits.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerLimits {
+    /// Connections served at once; more are answered with an error and closed.
+    pub max_connections: usize,
+    /// After shutdown starts, how long in-flight work may take before connections are cut.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 1024,
+            shutdown_grace: Duration::from_secs(15),
+        }
+    }
+}
+
+/// A bound enclave server.
+#[derive(Debug)]
+pub struct Server {
+    listener: Listener,
+    shared: Arc<Shared>,
+    limits: ServerLimits,
+}
+
+impl Server {
+    /// Binds `address`.
+    pub async fn bind(
+        address: &Address,
+        shared: Arc<Shared>,
+        limits: ServerLimits,
+    ) -> io::Result<Self> {
+        Ok(Self {
+            listener: Listener::bind(address).await?,
+            shared,
+            limits,
+        })
+    }
+
+    /// The address actually bound.
+    pub fn local_address(&self) -> io::Result<Address> {
+        self.listener.local_address()
+    }
+
+    /// The shared state (for its counters).
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Serves until `shutdown` completes, then drains: no new connections, queued and
+    /// in-flight commands answered, idle connections closed, within the shutdown grace.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> io::Result<()> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut sessions = JoinSet::new();
+        let mut next_connection = 0u64;
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
+                accepted = self.listener.accept() => {
+                    let (stream, peer) = match accepted {
+                        Ok(accepted) => accepted,
+                        Err(error) => {
+                            // Out of file descriptors and the like: back off, keep serving.
+                            tracing::warn!(%error, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    next_connection += 1;
+                    let connection = next_connection;
+                    let stats = &self.shared.stats;
+                    if stats.open_connections.load(Ordering::Relaxed) >= self.limits.max_connections {
+                        stats.refused.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(connection, %peer, max = self.limits.max_connections, "refusing connection: limit reached");
+                        sessions.spawn(refuse(stream, self.limits.max_connections));
+                        continue;
+                    }
+                    stats.open_connections.fetch_add(1, Ordering::Relaxed);
+                    stats.accepted.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(connection, %peer, "accepted");
+                    let shared = Arc::clone(&self.shared);
+                    let stop = stop_rx.clone();
+                    sessions.spawn(async move {
+                        crate::driver::drive(stream, connection, Arc::clone(&shared), stop).await;
+                        shared.stats.open_connections.fetch_sub(1, Ordering::Relaxed);
+                        tracing::debug!(connection, "connection closed");
+                    });
+                }
+            }
+        }
+        drop(self.listener);
+        let open = sessions.len();
+        tracing::info!(open, "shutting down: finishing in-flight commands");
+        let _ = stop_tx.send(true);
+        let drained = tokio::time::timeout(self.limits.shutdown_grace, async {
+            while sessions.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                left = sessions.len(),
+                "shutdown grace expired; closing the rest"
+            );
+            sessions.shutdown().await;
+        }
+        Ok(())
+    }
+}
+
+/// Serves one already-connected stream (any byte stream: a socket, an in-process pipe) until
+/// its session closes. `kmstool-enclave-cli` uses this to run its one command through the same
+/// session code as the server.
+pub async fn serve_connection<S>(stream: S, shared: Arc<Shared>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (_stop, stop_rx) = watch::channel(false);
+    crate::driver::drive(stream, 0, shared, stop_rx).await;
+}
+
+/// Tells an excess client why it is turned away, then closes.
+async fn refuse(mut stream: Stream, max: usize) {
+    let reply = busy_reply(max);
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let _ = stream.write_all(&reply).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
+}
+
+/// Completes on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(error) => {
+            tracing::warn!(%error, "cannot watch SIGTERM");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    }
+}

@@ -53,7 +53,7 @@ pub use self::error::KmsError;
 pub use self::faults::Faults;
 pub use self::handlers::Operation;
 pub use self::keystore::{EncryptionContext, KeyMetadata};
-pub use self::recipient::{AttestationVerifier, AttestedRecipient};
+pub use self::recipient::{AttestationVerifier, AttestedRecipient, NsmRootVerifier};
 pub use self::server::Stats;
 
 use self::certs::LeafResolver;
@@ -81,7 +81,8 @@ pub struct KmsConfig {
     pub account_id: String,
     /// Identities accepted (more can be added while running).
     pub credentials: Vec<SimCredentials>,
-    /// Verifies `Recipient` attestation documents; `None` rejects every `Recipient`.
+    /// Verifies `Recipient` attestation documents; `None` rejects every `Recipient`. KMS's
+    /// own check is [`KmsConfig::with_nsm_root`].
     pub attestation: Option<Arc<dyn AttestationVerifier>>,
     /// PCR0 that Decrypt, GenerateDataKey and GenerateRandom must attest to.
     pub require_pcr0: Option<Vec<u8>>,
@@ -117,6 +118,16 @@ impl KmsConfig {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             idle_timeout: Duration::from_secs(60),
         }
+    }
+}
+
+impl KmsConfig {
+    /// Accepts `Recipient` documents that chain to the Nitro root `root_der` (DER), as KMS
+    /// accepts those chaining to the AWS Nitro root.
+    #[must_use]
+    pub fn with_nsm_root(mut self, root_der: Vec<u8>) -> Self {
+        self.attestation = Some(Arc::new(NsmRootVerifier::new(root_der)));
+        self
     }
 }
 

@@ -16,7 +16,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::time::SystemTime;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use aws_lc_rs::digest::{SHA256, digest};
 use aws_lc_rs::rsa::{OAEP_SHA256_MGF1SHA256, OaepPublicEncryptingKey, PublicEncryptingKey};
@@ -25,6 +25,7 @@ use serde::Deserialize;
 
 use super::error::KmsError;
 use super::keystore::fill_random;
+use crate::verify::{self, VerifyTime};
 
 /// The only key encryption algorithm KMS accepts in `Recipient`.
 pub const KEY_ENCRYPTION_ALGORITHM: &str = "RSAES_OAEP_SHA_256";
@@ -44,27 +45,42 @@ pub struct AttestedRecipient {
 }
 
 /// Checks attestation documents: KMS accepts only documents signed through the Nitro PKI.
-///
-/// INTEGRATION POINT: when `crate::verify` (chain + COSE check against a root) is merged, add
-/// here the verifier `kmstool-sim kms` uses by default:
-///
-/// ```text
-/// #[derive(Debug)]
-/// pub struct NsmRootVerifier { root_der: Vec<u8> }
-/// impl AttestationVerifier for NsmRootVerifier {
-///     fn verify(&self, document: &[u8], at: SystemTime) -> Result<AttestedRecipient, String> {
-///         let ms = at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-///         let payload = crate::verify::verify(document, &self.root_der, VerifyTime::UnixMillis(ms))
-///             .map_err(|e| e.to_string())?;
-///         let public_key = payload.public_key.ok_or("no public_key")?;
-///         Ok(AttestedRecipient { public_key, pcrs: payload.pcrs })
-///     }
-/// }
-/// ```
 pub trait AttestationVerifier: Send + Sync + fmt::Debug {
     /// Verifies `document` at time `at` and returns what it attests; the error is a short
     /// reason for logs (never sent to the client: KMS does not explain).
     fn verify(&self, document: &[u8], at: SystemTime) -> Result<AttestedRecipient, String>;
+}
+
+/// The verifier KMS is: a document must chain to one Nitro root (the AWS Nitro root for real
+/// documents, the simulated NSM's for simulated ones), with every certificate valid at the
+/// emulator's current time, and carry a public key.
+#[derive(Debug, Clone)]
+pub struct NsmRootVerifier {
+    root_der: Vec<u8>,
+}
+
+impl NsmRootVerifier {
+    /// Trusts the root certificate `root_der` (DER).
+    pub fn new(root_der: Vec<u8>) -> Self {
+        Self { root_der }
+    }
+}
+
+impl AttestationVerifier for NsmRootVerifier {
+    fn verify(&self, document: &[u8], at: SystemTime) -> Result<AttestedRecipient, String> {
+        let millis = at
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let payload = verify::verify(document, &self.root_der, VerifyTime::UnixMillis(millis))
+            .map_err(|e| e.to_string())?;
+        let public_key = payload
+            .public_key
+            .ok_or_else(|| "the document carries no public_key".to_owned())?;
+        Ok(AttestedRecipient {
+            public_key,
+            pcrs: payload.pcrs,
+        })
+    }
 }
 
 /// The `Recipient` member of a request, as sent.

@@ -12,5 +12,7 @@
 pub mod nsm;
 pub mod verify;
 
+pub mod demo;
 pub mod imds;
 pub mod kms;
+pub mod local;

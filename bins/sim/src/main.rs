@@ -24,6 +24,12 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Runs the whole flow on loopback (KMS emulator, enclave, instance) and explains it.
+    Demo,
+    /// The KMS emulator: KMS's JSON 1.1 API over HTTPS, attestation-aware.
+    Kms(KmsArgs),
+    /// A fake EC2 instance metadata service (IMDSv2) serving role credentials.
+    Imds(ImdsArgs),
     /// The real enclave server (kmstool-enclave's flags) with a simulated NSM.
     Enclave {
         #[command(flatten)]
@@ -38,6 +44,74 @@ enum Command {
         #[command(subcommand)]
         command: kmstool_enclave_cli::Command,
     },
+}
+
+#[derive(Debug, ClapArgs)]
+struct KmsArgs {
+    /// Address to listen on (TCP).
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    listen: std::net::SocketAddr,
+
+    /// Region of this emulated KMS (requests must be signed for it).
+    #[arg(long, default_value = "us-east-1")]
+    region: String,
+
+    /// Write the emulator's CA certificate (PEM) here: give it to the enclave's --ca-bundle.
+    #[arg(long, value_name = "FILE")]
+    ca_out: Option<PathBuf>,
+
+    /// Credentials to accept: JSON, a list of {"AccessKeyId","SecretAccessKey","SessionToken"}
+    /// or an IMDS credentials document.
+    #[arg(long, value_name = "FILE")]
+    credentials: Vec<PathBuf>,
+
+    /// Root certificate (PEM) attestation documents must chain to (kmstool-sim enclave
+    /// --nsm-root-out writes it). Without it, requests with a Recipient are refused.
+    #[arg(long, value_name = "FILE")]
+    nsm_root: Option<PathBuf>,
+
+    /// Refuse Recipient requests whose attested PCR0 differs (kms:RecipientAttestation:ImageSha384).
+    #[arg(long, value_name = "HEX")]
+    require_pcr0: Option<String>,
+
+    /// Create a key with this alias (e.g. alias/demo) at start and print its ARN.
+    #[arg(long, value_name = "ALIAS")]
+    create_key: Option<String>,
+
+    /// Added latency per request, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    latency_ms: u64,
+
+    /// Answer the first N requests with ThrottlingException.
+    #[arg(long, default_value_t = 0)]
+    throttle_first: u32,
+
+    /// Answer the first N requests with a 500 KMSInternalException.
+    #[arg(long, default_value_t = 0)]
+    fail_first: u32,
+
+    /// Drop the connection of the first N requests without answering.
+    #[arg(long, default_value_t = 0)]
+    drop_first: u32,
+}
+
+#[derive(Debug, ClapArgs)]
+struct ImdsArgs {
+    /// Address to listen on (TCP, plain HTTP).
+    #[arg(long, default_value = "127.0.0.1:1338")]
+    listen: std::net::SocketAddr,
+
+    /// Role name to serve.
+    #[arg(long, default_value = "kmstool-sim-role")]
+    role: String,
+
+    /// Write the served credentials (JSON, as IMDS serves them) here, for `kms --credentials`.
+    #[arg(long, value_name = "FILE")]
+    credentials_out: Option<PathBuf>,
+
+    /// Behave like an IMDSv1-only service (token requests refused).
+    #[arg(long)]
+    v1_only: bool,
 }
 
 /// How the simulated NSM is set up.
@@ -107,6 +181,18 @@ impl NsmArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Demo => exit(runtime().and_then(|rt| {
+            let mut stdout = std::io::stdout();
+            rt.block_on(kmstool_sim::demo::run(&mut stdout)).map(|_| ())
+        })),
+        Command::Kms(args) => {
+            kmstool_enclave::init_logging("info");
+            exit(runtime().and_then(|rt| rt.block_on(serve_kms(args))))
+        }
+        Command::Imds(args) => {
+            kmstool_enclave::init_logging("info");
+            exit(runtime().and_then(|rt| rt.block_on(serve_imds(args))))
+        }
         Command::Enclave { nsm, enclave } => {
             kmstool_enclave::init_logging(&enclave.log_level);
             let result = nsm.build().and_then(|nsm| {
@@ -127,6 +213,80 @@ fn main() -> ExitCode {
             ExitCode::from(status)
         }
     }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("tokio runtime")
+}
+
+async fn serve_kms(args: KmsArgs) -> anyhow::Result<()> {
+    use kmstool_sim::kms::{Faults, KmsConfig, KmsEmulator, parse_credentials_file};
+    let mut config = KmsConfig::new(args.listen, &args.region);
+    for path in &args.credentials {
+        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let parsed = parse_credentials_file(&bytes, &config.account_id)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        config.credentials.extend(parsed);
+    }
+    if config.credentials.is_empty() {
+        tracing::warn!("no --credentials: every request will be refused");
+    }
+    if let Some(path) = &args.nsm_root {
+        let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let certs = kmstool_core::tls::parse_certificates(&pem)
+            .with_context(|| format!("{}", path.display()))?;
+        let root = certs.into_iter().next().context("no certificate")?;
+        config = config.with_nsm_root(root.as_ref().to_vec());
+    }
+    if let Some(hex_value) = &args.require_pcr0 {
+        config.require_pcr0 =
+            Some(hex::decode(hex_value.trim()).context("--require-pcr0 is not hex")?);
+    }
+    config.faults = Faults {
+        latency: std::time::Duration::from_millis(args.latency_ms),
+        drop_first: args.drop_first,
+        throttle_first: args.throttle_first,
+        fail_500_first: args.fail_first,
+    };
+    let handle = KmsEmulator::start(config)
+        .await
+        .context("starting the KMS emulator")?;
+    if let Some(path) = &args.ca_out {
+        std::fs::write(path, handle.ca_pem())
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(alias) = &args.create_key {
+        let key = handle.create_key("created by kmstool-sim kms --create-key");
+        handle
+            .create_alias(alias, &key.key_id)
+            .map_err(|e| anyhow::anyhow!("creating {alias}: {e:?}"))?;
+        println!("{alias} {}", key.arn);
+    }
+    tracing::info!(listen = %handle.local_addr(), region = %args.region, "KMS emulator ready");
+    kmstool_runtime_tokio::server::shutdown_signal().await;
+    handle.shutdown().await;
+    Ok(())
+}
+
+async fn serve_imds(args: ImdsArgs) -> anyhow::Result<()> {
+    use kmstool_sim::imds::{Imds, ImdsConfig, ImdsMode};
+    let mut config = ImdsConfig::new(args.listen);
+    config.role_name = args.role;
+    if args.v1_only {
+        config.mode = ImdsMode::V1Only { put_status: 403 };
+    }
+    let handle = Imds::start(config).await.context("starting IMDS")?;
+    if let Some(path) = &args.credentials_out {
+        std::fs::write(path, handle.credentials_json())
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    tracing::info!(endpoint = %handle.endpoint(), "IMDS ready");
+    kmstool_runtime_tokio::server::shutdown_signal().await;
+    handle.shutdown().await;
+    Ok(())
 }
 
 fn exit(result: anyhow::Result<()>) -> ExitCode {

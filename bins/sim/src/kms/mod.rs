@@ -54,7 +54,7 @@ pub use self::faults::Faults;
 pub use self::handlers::Operation;
 pub use self::keystore::{EncryptionContext, KeyMetadata};
 pub use self::recipient::{AttestationVerifier, AttestedRecipient, NsmRootVerifier};
-pub use self::server::Stats;
+pub use self::server::{JOURNAL_LEN, RequestRecord, Stats};
 
 use self::certs::LeafResolver;
 use self::faults::FaultSchedule;

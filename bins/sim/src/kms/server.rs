@@ -2,7 +2,7 @@
 //! carrying many requests, and for each request: faults, protocol checks, SigV4, the
 //! operation, and an answer shaped like KMS's.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -38,6 +38,49 @@ pub struct Stats {
     pub faults_injected: u64,
     /// Requests answered 200.
     pub succeeded: u64,
+    /// The most recent requests (at most [`JOURNAL_LEN`]), oldest first.
+    pub recent: VecDeque<RequestRecord>,
+}
+
+/// How many requests [`Stats::recent`] keeps.
+pub const JOURNAL_LEN: usize = 64;
+
+/// What one request asked for and how it was answered (no secrets: KMS requests carry none).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestRecord {
+    /// `X-Amz-Target`.
+    pub target: Option<String>,
+    /// `KeyId` of the body.
+    pub key_id: Option<String>,
+    /// Keys of the body's `EncryptionContext`.
+    pub encryption_context_keys: Vec<String>,
+    /// Size of `Recipient.AttestationDocument` (base64 characters), if a Recipient was sent.
+    pub attestation_document_chars: Option<usize>,
+    /// HTTP status of the answer (0 when the connection was dropped).
+    pub status: u16,
+    /// `__type` of an error answer.
+    pub error_type: Option<String>,
+    /// Size of `CiphertextForRecipient` in the answer (base64 characters).
+    pub ciphertext_for_recipient_chars: Option<usize>,
+}
+
+impl RequestRecord {
+    fn of(request: &Request) -> Self {
+        let body: serde_json::Value =
+            serde_json::from_slice(&request.body).unwrap_or(serde_json::Value::Null);
+        Self {
+            target: request.header("x-amz-target").map(str::to_owned),
+            key_id: body["KeyId"].as_str().map(str::to_owned),
+            encryption_context_keys: body["EncryptionContext"]
+                .as_object()
+                .map(|m| m.keys().cloned().collect())
+                .unwrap_or_default(),
+            attestation_document_chars: body["Recipient"]["AttestationDocument"]
+                .as_str()
+                .map(str::len),
+            ..Self::default()
+        }
+    }
 }
 
 /// State shared by every connection.
@@ -70,6 +113,29 @@ impl Shared {
     }
 
     async fn respond(&self, request: &Request) -> Outcome {
+        let mut record = RequestRecord::of(request);
+        let outcome = self.answer(request).await;
+        match &outcome {
+            Outcome::Reply(response) => {
+                record.status = response.status;
+                let body: serde_json::Value =
+                    serde_json::from_slice(&response.body).unwrap_or(serde_json::Value::Null);
+                record.error_type = body["__type"].as_str().map(str::to_owned);
+                record.ciphertext_for_recipient_chars =
+                    body["CiphertextForRecipient"].as_str().map(str::len);
+            }
+            Outcome::Drop => record.status = 0,
+        }
+        self.count(|s| {
+            if s.recent.len() == JOURNAL_LEN {
+                s.recent.pop_front();
+            }
+            s.recent.push_back(record);
+        });
+        outcome
+    }
+
+    async fn answer(&self, request: &Request) -> Outcome {
         let (latency, injection) = match self.schedule.lock() {
             Ok(mut schedule) => (schedule.faults().latency, schedule.next_request()),
             Err(_) => (Duration::ZERO, Injection::None),

@@ -238,11 +238,11 @@ fn credentials_from(
     }
 }
 
-/// Runs `command` with `nsm`, writing the result lines to `out` and errors to `err`; returns
+/// Runs `command` with the NSM `nsm` opens (after the arguments are checked), writing the result lines to `out` and errors to `err`; returns
 /// the exit status.
 pub async fn execute(
     command: Command,
-    nsm: Arc<dyn Nsm>,
+    nsm: impl FnOnce() -> Result<Arc<dyn Nsm>, String>,
     env: &dyn Fn(&str) -> Option<String>,
     out: &mut dyn Write,
     err: &mut dyn Write,
@@ -254,6 +254,13 @@ pub async fn execute(
         Err(message) => {
             let _ = writeln!(err, "Error: {message}");
             return EXIT_USAGE;
+        }
+    };
+    let nsm = match nsm() {
+        Ok(nsm) => nsm,
+        Err(message) => {
+            let _ = writeln!(err, "Error: {message}");
+            return EXIT_FAILED;
         }
     };
     match call(&common, credentials, request, nsm).await {
@@ -343,13 +350,6 @@ pub fn main_with(
 
 /// Runs an already parsed command on a fresh runtime, writing to the process's stdout/stderr.
 pub fn run_parsed(command: Command, nsm: impl FnOnce() -> Result<Arc<dyn Nsm>, String>) -> u8 {
-    let nsm = match nsm() {
-        Ok(nsm) => nsm,
-        Err(message) => {
-            eprintln!("Error: {message}");
-            return EXIT_FAILED;
-        }
-    };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -297,14 +297,12 @@ async fn sleep_until(deadline: Option<std::time::Instant>) {
 
 fn log_event(connection: u64, event: &SessionEvent) {
     match event {
-        SessionEvent::KmsRetry { .. } | SessionEvent::CommandRejected { .. } => {
-            tracing::info!(connection, "{event}");
-        }
-        SessionEvent::Replied {
-            error_kind: Some(_),
-            ..
-        } => tracing::info!(connection, "{event}"),
-        _ => tracing::debug!(connection, "{event}"),
+        SessionEvent::KmsAttempt { .. } => tracing::debug!(connection, "{event}"),
+        SessionEvent::KmsRetry { .. } => tracing::warn!(connection, "{event}"),
+        SessionEvent::ClientSet { .. }
+        | SessionEvent::CommandRejected { .. }
+        | SessionEvent::KmsAnswered { .. }
+        | SessionEvent::Replied { .. } => tracing::info!(connection, "{event}"),
     }
 }
 

@@ -123,13 +123,13 @@ impl Server {
                     }
                     stats.open_connections.fetch_add(1, Ordering::Relaxed);
                     stats.accepted.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(connection, %peer, "accepted");
+                    tracing::info!(connection, %peer, "accepted");
                     let shared = Arc::clone(&self.shared);
                     let stop = stop_rx.clone();
                     sessions.spawn(async move {
                         crate::driver::drive(stream, connection, Arc::clone(&shared), stop).await;
                         shared.stats.open_connections.fetch_sub(1, Ordering::Relaxed);
-                        tracing::debug!(connection, "connection closed");
+                        tracing::info!(connection, "connection closed");
                     });
                 }
             }

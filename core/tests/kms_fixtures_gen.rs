@@ -7,6 +7,8 @@
 //! can open them. Error responses follow the shapes KMS documents (status, `__type`,
 //! `message`, `x-amzn-ErrorType`).
 
+#![cfg(feature = "aws-lc")]
+
 use aws_lc_rs::rsa::{OAEP_SHA256_MGF1SHA256, OaepPublicEncryptingKey, PublicEncryptingKey};
 use base64::Engine as _;
 use kmstool_core::cms::{self, Layout};

@@ -265,19 +265,26 @@ fn render(result: &InstanceResult, output: Output) -> Zeroizing<Vec<u8>> {
             out.push(b'\n');
         }
         Output::Json => {
+            // Borrowed fields only: the plaintext is written straight into the zeroizing buffer.
+            #[derive(serde::Serialize)]
+            #[serde(rename_all = "PascalCase")]
+            struct Json<'a> {
+                #[serde(skip_serializing_if = "Option::is_none")]
+                ciphertext_blob: Option<String>,
+                #[serde(skip_serializing_if = "Option::is_none")]
+                key_id: Option<&'a str>,
+                #[serde(skip_serializing_if = "Option::is_none")]
+                encryption_algorithm: Option<&'a str>,
+                plaintext: &'a str,
+            }
             let plaintext = result.plaintext.to_base64();
-            let mut object = serde_json::Map::new();
-            if let Some(blob) = &result.ciphertext_blob {
-                object.insert("CiphertextBlob".into(), b64.encode(blob).into());
-            }
-            if let Some(key_id) = &result.key_id {
-                object.insert("KeyId".into(), key_id.clone().into());
-            }
-            if let Some(algorithm) = &result.encryption_algorithm {
-                object.insert("EncryptionAlgorithm".into(), algorithm.clone().into());
-            }
-            object.insert("Plaintext".into(), plaintext.expose().into());
-            if serde_json::to_writer_pretty(&mut *out, &object).is_ok() {
+            let json = Json {
+                ciphertext_blob: result.ciphertext_blob.as_ref().map(|b| b64.encode(b)),
+                key_id: result.key_id.as_deref(),
+                encryption_algorithm: result.encryption_algorithm.as_deref(),
+                plaintext: plaintext.expose(),
+            };
+            if serde_json::to_writer_pretty(&mut *out, &json).is_ok() {
                 out.push(b'\n');
             }
         }

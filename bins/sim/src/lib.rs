@@ -13,6 +13,7 @@ pub mod nsm;
 pub mod verify;
 
 pub mod demo;
+pub mod encrypt;
 pub mod imds;
 pub mod kms;
 pub mod local;

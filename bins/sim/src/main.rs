@@ -30,6 +30,8 @@ enum Command {
     Kms(KmsArgs),
     /// A fake EC2 instance metadata service (IMDSv2) serving role credentials.
     Imds(ImdsArgs),
+    /// Encrypts with the emulator (like `aws kms encrypt`) and prints the ciphertext, base64.
+    Encrypt(EncryptArgs),
     /// The real enclave server (kmstool-enclave's flags) with a simulated NSM.
     Enclave {
         #[command(flatten)]
@@ -66,9 +68,16 @@ struct KmsArgs {
     credentials: Vec<PathBuf>,
 
     /// Root certificate (PEM) attestation documents must chain to (kmstool-sim enclave
-    /// --nsm-root-out writes it). Without it, requests with a Recipient are refused.
-    #[arg(long, value_name = "FILE")]
+    /// --nsm-root-out writes it). Without it or --nsm-state-dir, requests with a Recipient are
+    /// refused.
+    #[arg(long, value_name = "FILE", conflicts_with = "nsm_state_dir")]
     nsm_root: Option<PathBuf>,
+
+    /// Trust the simulated Nitro root kept in this state directory (created if absent), the
+    /// one `kmstool-sim enclave --state-dir DIR` uses: start the emulator first, then the
+    /// enclave, with the same DIR.
+    #[arg(long, value_name = "DIR")]
+    nsm_state_dir: Option<PathBuf>,
 
     /// Refuse Recipient requests whose attested PCR0 differs (kms:RecipientAttestation:ImageSha384).
     #[arg(long, value_name = "HEX")]
@@ -93,6 +102,37 @@ struct KmsArgs {
     /// Drop the connection of the first N requests without answering.
     #[arg(long, default_value_t = 0)]
     drop_first: u32,
+}
+
+#[derive(Debug, ClapArgs)]
+struct EncryptArgs {
+    /// The emulator's address.
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    kms: std::net::SocketAddr,
+
+    /// The emulator's CA certificate (`kms --ca-out`).
+    #[arg(long, value_name = "PEM")]
+    ca: PathBuf,
+
+    /// Region.
+    #[arg(long, default_value = "us-east-1")]
+    region: String,
+
+    /// Credentials file as `kms --credentials` takes (first entry used); else the AWS_* variables.
+    #[arg(long, value_name = "FILE")]
+    credentials: Option<PathBuf>,
+
+    /// Key id, ARN or alias/NAME.
+    #[arg(long)]
+    key_id: String,
+
+    /// Text to encrypt.
+    #[arg(long)]
+    plaintext: String,
+
+    /// Encryption context entry KEY=VALUE (repeatable).
+    #[arg(long = "encryption-context", value_name = "KEY=VALUE", value_parser = kmstool_enclave_cli::parse_context_entry)]
+    encryption_context: Vec<(String, String)>,
 }
 
 #[derive(Debug, ClapArgs)]
@@ -189,6 +229,7 @@ fn main() -> ExitCode {
             kmstool_enclave::init_logging("info");
             exit(runtime().and_then(|rt| rt.block_on(serve_kms(args))))
         }
+        Command::Encrypt(args) => exit(runtime().and_then(|rt| rt.block_on(encrypt(args)))),
         Command::Imds(args) => {
             kmstool_enclave::init_logging("info");
             exit(runtime().and_then(|rt| rt.block_on(serve_imds(args))))
@@ -241,6 +282,11 @@ async fn serve_kms(args: KmsArgs) -> anyhow::Result<()> {
         let root = certs.into_iter().next().context("no certificate")?;
         config = config.with_nsm_root(root.as_ref().to_vec());
     }
+    if let Some(dir) = &args.nsm_state_dir {
+        let nsm = SimNsm::load_or_create(dir, SimConfig::default(), system_clock())
+            .with_context(|| format!("simulated NSM root in {}", dir.display()))?;
+        config = config.with_nsm_root(nsm.root_der().to_vec());
+    }
     if let Some(hex_value) = &args.require_pcr0 {
         config.require_pcr0 =
             Some(hex::decode(hex_value.trim()).context("--require-pcr0 is not hex")?);
@@ -268,6 +314,41 @@ async fn serve_kms(args: KmsArgs) -> anyhow::Result<()> {
     tracing::info!(listen = %handle.local_addr(), region = %args.region, "KMS emulator ready");
     kmstool_runtime_tokio::server::shutdown_signal().await;
     handle.shutdown().await;
+    Ok(())
+}
+
+async fn encrypt(args: EncryptArgs) -> anyhow::Result<()> {
+    use base64::Engine as _;
+    let credentials = match &args.credentials {
+        Some(path) => {
+            let bytes =
+                std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            kmstool_sim::kms::parse_credentials_file(&bytes, "111122223333")
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+                .into_iter()
+                .next()
+                .context("no credentials in the file")?
+                .credentials
+        }
+        None => kmstool_core::credentials::env::from_env(|name| std::env::var(name).ok())?
+            .context(
+                "no credentials: give --credentials or set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY",
+            )?,
+    };
+    let ca_pem =
+        std::fs::read(&args.ca).with_context(|| format!("reading {}", args.ca.display()))?;
+    let context = args.encryption_context.iter().cloned().collect();
+    let blob = kmstool_sim::encrypt::encrypt(&kmstool_sim::encrypt::EncryptRequest {
+        kms: args.kms,
+        ca_pem: &ca_pem,
+        region: &args.region,
+        credentials: &credentials,
+        key_id: &args.key_id,
+        plaintext: args.plaintext.as_bytes(),
+        encryption_context: &context,
+    })
+    .await?;
+    println!("{}", base64::engine::general_purpose::STANDARD.encode(blob));
     Ok(())
 }
 

@@ -1,7 +1,6 @@
 //! Helpers for the enclave-side tests: a raw client of the enclave protocol, signed calls to a
 //! KMS emulator over HTTPS, and guards for the `kmstool-sim` processes the tests start.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -613,16 +612,4 @@ pub fn block_on<F: Future>(future: F) -> F::Output {
         .build()
         .expect("tokio runtime")
         .block_on(future)
-}
-
-/// `(key, value)` pairs of a JSON object of strings (e.g. a reply's fields), for comparisons.
-pub fn fields(value: &Value) -> BTreeMap<String, String> {
-    value
-        .as_object()
-        .map(|o| {
-            o.iter()
-                .map(|(k, v)| (k.clone(), v.as_str().map_or(v.to_string(), str::to_owned)))
-                .collect()
-        })
-        .unwrap_or_default()
 }

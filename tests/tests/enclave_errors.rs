@@ -326,3 +326,37 @@ async fn a_kms_slower_than_the_call_deadline_is_a_timeout() {
     );
     assert!(took < Duration::from_secs(3), "the timeout took {took:?}");
 }
+
+#[tokio::test]
+async fn a_skewed_clock_and_expired_credentials_are_kms_errors() {
+    let local = start(LocalOptions::default()).await;
+    // KMS's clock 10 minutes ahead: the enclave's signatures are too old.
+    local.kms.clock().set_offset_secs(600);
+    let (reply, _) = timed_decrypt(&local).await;
+    let message = assert_error(
+        &reply,
+        "Kms",
+        "Could not decrypt ciphertext: InvalidSignatureException: Signature expired: ",
+    );
+    assert!(message.contains("is now earlier than"), "{message}");
+    local.kms.clock().set_offset_secs(0);
+    let (reply, _) = timed_decrypt(&local).await;
+    assert_eq!(assert_ok(&reply), b"t");
+
+    // Temporary credentials past their expiration.
+    let expired = kmstool_sim::imds::random_credentials();
+    let mut sim = kmstool_sim::kms::SimCredentials::new(expired.clone(), "111122223333");
+    sim.expiration = Some(std::time::SystemTime::now() - Duration::from_secs(60));
+    local.kms.add_credentials(sim);
+    let mut conn = Conn::connect(&local.enclave).await;
+    conn.set_client(&expired, None).await;
+    let reply = conn
+        .call(&json!({"Operation": "GenerateRandom", "NumberOfBytes": 8}))
+        .await;
+    assert_eq!(reply["KmsErrorType"], "ExpiredTokenException", "{reply}");
+    assert_error(
+        &reply,
+        "Kms",
+        "Could not generate random bytes: ExpiredTokenException: The security token included in the request is expired",
+    );
+}

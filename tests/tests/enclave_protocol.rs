@@ -360,7 +360,7 @@ async fn pipelined_commands_are_answered_in_order_once_each() {
         .encrypt(&key.key_id, b"second", &context(&[]))
         .expect("Encrypt");
 
-    let mut commands = vec![
+    let mut commands = [
         json!({"Operation": "Decrypt", "Ciphertext": b64(&blob)}), // before SetClient
         kmstool_tests::enclave::set_client(&local.credentials, None),
         decrypt(&blob, &ctx),
@@ -422,4 +422,61 @@ async fn frames_split_across_writes_are_reassembled() {
         (second["RequestId"].as_str(), assert_ok(&second).len()),
         (Some("b"), 5)
     );
+}
+
+#[tokio::test]
+async fn more_pipelined_commands_than_the_queue_holds_are_all_answered() {
+    let local = local().await;
+    let mut conn = client(&local).await;
+    // The session queues 64 commands, then stops reading until it has answered some.
+    let count = 150;
+    let bytes: Vec<u8> = (0..count)
+        .flat_map(|i| {
+            frame(&json!({"Operation": "GenerateRandom", "NumberOfBytes": 1 + i % 7, "RequestId": i.to_string()}))
+        })
+        .collect();
+    conn.send_bytes(&bytes).await;
+    conn.finish().await;
+    let replies = conn.replies_until_close().await;
+    assert_eq!(replies.len(), count);
+    for (i, reply) in replies.iter().enumerate() {
+        assert_eq!(reply["RequestId"], i.to_string());
+        assert_eq!(assert_ok(reply).len(), 1 + i % 7);
+    }
+}
+
+#[tokio::test]
+async fn the_largest_ciphertexts_and_messages_fit() {
+    let local = local().await;
+    let key = local.kms.create_key("large");
+    // KMS's largest plaintext: the CiphertextForRecipient content spans several chunks.
+    let plaintext: Vec<u8> = (0..4096u32).map(|i| (i * 7 % 251) as u8).collect();
+    let ctx = context(&[("size", "max")]);
+    let blob = local
+        .kms
+        .encrypt(&key.key_id, &plaintext, &ctx)
+        .expect("Encrypt");
+    let mut conn = client(&local).await;
+    assert_eq!(
+        assert_ok(&conn.call(&decrypt(&blob, &ctx)).await),
+        plaintext
+    );
+
+    // A message of exactly the cap (65536 bytes with its terminator) is read; one byte more
+    // is too large and ends the connection.
+    let command = json!({"Operation": "GenerateRandom", "NumberOfBytes": 4}).to_string();
+    let padded = |len: usize| {
+        let mut bytes = command.clone().into_bytes();
+        bytes.resize(len, b' ');
+        bytes.push(0);
+        bytes
+    };
+    conn.send_bytes(&padded(65535)).await;
+    assert_eq!(assert_ok(&conn.reply().await).len(), 4);
+    conn.send_bytes(&padded(65536)).await;
+    assert_eq!(
+        conn.reply().await,
+        json!({"Status": "Error", "Message": "Message size too large.", "ErrorKind": "BadRequest"})
+    );
+    assert_eq!(conn.next_reply().await, None);
 }

@@ -453,3 +453,27 @@ fn an_unreachable_proxy_exits_255() {
         "{err}"
     );
 }
+
+#[test]
+fn an_empty_session_token_flag_means_none() {
+    let setup = Setup::start();
+    let ciphertext = setup.encrypt(b"scripted", &[]);
+    // Scripts pass `--aws-session-token "$AWS_SESSION_TOKEN"` with long-term credentials too.
+    let output = run(setup.cli(
+        "decrypt",
+        &[
+            "--ciphertext",
+            &ciphertext,
+            "--aws-access-key-id",
+            &setup.long_term.access_key_id,
+            "--aws-secret-access-key",
+            setup.long_term.secret_access_key.expose(),
+            "--aws-session-token",
+            "",
+        ],
+    ));
+    assert_eq!(
+        success(&output),
+        format!("PLAINTEXT: {}\n", b64(b"scripted"))
+    );
+}

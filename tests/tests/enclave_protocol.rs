@@ -480,3 +480,39 @@ async fn the_largest_ciphertexts_and_messages_fit() {
     );
     assert_eq!(conn.next_reply().await, None);
 }
+
+#[tokio::test]
+async fn other_partitions_and_endpoint_overrides() {
+    // China: kms.cn-north-1.amazonaws.com.cn, reached and signed for cn-north-1.
+    let local = local_in(None, "cn-north-1").await;
+    let (set, reply) = decrypt_in(&local, Some("cn-north-1")).await;
+    assert_eq!(set["Status"], "Ok");
+    assert_eq!(assert_ok(&reply), b"region");
+
+    // --endpoint names the host (TLS name and Host header); the region still signs.
+    let fips = Local::start(LocalOptions {
+        enclave_args: vec![
+            "--endpoint".into(),
+            "kms-fips.us-east-1.amazonaws.com".into(),
+        ],
+        ..LocalOptions::default()
+    })
+    .await
+    .expect("local setup");
+    let (_, reply) = decrypt_in(&fips, None).await;
+    assert_eq!(assert_ok(&reply), b"region");
+
+    // A host the emulator has no certificate for: the handshake fails.
+    let elsewhere = Local::start(LocalOptions {
+        enclave_args: vec!["--endpoint".into(), "kms.example.com".into()],
+        ..LocalOptions::default()
+    })
+    .await
+    .expect("local setup");
+    let (_, reply) = decrypt_in(&elsewhere, None).await;
+    assert_error(
+        &reply,
+        "Transport",
+        "Could not decrypt ciphertext: TLS with KMS failed (kms.example.com): ",
+    );
+}

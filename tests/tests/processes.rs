@@ -65,12 +65,24 @@ struct System {
 
 impl System {
     fn start(kms_args: &[&str]) -> Self {
+        Self::start_trusting(true, kms_args)
+    }
+
+    /// With `same_root` false, the emulator trusts another simulated root than the enclave's.
+    fn start_trusting(same_root: bool, kms_args: &[&str]) -> Self {
         let dir = TempDir::new("kmstool-processes");
         let state = dir.join("nsm");
         let root = dir.join("nsm-root.pem");
         nsm_state(&state, &root);
+        let kms_root = if same_root {
+            root.clone()
+        } else {
+            let other = dir.join("other-root.pem");
+            nsm_state(&dir.join("other-nsm"), &other);
+            other
+        };
         let credentials = random_credentials();
-        let kms = KmsProcess::start(dir.path(), &[&credentials], &root, kms_args);
+        let kms = KmsProcess::start(dir.path(), &[&credentials], &kms_root, kms_args);
         let enclave_root = dir.join("enclave-root.pem");
         let (enclave, listen) = start_enclave(&[
             "--state-dir",
@@ -171,6 +183,20 @@ fn a_kms_process_requiring_another_pcr0_denies_the_enclave() {
     assert!(
         stderr.starts_with("Error: Could not decrypt ciphertext: AccessDeniedException: User: "),
         "{stderr}"
+    );
+}
+
+#[test]
+fn a_kms_process_trusting_another_root_refuses_the_documents() {
+    let system = System::start_trusting(false, &[]);
+    let ciphertext = b64(&system.kms.encrypt(&system.credentials, b"x", &context(&[])));
+    let output = instance(&system.credentials, &["--connect", &system.listen, &ciphertext]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(output.stdout.is_empty());
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr),
+        "Error: Could not decrypt ciphertext: ValidationException: The attestation document is \
+         not valid.\n"
     );
 }
 

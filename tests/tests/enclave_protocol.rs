@@ -523,22 +523,70 @@ async fn invalid_commands_are_refused_without_calling_kms() {
     let mut conn = client(&local).await;
     let eleven: Vec<String> = (0..11).map(|i| format!("g{i}")).collect();
     let cases = [
-        (json!({"Operation": "Decrypt"}), "Message does not contain a Ciphertext"),
-        (json!({"Operation": "Decrypt", "Ciphertext": 5}), "Ciphertext not a base64 string"),
-        (json!({"Operation": "Decrypt", "Ciphertext": "QQ"}), "Ciphertext not a base64 string"),
-        (json!({"Operation": "Decrypt", "Ciphertext": ""}), "Invalid parameter: Ciphertext"),
-        (json!({"Operation": "Decrypt", "Ciphertext": b64(&[1; 6145])}), "Invalid parameter: Ciphertext"),
-        (json!({"Operation": "Decrypt", "Ciphertext": "AAAA", "EncryptionContext": {"k": 1}}), "JSON is wrong type: EncryptionContext"),
-        (json!({"Operation": "Decrypt", "Ciphertext": "AAAA", "EncryptionContext": ["k"]}), "JSON is wrong type: EncryptionContext"),
-        (json!({"Operation": "Decrypt", "Ciphertext": "AAAA", "GrantTokens": eleven}), "Invalid parameter: GrantTokens"),
-        (json!({"Operation": "Decrypt", "Ciphertext": "AAAA", "GrantTokens": "g"}), "JSON is wrong type: GrantTokens"),
-        (json!({"Operation": "Decrypt", "Ciphertext": "AAAA", "KeyId": ""}), "Invalid parameter: KeyId"),
-        (json!({"Operation": "Decrypt", "Ciphertext": "AAAA", "EncryptionAlgorithm": "ROT13"}), "Invalid parameter: EncryptionAlgorithm"),
-        (json!({"Operation": "GenerateDataKey", "KeyId": "k", "KeySpec": "AES_512"}), "Invalid parameter: KeySpec"),
-        (json!({"Operation": "GenerateDataKey", "KeyId": "k", "KeySpec": "AES_128", "NumberOfBytes": 16}), "Invalid parameter: KeySpec"),
-        (json!({"Operation": "GenerateDataKey", "KeyId": "k", "NumberOfBytes": "16"}), "JSON is wrong type: NumberOfBytes"),
-        (json!({"Operation": "GenerateRandom", "NumberOfBytes": 1.5}), "Invalid parameter: NumberOfBytes"),
-        (json!({"Operation": "GenerateRandom", "NumberOfBytes": -1}), "Invalid parameter: NumberOfBytes"),
+        (
+            json!({"Operation": "Decrypt"}),
+            "Message does not contain a Ciphertext",
+        ),
+        (
+            json!({"Operation": "Decrypt", "Ciphertext": 5}),
+            "Ciphertext not a base64 string",
+        ),
+        (
+            json!({"Operation": "Decrypt", "Ciphertext": "QQ"}),
+            "Ciphertext not a base64 string",
+        ),
+        (
+            json!({"Operation": "Decrypt", "Ciphertext": ""}),
+            "Invalid parameter: Ciphertext",
+        ),
+        (
+            json!({"Operation": "Decrypt", "Ciphertext": b64(&[1; 6145])}),
+            "Invalid parameter: Ciphertext",
+        ),
+        (
+            json!({"Operation": "Decrypt", "Ciphertext": "AAAA", "EncryptionContext": {"k": 1}}),
+            "JSON is wrong type: EncryptionContext",
+        ),
+        (
+            json!({"Operation": "Decrypt", "Ciphertext": "AAAA", "EncryptionContext": ["k"]}),
+            "JSON is wrong type: EncryptionContext",
+        ),
+        (
+            json!({"Operation": "Decrypt", "Ciphertext": "AAAA", "GrantTokens": eleven}),
+            "Invalid parameter: GrantTokens",
+        ),
+        (
+            json!({"Operation": "Decrypt", "Ciphertext": "AAAA", "GrantTokens": "g"}),
+            "JSON is wrong type: GrantTokens",
+        ),
+        (
+            json!({"Operation": "Decrypt", "Ciphertext": "AAAA", "KeyId": ""}),
+            "Invalid parameter: KeyId",
+        ),
+        (
+            json!({"Operation": "Decrypt", "Ciphertext": "AAAA", "EncryptionAlgorithm": "ROT13"}),
+            "Invalid parameter: EncryptionAlgorithm",
+        ),
+        (
+            json!({"Operation": "GenerateDataKey", "KeyId": "k", "KeySpec": "AES_512"}),
+            "Invalid parameter: KeySpec",
+        ),
+        (
+            json!({"Operation": "GenerateDataKey", "KeyId": "k", "KeySpec": "AES_128", "NumberOfBytes": 16}),
+            "Invalid parameter: KeySpec",
+        ),
+        (
+            json!({"Operation": "GenerateDataKey", "KeyId": "k", "NumberOfBytes": "16"}),
+            "JSON is wrong type: NumberOfBytes",
+        ),
+        (
+            json!({"Operation": "GenerateRandom", "NumberOfBytes": 1.5}),
+            "Invalid parameter: NumberOfBytes",
+        ),
+        (
+            json!({"Operation": "GenerateRandom", "NumberOfBytes": -1}),
+            "Invalid parameter: NumberOfBytes",
+        ),
     ];
     for (command, prefix) in cases {
         let reply = conn.call(&command).await;

@@ -121,3 +121,26 @@ async fn shutdown_finishes_in_flight_commands_then_closes() {
         "still accepting after shutdown"
     );
 }
+
+#[tokio::test]
+async fn idle_connections_are_closed_but_not_during_a_call() {
+    let local = Local::start(LocalOptions {
+        enclave_args: vec!["--idle-timeout-secs".into(), "1".into()],
+        ..slow_kms(1500)
+    })
+    .await
+    .expect("local setup");
+    let mut conn = Conn::connect(&local.enclave).await;
+    conn.set_client(&local.credentials, None).await;
+    // A call longer than the idle timeout is answered.
+    let random = json!({"Operation": "GenerateRandom", "NumberOfBytes": 3});
+    assert_eq!(assert_ok(&conn.call(&random).await).len(), 3);
+    // Then, with nothing to do, the connection is closed without a word.
+    let idle = Instant::now();
+    assert_eq!(conn.next_reply().await, None);
+    assert!(
+        idle.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        idle.elapsed()
+    );
+}

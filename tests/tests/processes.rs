@@ -29,6 +29,7 @@ fn start_enclave(args: &[&str]) -> (Process, String) {
     let mut command = Command::new(bin("kmstool-sim"));
     command
         .arg("enclave")
+        .args(["--log-level", "trace"])
         .args(["--listen", "tcp:127.0.0.1:0", "--region", "us-east-1"])
         .args(args);
     let process = Process::spawn(command);
@@ -59,7 +60,7 @@ struct System {
     _dir: TempDir,
     credentials: Credentials,
     kms: KmsProcess,
-    _enclave: Process,
+    enclave: Process,
     listen: String,
 }
 
@@ -105,7 +106,7 @@ impl System {
             _dir: dir,
             credentials,
             kms,
-            _enclave: enclave,
+            enclave,
             listen,
         }
     }
@@ -166,6 +167,24 @@ fn done_when_kmstool_instance_decrypts_through_the_processes() {
         stderr.contains("Could not set region correctly, check configuration."),
         "{stderr}"
     );
+
+    // The enclave logs at trace level, and no secret is in its log.
+    let log = system.enclave.stderr();
+    assert!(log.contains("kmstool-enclave ready"), "{log}");
+    assert!(log.contains("TRACE") || log.contains("DEBUG"), "{log}");
+    let secrets = [
+        system.credentials.secret_access_key.expose().to_owned(),
+        system
+            .credentials
+            .session_token
+            .as_ref()
+            .map_or(String::new(), |t| t.expose().to_owned()),
+        String::from_utf8_lossy(plaintext).into_owned(),
+        b64(plaintext),
+    ];
+    for secret in secrets {
+        assert!(!log.contains(&secret), "the enclave logged a secret: {log}");
+    }
 }
 
 #[test]
@@ -190,7 +209,10 @@ fn a_kms_process_requiring_another_pcr0_denies_the_enclave() {
 fn a_kms_process_trusting_another_root_refuses_the_documents() {
     let system = System::start_trusting(false, &[]);
     let ciphertext = b64(&system.kms.encrypt(&system.credentials, b"x", &context(&[])));
-    let output = instance(&system.credentials, &["--connect", &system.listen, &ciphertext]);
+    let output = instance(
+        &system.credentials,
+        &["--connect", &system.listen, &ciphertext],
+    );
     assert_eq!(output.status.code(), Some(1));
     assert!(output.stdout.is_empty());
     assert_eq!(

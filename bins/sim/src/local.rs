@@ -140,7 +140,7 @@ impl Local {
         let credentials = crate::imds::random_credentials();
         let mut kms_config =
             KmsConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)), &options.kms_region)
-            .with_nsm_root(sim.root_der().to_vec());
+                .with_nsm_root(sim.root_der().to_vec());
         kms_config.credentials = vec![SimCredentials::new(
             credentials.clone(),
             &kms_config.account_id,

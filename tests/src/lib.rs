@@ -22,3 +22,5 @@ pub fn bin(name: &str) -> PathBuf {
     );
     path
 }
+
+pub mod enclave;

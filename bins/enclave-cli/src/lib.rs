@@ -210,13 +210,14 @@ fn credentials_from(
     common: &CommonArgs,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Credentials, String> {
+    // An empty token means none, for the flag as for the variable (scripts pass
+    // `--aws-session-token "$AWS_SESSION_TOKEN"` with long-term credentials too).
+    let token_flag = common.session_token.clone().filter(|t| !t.is_empty());
     match (&common.access_key_id, &common.secret_access_key) {
         (Some(id), Some(secret)) => Ok(Credentials::new(
             id.clone(),
             SecretString::new(secret.clone()),
-            common
-                .session_token
-                .clone()
+            token_flag
                 .or_else(|| env("AWS_SESSION_TOKEN").filter(|t| !t.is_empty()))
                 .map(SecretString::new),
         )),
@@ -224,8 +225,8 @@ fn credentials_from(
         (None, Some(_)) => Err("--aws-secret-access-key needs --aws-access-key-id".into()),
         (None, None) => match credentials::env::from_env(env) {
             Ok(Some(mut creds)) => {
-                if let Some(token) = &common.session_token {
-                    creds.session_token = Some(SecretString::new(token.clone()));
+                if let Some(token) = token_flag {
+                    creds.session_token = Some(SecretString::new(token));
                 }
                 Ok(creds)
             }

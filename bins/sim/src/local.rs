@@ -17,7 +17,7 @@ use kmstool_runtime_tokio::server::Shared;
 use crate::kms::{Faults, KmsConfig, KmsEmulator, KmsHandle, SimCredentials};
 use crate::nsm::{SimConfig, SimNsm, system_clock};
 
-/// The region everything runs in.
+/// The region everything runs in (unless [`LocalOptions`] says otherwise).
 pub const REGION: &str = "us-east-1";
 
 /// What to start.
@@ -33,6 +33,16 @@ pub struct LocalOptions {
     pub faults: Faults,
     /// Extra `kmstool-enclave` arguments (e.g. `--kms-timeout-ms 2000`).
     pub enclave_args: Vec<String>,
+    /// The enclave's `--region`; `None` leaves it out (the client's `AwsRegion`, else
+    /// us-east-1, applies).
+    pub region: Option<String>,
+    /// The region the emulator serves (credential scopes must name it).
+    pub kms_region: String,
+    /// Pass the emulator's CA as `--ca-bundle`; without it the enclave trusts only the
+    /// Mozilla roots (and whatever `enclave_args` adds).
+    pub trust_emulator_ca: bool,
+    /// `--proxy` address instead of the emulator's (e.g. a closed port).
+    pub proxy: Option<String>,
 }
 
 impl Default for LocalOptions {
@@ -43,6 +53,10 @@ impl Default for LocalOptions {
             require_pcr0: None,
             faults: Faults::default(),
             enclave_args: Vec::new(),
+            region: Some(REGION.to_owned()),
+            kms_region: REGION.to_owned(),
+            trust_emulator_ca: true,
+            proxy: None,
         }
     }
 }
@@ -124,8 +138,9 @@ impl Local {
         let nsm = Arc::new(RecordingNsm::new(Arc::clone(&sim)));
 
         let credentials = crate::imds::random_credentials();
-        let mut kms_config = KmsConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)), REGION)
-            .with_nsm_root(sim.root_der().to_vec());
+        let mut kms_config =
+            KmsConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)), &options.kms_region)
+                .with_nsm_root(sim.root_der().to_vec());
         kms_config.credentials = vec![SimCredentials::new(
             credentials.clone(),
             &kms_config.account_id,
@@ -140,17 +155,23 @@ impl Local {
         let ca_file = dir.path().join("kms-ca.pem");
         std::fs::write(&ca_file, kms.ca_pem()).context("writing the emulator's CA")?;
 
+        let proxy = match &options.proxy {
+            Some(proxy) => proxy.clone(),
+            None => format!("tcp:{}", kms.local_addr()),
+        };
         let mut argv = vec![
             "kmstool-enclave".to_owned(),
             "--listen".into(),
             "tcp:127.0.0.1:0".into(),
             "--proxy".into(),
-            format!("tcp:{}", kms.local_addr()),
-            "--ca-bundle".into(),
-            ca_file.display().to_string(),
-            "--region".into(),
-            REGION.into(),
+            proxy,
         ];
+        if options.trust_emulator_ca {
+            argv.extend(["--ca-bundle".into(), ca_file.display().to_string()]);
+        }
+        if let Some(region) = &options.region {
+            argv.extend(["--region".into(), region.clone()]);
+        }
         argv.extend(options.enclave_args.iter().cloned());
         let args = kmstool_enclave::Args::try_parse_from(argv).context("enclave arguments")?;
         let prepared = kmstool_enclave::prepare(&args, Arc::clone(&nsm) as Arc<dyn Nsm>).await?;

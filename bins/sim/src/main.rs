@@ -219,7 +219,18 @@ impl NsmArgs {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // Bad arguments exit 1, as kmstool-enclave-cli's do (clap's own status is 2).
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            let _ = error.print();
+            return if error.use_stderr() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
     match cli.command {
         Command::Demo => exit(runtime().and_then(|rt| {
             let mut stdout = std::io::stdout();

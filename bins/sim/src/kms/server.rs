@@ -50,10 +50,14 @@ pub const JOURNAL_LEN: usize = 64;
 pub struct RequestRecord {
     /// `X-Amz-Target`.
     pub target: Option<String>,
+    /// The access key id the `Authorization` header names (who signed the request).
+    pub access_key_id: Option<String>,
     /// `KeyId` of the body.
     pub key_id: Option<String>,
     /// Keys of the body's `EncryptionContext`.
     pub encryption_context_keys: Vec<String>,
+    /// The body's `GrantTokens`.
+    pub grant_tokens: Vec<String>,
     /// Size of `Recipient.AttestationDocument` (base64 characters), if a Recipient was sent.
     pub attestation_document_chars: Option<usize>,
     /// HTTP status of the answer (0 when the connection was dropped).
@@ -70,10 +74,24 @@ impl RequestRecord {
             serde_json::from_slice(&request.body).unwrap_or(serde_json::Value::Null);
         Self {
             target: request.header("x-amz-target").map(str::to_owned),
+            access_key_id: request
+                .header("authorization")
+                .and_then(|auth| auth.split("Credential=").nth(1))
+                .and_then(|credential| credential.split('/').next())
+                .map(str::to_owned),
             key_id: body["KeyId"].as_str().map(str::to_owned),
             encryption_context_keys: body["EncryptionContext"]
                 .as_object()
                 .map(|m| m.keys().cloned().collect())
+                .unwrap_or_default(),
+            grant_tokens: body["GrantTokens"]
+                .as_array()
+                .map(|tokens| {
+                    tokens
+                        .iter()
+                        .filter_map(|t| t.as_str().map(str::to_owned))
+                        .collect()
+                })
                 .unwrap_or_default(),
             attestation_document_chars: body["Recipient"]["AttestationDocument"]
                 .as_str()

@@ -1,0 +1,479 @@
+//! `kmstool-sim enclave-cli` (kmstool-enclave-cli's code with a simulated NSM) as a process,
+//! against a `kmstool-sim kms` process (issue 4): each subcommand, byte-exact output, each exit
+//! status, credentials from flags or the environment, and KMS's error on stderr.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use kmstool_core::secret::{Credentials, SecretString};
+use kmstool_sim::imds::random_credentials;
+use kmstool_tests::enclave::{KmsProcess, TempDir, b64, closed_port, context, nsm_state, unb64};
+
+/// A KMS emulator process trusting the NSM state directory the CLI runs with.
+struct Setup {
+    _dir: TempDir,
+    state_dir: PathBuf,
+    credentials: Credentials,
+    long_term: Credentials,
+    kms: KmsProcess,
+}
+
+impl Setup {
+    fn start() -> Self {
+        let dir = TempDir::new("kmstool-enclave-cli");
+        let state_dir = dir.join("nsm");
+        let root = dir.join("nsm-root.pem");
+        nsm_state(&state_dir, &root);
+        let credentials = random_credentials();
+        let long_term = Credentials::new(
+            "AKIDLONGTERMCLI",
+            SecretString::new("long-term-secret".into()),
+            None,
+        );
+        let kms = KmsProcess::start(dir.path(), &[&credentials, &long_term], &root, &[]);
+        Self {
+            _dir: dir,
+            state_dir,
+            credentials,
+            long_term,
+            kms,
+        }
+    }
+
+    /// `kmstool-sim enclave-cli <subcommand> --proxy … --ca-bundle … <args>`, empty environment.
+    fn cli(&self, subcommand: &str, args: &[&str]) -> Command {
+        let mut command = Command::new(kmstool_tests::bin("kmstool-sim"));
+        command
+            .env_clear()
+            .arg("enclave-cli")
+            .arg("--state-dir")
+            .arg(&self.state_dir)
+            .arg(subcommand)
+            .args(["--proxy", &self.kms.proxy(), "--ca-bundle"])
+            .arg(&self.kms.ca_file)
+            .args(args);
+        command
+    }
+
+    /// Like [`Setup::cli`], with the temporary credentials as flags.
+    fn cli_as_user(&self, subcommand: &str, args: &[&str]) -> Command {
+        let mut command = self.cli(subcommand, args);
+        command.args([
+            "--aws-access-key-id",
+            &self.credentials.access_key_id,
+            "--aws-secret-access-key",
+            self.credentials.secret_access_key.expose(),
+            "--aws-session-token",
+            self.credentials
+                .session_token
+                .as_ref()
+                .map_or("", |t| t.expose()),
+        ]);
+        command
+    }
+
+    fn encrypt(&self, plaintext: &[u8], pairs: &[(&str, &str)]) -> String {
+        b64(&self
+            .kms
+            .encrypt(&self.credentials, plaintext, &context(pairs)))
+    }
+}
+
+fn run(mut command: Command) -> Output {
+    command.output().expect("running kmstool-sim enclave-cli")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8(output.stdout.clone()).expect("UTF-8 stdout")
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Asserts success and returns stdout.
+fn success(output: &Output) -> String {
+    assert_eq!(output.status.code(), Some(0), "stderr: {}", stderr(output));
+    stdout(output)
+}
+
+/// Asserts the failure status, nothing on stdout, and returns stderr.
+fn failure(output: &Output, status: i32) -> String {
+    assert_eq!(
+        output.status.code(),
+        Some(status),
+        "stdout: {} stderr: {}",
+        stdout(output),
+        stderr(output)
+    );
+    assert!(output.stdout.is_empty(), "stdout: {}", stdout(output));
+    stderr(output)
+}
+
+/// The base64 of a `PLAINTEXT: ` line.
+fn plaintext_of(line: &str) -> Vec<u8> {
+    unb64(line.strip_prefix("PLAINTEXT: ").expect("a PLAINTEXT: line"))
+}
+
+#[test]
+fn decrypt_prints_one_plaintext_line() {
+    let setup = Setup::start();
+    let ciphertext = setup.encrypt(
+        b"enclave cli \x00\xff bytes",
+        &[("app", "cli"), ("n", "a=b")],
+    );
+    let output = run(setup.cli_as_user(
+        "decrypt",
+        &[
+            "--ciphertext",
+            &ciphertext,
+            "--encryption-context",
+            "app=cli",
+            "--encryption-context",
+            "n=a=b",
+        ],
+    ));
+    assert_eq!(
+        success(&output),
+        format!("PLAINTEXT: {}\n", b64(b"enclave cli \x00\xff bytes"))
+    );
+    assert_eq!(stderr(&output), "");
+
+    // With KeyId and the (only) symmetric algorithm spelled out.
+    let plain = setup.encrypt(b"no context", &[]);
+    let output = run(setup.cli_as_user(
+        "decrypt",
+        &[
+            "--ciphertext",
+            &plain,
+            "--key-id",
+            "alias/test",
+            "--encryption-algorithm",
+            "SYMMETRIC_DEFAULT",
+        ],
+    ));
+    assert_eq!(
+        success(&output),
+        format!("PLAINTEXT: {}\n", b64(b"no context"))
+    );
+}
+
+#[test]
+fn genkey_prints_ciphertext_then_plaintext() {
+    let setup = Setup::start();
+    for (args, length) in [
+        (&[][..], 32),
+        (&["--key-spec", "AES-128"][..], 16),
+        (&["--key-spec", "AES-256"][..], 32),
+        (&["--number-of-bytes", "5"][..], 5),
+    ] {
+        let mut all = vec![
+            "--key-id",
+            "alias/test",
+            "--encryption-context",
+            "use=genkey",
+        ];
+        all.extend_from_slice(args);
+        let out = success(&run(setup.cli_as_user("genkey", &all)));
+        let lines: Vec<&str> = out.split_inclusive('\n').collect();
+        assert_eq!(lines.len(), 2, "{out}");
+        let ciphertext = lines[0]
+            .strip_prefix("CIPHERTEXT: ")
+            .and_then(|l| l.strip_suffix('\n'))
+            .expect("a CIPHERTEXT: line");
+        let data_key = plaintext_of(lines[1].strip_suffix('\n').expect("newline"));
+        assert_eq!(data_key.len(), length, "{args:?}");
+
+        // The encrypted copy decrypts to the same key, under the same context.
+        let again = success(&run(setup.cli_as_user(
+            "decrypt",
+            &[
+                "--ciphertext",
+                ciphertext,
+                "--encryption-context",
+                "use=genkey",
+            ],
+        )));
+        assert_eq!(again, format!("PLAINTEXT: {}\n", b64(&data_key)));
+    }
+}
+
+#[test]
+fn genrandom_prints_the_asked_number_of_bytes() {
+    let setup = Setup::start();
+    let mut draws = Vec::new();
+    for (flag, length) in [
+        ("--length", 1),
+        ("--length", 48),
+        ("--number-of-bytes", 1024),
+    ] {
+        let out = success(&run(
+            setup.cli_as_user("genrandom", &[flag, &length.to_string()])
+        ));
+        let line = out.strip_suffix('\n').expect("newline");
+        assert!(!line.contains('\n'), "{out}");
+        let bytes = plaintext_of(line);
+        assert_eq!(bytes.len(), length);
+        draws.push(bytes);
+    }
+    let again = success(&run(setup.cli_as_user("genrandom", &["--length", "48"])));
+    assert_ne!(plaintext_of(again.trim_end()), draws[1]);
+}
+
+#[test]
+fn credentials_come_from_the_environment_and_the_token_is_optional() {
+    let setup = Setup::start();
+    let ciphertext = setup.encrypt(b"from env", &[]);
+    let token = setup
+        .credentials
+        .session_token
+        .as_ref()
+        .expect("temporary credentials")
+        .expose();
+    let expected = format!("PLAINTEXT: {}\n", b64(b"from env"));
+
+    let mut command = setup.cli("decrypt", &["--ciphertext", &ciphertext]);
+    command
+        .env("AWS_ACCESS_KEY_ID", &setup.credentials.access_key_id)
+        .env(
+            "AWS_SECRET_ACCESS_KEY",
+            setup.credentials.secret_access_key.expose(),
+        )
+        .env("AWS_SESSION_TOKEN", token);
+    assert_eq!(success(&run(command)), expected);
+
+    // Long-term credentials: no token anywhere.
+    let mut command = setup.cli("decrypt", &["--ciphertext", &ciphertext]);
+    command
+        .env("AWS_ACCESS_KEY_ID", &setup.long_term.access_key_id)
+        .env(
+            "AWS_SECRET_ACCESS_KEY",
+            setup.long_term.secret_access_key.expose(),
+        );
+    assert_eq!(success(&run(command)), expected);
+    let command = setup.cli(
+        "decrypt",
+        &[
+            "--ciphertext",
+            &ciphertext,
+            "--aws-access-key-id",
+            &setup.long_term.access_key_id,
+            "--aws-secret-access-key",
+            setup.long_term.secret_access_key.expose(),
+        ],
+    );
+    assert_eq!(success(&run(command)), expected);
+
+    // The flags win over the environment.
+    let mut command = setup.cli_as_user("decrypt", &["--ciphertext", &ciphertext]);
+    command
+        .env("AWS_ACCESS_KEY_ID", "AKIDNOBODY")
+        .env("AWS_SECRET_ACCESS_KEY", "nothing");
+    assert_eq!(success(&run(command)), expected);
+
+    // Temporary credentials without their token are refused by KMS: status 255.
+    let mut command = setup.cli("decrypt", &["--ciphertext", &ciphertext]);
+    command
+        .env("AWS_ACCESS_KEY_ID", &setup.credentials.access_key_id)
+        .env(
+            "AWS_SECRET_ACCESS_KEY",
+            setup.credentials.secret_access_key.expose(),
+        );
+    let err = failure(&run(command), 255);
+    assert!(
+        err.starts_with("Error: Could not decrypt ciphertext: "),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_arguments_exit_1() {
+    let setup = Setup::start();
+    let ciphertext = setup.encrypt(b"x", &[]);
+    for (subcommand, args, says) in [
+        ("decrypt", &[][..], "--ciphertext"),
+        (
+            "decrypt",
+            &["--ciphertext", "not base64!"][..],
+            "--ciphertext is not base64",
+        ),
+        (
+            "decrypt",
+            &[
+                "--ciphertext",
+                &ciphertext,
+                "--encryption-context",
+                "novalue",
+            ][..],
+            "KEY=VALUE",
+        ),
+        (
+            "decrypt",
+            &[
+                "--ciphertext",
+                &ciphertext,
+                "--encryption-algorithm",
+                "ROT13",
+            ][..],
+            "SYMMETRIC_DEFAULT",
+        ),
+        ("genkey", &[][..], "--key-id"),
+        (
+            "genkey",
+            &["--key-id", "alias/test", "--key-spec", "AES-512"][..],
+            "AES-256",
+        ),
+        (
+            "genkey",
+            &[
+                "--key-id",
+                "k",
+                "--key-spec",
+                "AES-128",
+                "--number-of-bytes",
+                "4",
+            ][..],
+            "cannot be used with",
+        ),
+        ("genrandom", &["--length", "0"][..], "1..=1024"),
+        ("genrandom", &["--length", "1025"][..], "1..=1024"),
+        ("genrandom", &[][..], "--length"),
+    ] {
+        let output = run(setup.cli_as_user(subcommand, args));
+        let err = failure(&output, 1);
+        assert!(err.contains(says), "{subcommand} {args:?}: {err}");
+    }
+    let output = run(setup.cli("frobnicate", &[]));
+    failure(&output, 1);
+
+    // No credentials at all.
+    let err = failure(&run(setup.cli("genrandom", &["--length", "4"])), 1);
+    assert!(err.starts_with("Error: no credentials"), "{err}");
+    let err = failure(
+        &run(setup.cli(
+            "genrandom",
+            &["--length", "4", "--aws-access-key-id", "AKID"],
+        )),
+        1,
+    );
+    assert!(err.contains("--aws-secret-access-key"), "{err}");
+}
+
+#[test]
+fn failed_operations_exit_255_with_kms_error_on_stderr() {
+    let setup = Setup::start();
+    let ciphertext = setup.encrypt(b"guarded", &[("k", "v")]);
+
+    // Wrong encryption context.
+    let output = run(setup.cli_as_user(
+        "decrypt",
+        &["--ciphertext", &ciphertext, "--encryption-context", "k=w"],
+    ));
+    assert_eq!(
+        failure(&output, 255),
+        "Error: Could not decrypt ciphertext: InvalidCiphertextException\n"
+    );
+
+    // Unknown credentials.
+    let output = run(setup.cli(
+        "decrypt",
+        &[
+            "--ciphertext",
+            &ciphertext,
+            "--encryption-context",
+            "k=v",
+            "--aws-access-key-id",
+            "AKIDUNKNOWN",
+            "--aws-secret-access-key",
+            "whatever",
+        ],
+    ));
+    assert_eq!(
+        failure(&output, 255),
+        "Error: Could not decrypt ciphertext: UnrecognizedClientException: The security token \
+         included in the request is invalid.\n"
+    );
+
+    // The right key id with the wrong secret.
+    let output = run(setup.cli(
+        "genrandom",
+        &[
+            "--length",
+            "8",
+            "--aws-access-key-id",
+            &setup.long_term.access_key_id,
+            "--aws-secret-access-key",
+            "not-the-secret",
+        ],
+    ));
+    let err = failure(&output, 255);
+    assert!(
+        err.starts_with("Error: Could not generate random bytes: InvalidSignatureException: "),
+        "{err}"
+    );
+    assert!(!err.contains("not-the-secret"), "{err}");
+
+    // An unknown key.
+    let output = run(setup.cli_as_user("genkey", &["--key-id", "alias/nothing"]));
+    let err = failure(&output, 255);
+    assert!(
+        err.starts_with("Error: Could not generate data key: NotFoundException: "),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_unreachable_proxy_exits_255() {
+    let setup = Setup::start();
+    let port = closed_port();
+    let mut command = Command::new(kmstool_tests::bin("kmstool-sim"));
+    command
+        .env_clear()
+        .args(["enclave-cli", "--state-dir"])
+        .arg(&setup.state_dir)
+        .args([
+            "genrandom",
+            "--length",
+            "8",
+            "--proxy",
+            &format!("tcp:127.0.0.1:{port}"),
+        ])
+        .args([
+            "--aws-access-key-id",
+            "AKID",
+            "--aws-secret-access-key",
+            "S",
+        ]);
+    let err = failure(&run(command), 255);
+    assert!(
+        err.starts_with(&format!(
+            "Error: Could not generate random bytes: could not connect to KMS \
+             (kms.us-east-1.amazonaws.com): proxy tcp:127.0.0.1:{port}: "
+        )),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_empty_session_token_flag_means_none() {
+    let setup = Setup::start();
+    let ciphertext = setup.encrypt(b"scripted", &[]);
+    // Scripts pass `--aws-session-token "$AWS_SESSION_TOKEN"` with long-term credentials too.
+    let output = run(setup.cli(
+        "decrypt",
+        &[
+            "--ciphertext",
+            &ciphertext,
+            "--aws-access-key-id",
+            &setup.long_term.access_key_id,
+            "--aws-secret-access-key",
+            setup.long_term.secret_access_key.expose(),
+            "--aws-session-token",
+            "",
+        ],
+    ));
+    assert_eq!(
+        success(&output),
+        format!("PLAINTEXT: {}\n", b64(b"scripted"))
+    );
+}

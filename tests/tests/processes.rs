@@ -1,0 +1,340 @@
+//! The whole system as separate processes (issues 3 and 4): `kmstool-sim kms`, `kmstool-sim
+//! enclave` and the real `kmstool-instance`, wired by their command lines and files; the
+//! demo; and the documents a `kmstool-sim enclave` process sends, checked against the root it
+//! writes.
+
+use std::process::{Command, Output};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::SystemTime;
+
+use kmstool_core::address::Address;
+use kmstool_core::attestation::AttestationDocument;
+use kmstool_core::secret::Credentials;
+use kmstool_sim::imds::random_credentials;
+use kmstool_sim::kms::{
+    AttestationVerifier, AttestedRecipient, KmsConfig, KmsEmulator, NsmRootVerifier, SimCredentials,
+};
+use kmstool_sim::nsm::{SimConfig, SimNsm, system_clock};
+use kmstool_sim::verify::{VerifyError, VerifyTime, verify};
+use kmstool_tests::bin;
+use kmstool_tests::enclave::{
+    Conn, KmsProcess, Process, TempDir, assert_ok, b64, context, hex, nsm_state,
+};
+use serde_json::json;
+
+const PCR0: [u8; 48] = [0x42; 48];
+
+/// `kmstool-sim enclave` on an ephemeral port with `args`; returns it and its address.
+fn start_enclave(args: &[&str]) -> (Process, String) {
+    let mut command = Command::new(bin("kmstool-sim"));
+    command
+        .arg("enclave")
+        .args(["--log-level", "trace"])
+        .args(["--listen", "tcp:127.0.0.1:0", "--region", "us-east-1"])
+        .args(args);
+    let process = Process::spawn(command);
+    let listen = process.wait_for_log_field("kmstool-enclave ready", "listen");
+    (process, listen)
+}
+
+/// The real `kmstool-instance`, credentials in its environment and nothing else.
+fn instance(credentials: &Credentials, args: &[&str]) -> Output {
+    let mut command = Command::new(bin("kmstool-instance"));
+    command
+        .env_clear()
+        .env("AWS_ACCESS_KEY_ID", &credentials.access_key_id)
+        .env(
+            "AWS_SECRET_ACCESS_KEY",
+            credentials.secret_access_key.expose(),
+        )
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .args(args);
+    if let Some(token) = &credentials.session_token {
+        command.env("AWS_SESSION_TOKEN", token.expose());
+    }
+    command.output().expect("running kmstool-instance")
+}
+
+/// Both simulators as processes sharing one NSM root through a state directory.
+struct System {
+    _dir: TempDir,
+    credentials: Credentials,
+    kms: KmsProcess,
+    enclave: Process,
+    listen: String,
+}
+
+impl System {
+    fn start(kms_args: &[&str]) -> Self {
+        Self::start_trusting(true, kms_args)
+    }
+
+    /// With `same_root` false, the emulator trusts another simulated root than the enclave's.
+    fn start_trusting(same_root: bool, kms_args: &[&str]) -> Self {
+        let dir = TempDir::new("kmstool-processes");
+        let state = dir.join("nsm");
+        let root = dir.join("nsm-root.pem");
+        nsm_state(&state, &root);
+        let kms_root = if same_root {
+            root.clone()
+        } else {
+            let other = dir.join("other-root.pem");
+            nsm_state(&dir.join("other-nsm"), &other);
+            other
+        };
+        let credentials = random_credentials();
+        let kms = KmsProcess::start(dir.path(), &[&credentials], &kms_root, kms_args);
+        let enclave_root = dir.join("enclave-root.pem");
+        let (enclave, listen) = start_enclave(&[
+            "--state-dir",
+            &state.display().to_string(),
+            "--nsm-root-out",
+            &enclave_root.display().to_string(),
+            "--pcr0",
+            &hex(&PCR0),
+            "--proxy",
+            &kms.proxy(),
+            "--ca-bundle",
+            &kms.ca_file.display().to_string(),
+        ]);
+        assert_eq!(
+            std::fs::read(&enclave_root).expect("--nsm-root-out"),
+            std::fs::read(&root).expect("root"),
+            "the enclave's NSM does not use the state directory's root"
+        );
+        Self {
+            _dir: dir,
+            credentials,
+            kms,
+            enclave,
+            listen,
+        }
+    }
+}
+
+#[test]
+fn done_when_kmstool_instance_decrypts_through_the_processes() {
+    let system = System::start(&[]);
+    let plaintext = b"Hello from kmstool-instance";
+    let ctx = context(&[("purpose", "done-when")]);
+    let ciphertext = b64(&system.kms.encrypt(&system.credentials, plaintext, &ctx));
+
+    let output = instance(
+        &system.credentials,
+        &[
+            "--connect",
+            &system.listen,
+            "--encryption-context",
+            "purpose=done-when",
+            &ciphertext,
+        ],
+    );
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "stderr: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(output.stdout, [&plaintext[..], b"\n"].concat());
+    assert_eq!(String::from_utf8_lossy(&output.stderr), "");
+
+    // The same without the context: KMS's error on stderr, exit 1, nothing on stdout.
+    let output = instance(
+        &system.credentials,
+        &["--connect", &system.listen, &ciphertext],
+    );
+    assert_eq!(output.status.code(), Some(1));
+    assert!(output.stdout.is_empty());
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr),
+        "Error: Could not decrypt ciphertext: InvalidCiphertextException\n"
+    );
+
+    // A client region other than the enclave's: upstream's SetClient error.
+    let output = instance(
+        &system.credentials,
+        &[
+            "--connect",
+            &system.listen,
+            "--region",
+            "eu-west-1",
+            &ciphertext,
+        ],
+    );
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("Could not set region correctly, check configuration."),
+        "{stderr}"
+    );
+
+    // The enclave logs at trace level, and no secret is in its log.
+    let log = system.enclave.stderr();
+    assert!(log.contains("kmstool-enclave ready"), "{log}");
+    assert!(log.contains("TRACE") || log.contains("DEBUG"), "{log}");
+    let secrets = [
+        system.credentials.secret_access_key.expose().to_owned(),
+        system
+            .credentials
+            .session_token
+            .as_ref()
+            .map_or(String::new(), |t| t.expose().to_owned()),
+        String::from_utf8_lossy(plaintext).into_owned(),
+        b64(plaintext),
+    ];
+    for secret in secrets {
+        assert!(!log.contains(&secret), "the enclave logged a secret: {log}");
+    }
+}
+
+#[test]
+fn a_kms_process_requiring_another_pcr0_denies_the_enclave() {
+    let other = hex(&[0x43; 48]);
+    let system = System::start(&["--require-pcr0", &other]);
+    let ciphertext = b64(&system.kms.encrypt(&system.credentials, b"x", &context(&[])));
+    let output = instance(
+        &system.credentials,
+        &["--connect", &system.listen, &ciphertext],
+    );
+    assert_eq!(output.status.code(), Some(1));
+    assert!(output.stdout.is_empty());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.starts_with("Error: Could not decrypt ciphertext: AccessDeniedException: User: "),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_kms_process_trusting_another_root_refuses_the_documents() {
+    let system = System::start_trusting(false, &[]);
+    let ciphertext = b64(&system.kms.encrypt(&system.credentials, b"x", &context(&[])));
+    let output = instance(
+        &system.credentials,
+        &["--connect", &system.listen, &ciphertext],
+    );
+    assert_eq!(output.status.code(), Some(1));
+    assert!(output.stdout.is_empty());
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr),
+        "Error: Could not decrypt ciphertext: ValidationException: The attestation document is \
+         not valid.\n"
+    );
+}
+
+#[test]
+fn the_demo_exits_0_and_prints_the_message() {
+    let output = Command::new(bin("kmstool-sim"))
+        .arg("demo")
+        .output()
+        .expect("running the demo");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l == "7. Decrypted message: Hello, KMS!"),
+        "{stdout}"
+    );
+}
+
+/// A KMS stand-in's verifier that keeps every document it is shown and checks it against a
+/// root the test gives once the enclave process has written it.
+#[derive(Debug, Default)]
+struct Capture {
+    documents: Mutex<Vec<Vec<u8>>>,
+    root: OnceLock<Vec<u8>>,
+}
+
+impl AttestationVerifier for Capture {
+    fn verify(&self, document: &[u8], at: SystemTime) -> Result<AttestedRecipient, String> {
+        self.documents
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(document.to_vec());
+        let root = self.root.get().ok_or("no root yet")?;
+        NsmRootVerifier::new(root.clone()).verify(document, at)
+    }
+}
+
+/// The DER prefix of an RSA-2048 SubjectPublicKeyInfo (rsaEncryption, NULL parameters).
+const RSA_2048_SPKI_PREFIX: [u8; 19] = [
+    0x30, 0x82, 0x01, 0x22, 0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01,
+    0x01, 0x05, 0x00,
+];
+
+#[test]
+fn an_enclave_process_documents_verify_against_the_root_it_writes() {
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let capture = Arc::new(Capture::default());
+    let credentials = random_credentials();
+    let mut config = KmsConfig::new("127.0.0.1:0".parse().expect("address"), "us-east-1");
+    config.credentials = vec![SimCredentials::new(credentials.clone(), "111122223333")];
+    config.attestation = Some(Arc::clone(&capture) as Arc<dyn AttestationVerifier>);
+    let kms = runtime
+        .block_on(KmsEmulator::start(config))
+        .expect("KMS emulator");
+    let dir = TempDir::new("kmstool-nsm-root");
+    let ca_file = dir.join("kms-ca.pem");
+    std::fs::write(&ca_file, kms.ca_pem()).expect("CA file");
+    let root_file = dir.join("nsm-root.pem");
+
+    let (_enclave, listen) = start_enclave(&[
+        "--nsm-root-out",
+        &root_file.display().to_string(),
+        "--pcr0",
+        &hex(&PCR0),
+        "--proxy",
+        &format!("tcp:{}", kms.local_addr()),
+        "--ca-bundle",
+        &ca_file.display().to_string(),
+    ]);
+    let pem = std::fs::read(&root_file).expect("--nsm-root-out");
+    let root = kmstool_core::tls::parse_certificates(&pem).expect("root PEM");
+    let root_der = root.first().expect("a certificate").as_ref().to_vec();
+    assert!(capture.root.set(root_der.clone()).is_ok());
+
+    // The emulator accepts the enclave's document only if it verifies under that root.
+    let address: Address = listen.parse().expect("enclave address");
+    let reply = runtime.block_on(async {
+        let mut conn = Conn::connect(&address).await;
+        conn.set_client(&credentials, None).await;
+        conn.call(&json!({"Operation": "GenerateRandom", "NumberOfBytes": 16}))
+            .await
+    });
+    assert_eq!(assert_ok(&reply).len(), 16);
+
+    let documents = capture
+        .documents
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    assert_eq!(documents.len(), 1);
+    let document = &documents[0];
+    let payload = verify(document, &root_der, VerifyTime::DocumentTimestamp)
+        .expect("the document verifies against the written root");
+    let parsed = AttestationDocument::parse(document).expect("core parses the document");
+    assert_eq!(parsed.doc, payload);
+    assert_eq!(payload.pcrs.get(&0).map(Vec::as_slice), Some(&PCR0[..]));
+    assert_eq!(payload.cabundle.first(), Some(&root_der));
+    let public_key = payload.public_key.expect("public_key");
+    assert_eq!(public_key.len(), 294);
+    assert_eq!(
+        public_key[..RSA_2048_SPKI_PREFIX.len()],
+        RSA_2048_SPKI_PREFIX
+    );
+    assert_eq!((payload.user_data, payload.nonce), (None, None));
+
+    // Not under another root.
+    let other = SimNsm::new(SimConfig::default(), system_clock()).expect("another NSM");
+    assert_eq!(
+        verify(document, other.root_der(), VerifyTime::DocumentTimestamp),
+        Err(VerifyError::UnknownRoot)
+    );
+    runtime.block_on(kms.shutdown());
+}

@@ -309,7 +309,9 @@ async fn serve(listener: TcpListener, script: Vec<Step>, seen: Arc<Mutex<Seen>>)
     let mut script = script.into_iter();
     loop {
         let Some(frame) = read_frame(&mut stream, &mut pending).await else {
-            seen.lock().unwrap_or_else(PoisonError::into_inner).client_closed = true;
+            seen.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .client_closed = true;
             return;
         };
         seen.lock()
@@ -317,20 +319,18 @@ async fn serve(listener: TcpListener, script: Vec<Step>, seen: Arc<Mutex<Seen>>)
             .frames
             .push(frame);
         match script.next() {
-            Some(Step::Reply(bytes)) => {
-                if stream.write_all(&bytes).await.is_err() {
-                    return;
-                }
-            }
+            Some(Step::Reply(bytes)) if stream.write_all(&bytes).await.is_err() => return,
+            Some(Step::Reply(_)) | None => {}
             Some(Step::Close) => return,
             Some(Step::Silent) => {
                 // Hold the connection until the client gives up.
                 let mut sink = [0u8; 1024];
                 while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
-                seen.lock().unwrap_or_else(PoisonError::into_inner).client_closed = true;
+                seen.lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .client_closed = true;
                 return;
             }
-            None => {}
         }
     }
 }

@@ -5,6 +5,10 @@
 //! Every run starts from an empty environment with a temporary `HOME`; every run checks that
 //! no secret key or session token it was given appears on stdout or stderr.
 
+// The helpers below are part of the tests: like the #[test] functions (clippy.toml), they
+// may unwrap.
+#![allow(clippy::unwrap_used)]
+
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use kmstool_core::secret::Credentials;
@@ -46,10 +50,9 @@ impl Setup {
     /// Credentials the emulator accepts, added under a new identity.
     fn new_identity(&self) -> Credentials {
         let credentials = random_credentials();
-        self.local.kms.add_credentials(SimCredentials::new(
-            credentials.clone(),
-            DEFAULT_ACCOUNT_ID,
-        ));
+        self.local
+            .kms
+            .add_credentials(SimCredentials::new(credentials.clone(), DEFAULT_ACCOUNT_ID));
         credentials
     }
 
@@ -111,7 +114,10 @@ async fn decrypts_with_environment_credentials() {
         .find(|r| r.target.as_deref() == Some("TrentService.Decrypt"))
         .expect("the emulator saw a Decrypt");
     assert_eq!(decrypt.encryption_context_keys, ["app"]);
-    assert!(decrypt.attestation_document_chars.is_some(), "attested call");
+    assert!(
+        decrypt.attestation_document_chars.is_some(),
+        "attested call"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -331,7 +337,11 @@ async fn garbage_from_the_enclave_is_a_bad_reply() {
         "bad reply from the enclave: the enclave's reply is not a reply object with a Status"
     );
     let ok_not_base64 = frame(&json!({"Status": "Ok", "Message": "%%%"}));
-    let message = error_from_fake(vec![Step::Reply(ok_frame()), Step::Reply(ok_not_base64)], &[]).await;
+    let message = error_from_fake(
+        vec![Step::Reply(ok_frame()), Step::Reply(ok_not_base64)],
+        &[],
+    )
+    .await;
     assert_eq!(message, "bad reply from the enclave: Message is not base64");
 }
 
@@ -348,7 +358,8 @@ async fn enclave_errors_are_printed_with_their_message() {
     let message = error_from_fake(vec![Step::Reply(ok_frame()), Step::Reply(error)], &[]).await;
     assert_eq!(message, kms_error);
 
-    let set_client_error = b"{ \"Status\": \"Error\", \"Message\": \"Could not read credentials\" }\0";
+    let set_client_error =
+        b"{ \"Status\": \"Error\", \"Message\": \"Could not read credentials\" }\0";
     let message = error_from_fake(vec![Step::Reply(set_client_error.to_vec())], &[]).await;
     assert_eq!(message, "SetClient failed: Could not read credentials");
 }
@@ -441,7 +452,12 @@ async fn decrypt_output_formats_are_byte_exact() {
         "Ciphertext": ciphertext,
         "EncryptionContext": {"a": "1", "b": "x=y"},
     });
-    let context = ["--encryption-context", "a=1", "--encryption-context", "b=x=y"];
+    let context = [
+        "--encryption-context",
+        "a=1",
+        "--encryption-context",
+        "b=x=y",
+    ];
 
     // Upstream's form and the subcommand give the same raw bytes plus a newline.
     let (raw, command) = output_from_fake(&reply, &[&context[..], &[&ciphertext]].concat()).await;
@@ -668,7 +684,11 @@ fn frames_of(bytes: &[u8]) -> Vec<&[u8]> {
 async fn works_with_the_upstream_enclave_and_sends_what_upstream_sends() {
     let client = captured("C->S");
     let server = captured("S->C");
-    assert_eq!((client.len(), server.len()), (4, 4), "two sessions captured");
+    assert_eq!(
+        (client.len(), server.len()),
+        (4, 4),
+        "two sessions captured"
+    );
     // The capture's credentials, so the commands can be compared field for field.
     let credentials = Credentials::new(
         "AKIDEXAMPLE",

@@ -59,7 +59,13 @@ fn an_address_is_required_whatever_the_operation() {
     for args in [
         &["AAAA"][..],
         &["generate-random", "--number-of-bytes", "4"][..],
-        &["--region", "us-east-1", "generate-data-key", "--key-id", "k"][..],
+        &[
+            "--region",
+            "us-east-1",
+            "generate-data-key",
+            "--key-id",
+            "k",
+        ][..],
     ] {
         let out = instance().args(args).env_clear().output().unwrap();
         assert_eq!(out.status.code(), Some(1), "{args:?}");

@@ -27,6 +27,7 @@ pub struct Instance {
     env: BTreeMap<String, String>,
     secrets: Vec<String>,
     home: tempfile::TempDir,
+    stdout_to_full_device: bool,
 }
 
 impl Instance {
@@ -45,6 +46,7 @@ impl Instance {
             env,
             secrets: Vec::new(),
             home,
+            stdout_to_full_device: false,
         }
     }
 
@@ -123,6 +125,13 @@ impl Instance {
         self.env("AWS_SHARED_CREDENTIALS_FILE", path.display().to_string())
     }
 
+    /// Sends stdout to `/dev/full`, where every write fails (the outcome's stdout is then
+    /// empty).
+    pub fn stdout_to_full_device(mut self) -> Self {
+        self.stdout_to_full_device = true;
+        self
+    }
+
     /// Runs the binary to its end and checks that no watched secret was printed.
     pub async fn run(self) -> Outcome {
         let mut command = tokio::process::Command::new(crate::bin("kmstool-instance"));
@@ -132,7 +141,12 @@ impl Instance {
             .envs(&self.env)
             .current_dir(self.home.path())
             .stdin(Stdio::null())
-            .stdout(Stdio::piped())
+            .stdout(if self.stdout_to_full_device {
+                let full = std::fs::OpenOptions::new().write(true).open("/dev/full");
+                Stdio::from(full.expect("opening /dev/full"))
+            } else {
+                Stdio::piped()
+            })
             .stderr(Stdio::piped())
             .kill_on_drop(true);
         let child = command.spawn().expect("starting kmstool-instance");
@@ -250,7 +264,7 @@ pub struct Seen {
 
 /// An enclave stand-in on 127.0.0.1 that serves one connection from a script: for each frame
 /// it reads, the next [`Step`]. Once the script runs out it reads (and records) until the
-/// client closes.
+/// client closes; with an empty script it is a server that never answers anything.
 #[derive(Debug)]
 pub struct FakeEnclave {
     address: String,

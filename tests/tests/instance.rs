@@ -260,6 +260,22 @@ async fn imds_without_tokens_is_refused_with_a_clear_message() {
 }
 
 #[tokio::test]
+async fn a_silent_imds_times_out_with_a_clear_message() {
+    // Accepts the connection, reads the token request, never answers.
+    let silent = FakeEnclave::start(Vec::new()).await;
+    let endpoint = silent.address().replace("tcp:", "http://");
+    let instance = Instance::new()
+        .args(["--connect", "tcp:127.0.0.1:9", "AAAA"])
+        .imds(&endpoint);
+    let expected = format!(
+        "{}IMDS (IMDS step 1/3 (PUT /latest/api/token): no response in time (in a container, the instance's metadata hop limit may be too low))",
+        nothing_static(instance.home())
+    );
+    assert_eq!(instance.run().await.failure(), expected);
+    assert!(silent.finish().await.client_closed);
+}
+
+#[tokio::test]
 async fn broken_credential_configuration_stops_the_chain() {
     let out = Instance::new()
         .args(["--connect", "tcp:127.0.0.1:9", "AAAA"])
@@ -357,6 +373,10 @@ async fn enclave_errors_are_printed_with_their_message() {
     }));
     let message = error_from_fake(vec![Step::Reply(ok_frame()), Step::Reply(error)], &[]).await;
     assert_eq!(message, kms_error);
+
+    let bare = b"{ \"Status\": \"Error\" }\0".to_vec();
+    let message = error_from_fake(vec![Step::Reply(ok_frame()), Step::Reply(bare)], &[]).await;
+    assert_eq!(message, "the enclave answered Error without a message");
 
     let set_client_error =
         b"{ \"Status\": \"Error\", \"Message\": \"Could not read credentials\" }\0";
@@ -632,6 +652,27 @@ async fn decrypt_json_from_the_real_enclave_names_the_key() {
         B64.encode(MESSAGE)
     );
     assert_eq!(String::from_utf8(out.success().to_vec()).unwrap(), expected);
+}
+
+#[tokio::test]
+async fn a_failed_write_of_the_result_is_an_error() {
+    let fake = FakeEnclave::start(vec![
+        Step::Reply(ok_frame()),
+        Step::Reply(frame(
+            &json!({"Status": "Ok", "Message": B64.encode(MESSAGE)}),
+        )),
+    ])
+    .await;
+    let out = Instance::new()
+        .args(["--connect", fake.address(), "AAAA"])
+        .env_credentials(&random_credentials())
+        .stdout_to_full_device()
+        .run()
+        .await;
+    assert_eq!(
+        out.failure(),
+        "cannot write the result to stdout: No space left on device (os error 28)"
+    );
 }
 
 // --- upstream compatibility -----------------------------------------------------------------

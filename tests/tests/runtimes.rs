@@ -39,8 +39,8 @@ struct SmolEnclave {
 impl SmolEnclave {
     /// Serves with the same settings as `local`'s tokio enclave: its region, the default
     /// session settings, its NSM, its KMS emulator (reached directly, trusting only the
-    /// emulator's CA).
-    async fn start(local: &Local) -> Self {
+    /// emulator's CA), at most `max_connections` at once.
+    async fn start(local: &Local, max_connections: usize) -> Self {
         let nsm = Arc::clone(&local.nsm) as Arc<dyn Nsm>;
         let ca_pem = local.kms.ca_pem().as_bytes().to_vec();
         let proxy = Address::Tcp {
@@ -76,7 +76,9 @@ impl SmolEnclave {
                     host: "127.0.0.1".into(),
                     port: 0,
                 };
-                let server = Server::bind(&listen, shared, 64).await.expect("binding");
+                let server = Server::bind(&listen, shared, max_connections)
+                    .await
+                    .expect("binding");
                 let _ = ready_tx.send(server.local_address().expect("local address"));
                 let shutdown = async {
                     let _ = stopped.recv().await;
@@ -388,7 +390,7 @@ async fn smol_and_tokio_enclaves_give_identical_replies() {
     let local = Local::start(LocalOptions::default())
         .await
         .expect("local setup");
-    let smol = SmolEnclave::start(&local).await;
+    let smol = SmolEnclave::start(&local, 64).await;
     let fixture = Fixture::new(&local);
     for scenario in [
         Scenario::Operations,
@@ -463,4 +465,43 @@ fn check_expectations(scenario: Scenario, transcript: &[String]) {
             assert_eq!(transcript.last().unwrap(), "<closed>");
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_turn_away_a_connection_over_the_limit_alike() {
+    let options = LocalOptions {
+        enclave_args: vec!["--max-connections".into(), "1".into()],
+        ..LocalOptions::default()
+    };
+    let local = Local::start(options).await.expect("local setup");
+    let smol = SmolEnclave::start(&local, 1).await;
+    let fixture = Fixture::new(&local);
+    let mut transcripts = Vec::new();
+    for address in [&local.enclave, &smol.address] {
+        // The first connection is served (its reply proves it is counted)...
+        let mut first = Conn::open(address).await;
+        first.send_json(&fixture.set_client).await;
+        assert_eq!(first.recv_reply().await, r#"{"Status":"Ok"}"#);
+        // ...the second gets one error and is closed...
+        let mut second = Conn::open(address).await;
+        let busy = second.recv_reply().await;
+        assert_eq!(second.recv().await, None, "closed after the busy reply");
+        // ...and the first still works.
+        first
+            .send_json(&fixture.decrypt(json!({"purpose": "runtimes"})))
+            .await;
+        let decrypted: Value = serde_json::from_str(&first.recv_reply().await).unwrap();
+        assert_eq!(decrypted["Status"], "Ok");
+        transcripts.push(busy);
+    }
+    assert_eq!(transcripts[0], transcripts[1]);
+    let busy: Value = serde_json::from_str(&transcripts[0]).unwrap();
+    assert_eq!(busy["Status"], "Error");
+    assert_eq!(busy["ErrorKind"], "Internal");
+    assert!(
+        busy["Message"].as_str().unwrap().starts_with("Server busy"),
+        "{busy}"
+    );
+    drop(smol);
+    local.stop().await.expect("stopping the tokio enclave");
 }

@@ -11,7 +11,7 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use kmstool_core::secret::Credentials;
+use kmstool_core::secret::{Credentials, SecretString};
 use kmstool_sim::imds::{Imds, ImdsConfig, ImdsMode, random_credentials};
 use kmstool_sim::kms::{DEFAULT_ACCOUNT_ID, EncryptionContext, KeyMetadata, SimCredentials};
 use kmstool_sim::local::{Local, LocalOptions};
@@ -731,11 +731,13 @@ async fn works_with_the_upstream_enclave_and_sends_what_upstream_sends() {
         "two sessions captured"
     );
     // The capture's credentials, so the commands can be compared field for field.
-    let credentials = Credentials::new(
-        "AKIDEXAMPLE",
-        kmstool_core::secret::SecretString::new("SECRET".to_owned()),
-        None,
-    );
+    let credentials = |token: Option<&str>| {
+        Credentials::new(
+            "AKIDEXAMPLE",
+            SecretString::new("SECRET".to_owned()),
+            token.map(|t| SecretString::new(t.to_owned())),
+        )
+    };
     let sessions: [(&[&str], Option<&str>); 2] = [
         (
             &[
@@ -753,14 +755,11 @@ async fn works_with_the_upstream_enclave_and_sends_what_upstream_sends() {
         let replies = &server[2 * index..2 * index + 2];
         assert!(replies[1].ends_with(b"{ \"Status\": \"Error\" }\0"));
         let fake = FakeEnclave::start(replies.iter().cloned().map(Step::Reply).collect()).await;
-        let mut instance = Instance::new()
+        let instance = Instance::new()
             .args(["--connect", fake.address()])
             .args(args.iter().copied())
             .args(["aGVsbG8gd29ybGQ="])
-            .env_credentials(&credentials);
-        if let Some(token) = token {
-            instance = instance.env("AWS_SESSION_TOKEN", token);
-        }
+            .env_credentials(&credentials(token));
         assert_eq!(instance.run().await.success(), b"hello world\n");
 
         let seen = fake.finish().await;

@@ -399,9 +399,10 @@ impl InstanceClient {
 }
 
 fn error_text(reply: &Reply) -> String {
-    reply
-        .error_message()
-        .map_or_else(|| "(no message)".to_owned(), str::to_owned)
+    reply.error_message().map_or_else(
+        || "the enclave answered Error without a message".to_owned(),
+        str::to_owned,
+    )
 }
 
 fn success(reply: Reply) -> Result<InstanceResult, InstanceError> {

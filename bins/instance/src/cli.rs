@@ -17,12 +17,13 @@ use zeroize::Zeroizing;
     name = "kmstool-instance",
     version,
     about = "Asks a kmstool enclave to decrypt with AWS KMS (or to generate a data key or random bytes)",
-    args_conflicts_with_subcommands = true,
     subcommand_negates_reqs = true
 )]
 pub struct Args {
     /// vsock CID of the enclave (required unless --connect).
-    #[arg(long, global = true, required_unless_present = "connect")]
+    // Not `required_unless_present`: clap checks that in the subcommand, where a global
+    // `--connect` given before the subcommand's name is not seen yet. `address` checks it.
+    #[arg(long, global = true)]
     pub cid: Option<u32>,
 
     /// vsock port of the enclave.
@@ -155,6 +156,9 @@ impl Args {
                 .cloned()
                 .collect()
         };
+        if self.command.is_some() && self.ciphertext.is_some() {
+            return Err("a CIPHERTEXT before a subcommand is not allowed".into());
+        }
         Ok(match &self.command {
             None => {
                 let ciphertext = self.ciphertext.as_deref().ok_or("no ciphertext given")?;
@@ -217,7 +221,7 @@ impl Args {
                 cid,
                 port: self.port,
             }),
-            (None, None) => Err("give --cid or --connect".into()),
+            (None, None) => Err("no enclave address: give --cid CID or --connect ADDR".into()),
         }
     }
 }

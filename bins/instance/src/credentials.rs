@@ -18,7 +18,7 @@ pub async fn resolve(profile: Option<&str>) -> Result<Credentials, String> {
     let read_file = |path: &std::path::Path| std::fs::read_to_string(path).map(Zeroizing::new);
     let mut tried = match lookup_static(get_env, read_file) {
         StaticLookup::Found { credentials, .. } => return Ok(credentials),
-        StaticLookup::Failed(tried) => return Err(format!("no credentials: {tried}")),
+        StaticLookup::Failed(tried) => return Err(tried.to_string()),
         StaticLookup::NotFound(tried) => tried,
     };
     match ImdsEndpoint::from_env(get_env) {
@@ -29,5 +29,5 @@ pub async fn resolve(profile: Option<&str>) -> Result<Credentials, String> {
         },
         Err(error) => tried.record(Source::Imds, Miss::Failed(error)),
     }
-    Err(format!("no credentials: {tried}"))
+    Err(tried.to_string())
 }

@@ -29,14 +29,13 @@ fn main() -> ExitCode {
     match smol::block_on(cli::run(args)) {
         Ok(output) => {
             let mut stdout = std::io::stdout().lock();
-            if stdout
-                .write_all(&output)
-                .and_then(|()| stdout.flush())
-                .is_err()
-            {
-                return ExitCode::FAILURE;
+            match stdout.write_all(&output).and_then(|()| stdout.flush()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("Error: cannot write the result to stdout: {error}");
+                    ExitCode::FAILURE
+                }
             }
-            ExitCode::SUCCESS
         }
         Err(message) => {
             eprintln!("Error: {message}");

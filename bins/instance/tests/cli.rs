@@ -53,3 +53,43 @@ fn bad_ciphertext_is_refused_before_connecting() {
         "Error: the ciphertext is not standard base64\n"
     );
 }
+
+#[test]
+fn an_address_is_required_whatever_the_operation() {
+    for args in [
+        &["AAAA"][..],
+        &["generate-random", "--number-of-bytes", "4"][..],
+        &[
+            "--region",
+            "us-east-1",
+            "generate-data-key",
+            "--key-id",
+            "k",
+        ][..],
+    ] {
+        let out = instance().args(args).env_clear().output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr),
+            "Error: no enclave address: give --cid CID or --connect ADDR\n",
+            "{args:?}"
+        );
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
+}
+
+#[test]
+fn a_ciphertext_and_a_subcommand_do_not_mix() {
+    let out = instance()
+        .args(["--connect", "tcp:127.0.0.1:9", "AAAA", "generate-random"])
+        .args(["--number-of-bytes", "4"])
+        .env_clear()
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "Error: a CIPHERTEXT before a subcommand is not allowed\n"
+    );
+    assert!(out.stdout.is_empty());
+}

@@ -134,11 +134,12 @@ impl Reply {
 
     /// Parses a reply as an enclave (ours or upstream) sends it; compact or spaced JSON.
     pub fn parse(bytes: &[u8]) -> Result<Self, ReplyError> {
-        let wire: OwnedWireReply = serde_json::from_slice(bytes).map_err(|e| {
-            if e.is_data() {
-                ReplyError::Shape
-            } else {
-                ReplyError::NotJson
+        let wire: OwnedWireReply = serde_json::from_slice(bytes).map_err(|_| {
+            // serde_json reports some wrong types as syntax errors (an enum met with a number
+            // or an array, a struct met with a scalar): tell them apart by the syntax alone.
+            match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+                Ok(_) => ReplyError::Shape,
+                Err(_) => ReplyError::NotJson,
             }
         })?;
         Ok(Self {
@@ -220,4 +221,32 @@ struct OwnedWireReply {
     kms_status: Option<u16>,
     #[serde(rename = "RequestId", default)]
     request_id: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unreadable_replies_are_told_apart() {
+        for (bytes, expected) in [
+            (&b"nope"[..], ReplyError::NotJson),
+            (b"{\"Status\":\"Ok\"", ReplyError::NotJson),
+            (b"{\"Status\":\"Ok\"} trailing", ReplyError::NotJson),
+            (b"\xff", ReplyError::NotJson),
+            (b"[1,2,3]", ReplyError::Shape),
+            (b"{}", ReplyError::Shape),
+            (b"\"Ok\"", ReplyError::Shape),
+            (b"{\"Status\":1}", ReplyError::Shape),
+            (b"{\"Status\":\"ok\"}", ReplyError::Shape),
+            (b"{\"Status\":\"Ok\",\"Message\":5}", ReplyError::Shape),
+        ] {
+            assert_eq!(
+                Reply::parse(bytes),
+                Err(expected),
+                "{}",
+                String::from_utf8_lossy(bytes)
+            );
+        }
+    }
 }

@@ -1,0 +1,775 @@
+//! `kmstool-instance`, the real binary, against the real enclave server (in-process, with the
+//! simulated NSM and the KMS emulator on loopback), against the IMDS emulator, and against
+//! fake enclaves: credential sources, error paths, output formats, upstream compatibility.
+//!
+//! Every run starts from an empty environment with a temporary `HOME`; every run checks that
+//! no secret key or session token it was given appears on stdout or stderr.
+
+// The helpers below are part of the tests: like the #[test] functions (clippy.toml), they
+// may unwrap.
+#![allow(clippy::unwrap_used)]
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use kmstool_core::secret::{Credentials, SecretString};
+use kmstool_sim::imds::{Imds, ImdsConfig, ImdsMode, random_credentials};
+use kmstool_sim::kms::{DEFAULT_ACCOUNT_ID, EncryptionContext, KeyMetadata, SimCredentials};
+use kmstool_sim::local::{Local, LocalOptions};
+use kmstool_tests::instance::{
+    FakeEnclave, Instance, Seen, Step, closed_address, credentials_file,
+};
+use serde_json::{Value, json};
+
+const MESSAGE: &[u8] = b"Hello, KMS!";
+
+/// A running setup with a key and `MESSAGE` encrypted under it with context `app=test`.
+struct Setup {
+    local: Local,
+    key: KeyMetadata,
+    ciphertext: String,
+}
+
+impl Setup {
+    async fn start() -> Self {
+        let local = Local::start(LocalOptions::default())
+            .await
+            .expect("local setup");
+        let key = local.kms.create_key("instance tests");
+        let ciphertext = encrypt(&local, &key, MESSAGE, &context("app", "test"));
+        Self {
+            local,
+            key,
+            ciphertext,
+        }
+    }
+
+    fn enclave(&self) -> String {
+        self.local.enclave.to_string()
+    }
+
+    /// Credentials the emulator accepts, added under a new identity.
+    fn new_identity(&self) -> Credentials {
+        let credentials = random_credentials();
+        self.local
+            .kms
+            .add_credentials(SimCredentials::new(credentials.clone(), DEFAULT_ACCOUNT_ID));
+        credentials
+    }
+
+    /// `kmstool-instance --connect <enclave> --encryption-context app=test <ciphertext>`.
+    fn decrypt(&self) -> Instance {
+        Instance::new().args([
+            "--connect",
+            &self.enclave(),
+            "--encryption-context",
+            "app=test",
+            &self.ciphertext,
+        ])
+    }
+}
+
+fn context(key: &str, value: &str) -> EncryptionContext {
+    [(key.to_owned(), value.to_owned())].into()
+}
+
+fn encrypt(local: &Local, key: &KeyMetadata, plaintext: &[u8], ec: &EncryptionContext) -> String {
+    B64.encode(
+        local
+            .kms
+            .encrypt(&key.key_id, plaintext, ec)
+            .expect("emulator Encrypt"),
+    )
+}
+
+fn ok_frame() -> Vec<u8> {
+    b"{\"Status\":\"Ok\"}\0".to_vec()
+}
+
+fn frame(value: &Value) -> Vec<u8> {
+    let mut bytes = serde_json::to_vec(value).expect("JSON");
+    bytes.push(0);
+    bytes
+}
+
+fn parse(frame: &[u8]) -> Value {
+    serde_json::from_slice(frame).expect("the instance sent JSON")
+}
+
+// --- credential sources -------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decrypts_with_environment_credentials() {
+    let setup = Setup::start().await;
+    let out = setup
+        .decrypt()
+        .env_credentials(&setup.local.credentials)
+        .run()
+        .await;
+    assert_eq!(out.success(), b"Hello, KMS!\n");
+
+    let stats = setup.local.kms.stats();
+    let decrypt = stats
+        .recent
+        .iter()
+        .find(|r| r.target.as_deref() == Some("TrentService.Decrypt"))
+        .expect("the emulator saw a Decrypt");
+    assert_eq!(decrypt.encryption_context_keys, ["app"]);
+    assert!(
+        decrypt.attestation_document_chars.is_some(),
+        "attested call"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn environment_wins_over_the_credentials_file_and_imds() {
+    let setup = Setup::start().await;
+    let imds = Imds::start(ImdsConfig::new("127.0.0.1:0".parse().unwrap()))
+        .await
+        .unwrap();
+    let unknown = random_credentials();
+    let mut instance = setup
+        .decrypt()
+        .env_credentials(&setup.local.credentials)
+        .default_credentials_file(&credentials_file(&[("default", &unknown)]))
+        .imds(&imds.endpoint());
+    instance.watch(&unknown);
+    instance.watch(imds.credentials());
+    assert_eq!(instance.run().await.success(), b"Hello, KMS!\n");
+    assert_eq!(imds.stats().tokens_issued, 0, "IMDS was not asked");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decrypts_with_the_default_profile_of_the_credentials_file() {
+    let setup = Setup::start().await;
+    let good = setup.new_identity();
+    let file = credentials_file(&[("other", &random_credentials()), ("default", &good)]);
+
+    // In its default place, ~/.aws/credentials.
+    let mut instance = setup.decrypt().default_credentials_file(&file);
+    instance.watch(&good);
+    assert_eq!(instance.run().await.success(), b"Hello, KMS!\n");
+
+    // Where AWS_SHARED_CREDENTIALS_FILE says.
+    let mut instance = setup.decrypt().credentials_file(&file);
+    instance.watch(&good);
+    assert_eq!(instance.run().await.success(), b"Hello, KMS!\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decrypts_with_a_named_profile() {
+    let setup = Setup::start().await;
+    let good = setup.new_identity();
+    let unknown = random_credentials();
+    let file = credentials_file(&[("default", &unknown), ("team", &good)]);
+
+    // AWS_PROFILE picks the profile.
+    let mut instance = setup
+        .decrypt()
+        .credentials_file(&file)
+        .env("AWS_PROFILE", "team");
+    instance.watch(&good);
+    instance.watch(&unknown);
+    assert_eq!(instance.run().await.success(), b"Hello, KMS!\n");
+
+    // --profile wins over AWS_PROFILE.
+    let mut instance = setup
+        .decrypt()
+        .args(["--profile", "team"])
+        .credentials_file(&file)
+        .env("AWS_PROFILE", "default");
+    instance.watch(&good);
+    instance.watch(&unknown);
+    assert_eq!(instance.run().await.success(), b"Hello, KMS!\n");
+
+    // The default profile's unknown identity is refused by KMS: the choice above mattered.
+    let mut instance = setup.decrypt().credentials_file(&file);
+    instance.watch(&unknown);
+    let out = instance.run().await;
+    assert!(
+        out.failure()
+            .starts_with("Could not decrypt ciphertext: UnrecognizedClientException"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decrypts_with_imds_credentials() {
+    let setup = Setup::start().await;
+    let imds = Imds::start(ImdsConfig::new("127.0.0.1:0".parse().unwrap()))
+        .await
+        .unwrap();
+    setup.local.kms.add_credentials(imds.sim_credentials());
+    let mut instance = setup.decrypt().imds(&imds.endpoint());
+    instance.watch(imds.credentials());
+    assert_eq!(instance.run().await.success(), b"Hello, KMS!\n");
+    let stats = imds.stats();
+    assert_eq!(stats.tokens_issued, 1);
+    assert_eq!(stats.credentials_served, 1);
+    assert_eq!(stats.unauthorized, 0, "every read carried the token");
+}
+
+// --- error paths ----------------------------------------------------------------------------
+
+/// The text every "no credentials" message starts with, for a run whose HOME is `home`.
+fn nothing_static(home: &std::path::Path) -> String {
+    format!(
+        "no credentials: environment (AWS_ACCESS_KEY_ID unset), profile \"default\" in {}/.aws/credentials (file not found), ",
+        home.display()
+    )
+}
+
+#[tokio::test]
+async fn imds_disabled_and_nothing_else_names_every_source() {
+    let instance = Instance::new().args(["--connect", "tcp:127.0.0.1:9", "AAAA"]);
+    let expected = format!("{}IMDS (disabled)", nothing_static(instance.home()));
+    assert_eq!(instance.run().await.failure(), expected);
+}
+
+#[tokio::test]
+async fn imds_unreachable_and_nothing_else_names_every_source() {
+    let address = closed_address().await;
+    let instance = Instance::new()
+        .args(["--connect", "tcp:127.0.0.1:9", "AAAA"])
+        .imds(&format!("http://{address}"));
+    let expected = format!(
+        "{}IMDS (IMDS step 1/3 (PUT /latest/api/token): transport error: ",
+        nothing_static(instance.home())
+    );
+    let out = instance.run().await;
+    let message = out.failure();
+    assert!(message.starts_with(&expected), "{message}");
+    assert!(message.contains("refused"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imds_without_tokens_is_refused_with_a_clear_message() {
+    let mut config = ImdsConfig::new("127.0.0.1:0".parse().unwrap());
+    config.mode = ImdsMode::V1Only { put_status: 403 };
+    let imds = Imds::start(config).await.unwrap();
+    let mut instance = Instance::new()
+        .args(["--connect", "tcp:127.0.0.1:9", "AAAA"])
+        .imds(&imds.endpoint());
+    instance.watch(imds.credentials());
+    let expected = format!(
+        "{}IMDS (IMDS step 1/3 (PUT /latest/api/token): HTTP 403: IMDSv2 is unsupported or metadata access is disabled for this instance)",
+        nothing_static(instance.home())
+    );
+    assert_eq!(instance.run().await.failure(), expected);
+    assert_eq!(imds.stats().credentials_served, 0, "no IMDSv1 fallback");
+}
+
+#[tokio::test]
+async fn a_silent_imds_times_out_with_a_clear_message() {
+    // Accepts the connection, reads the token request, never answers.
+    let silent = FakeEnclave::start(Vec::new()).await;
+    let endpoint = silent.address().replace("tcp:", "http://");
+    let instance = Instance::new()
+        .args(["--connect", "tcp:127.0.0.1:9", "AAAA"])
+        .imds(&endpoint);
+    let expected = format!(
+        "{}IMDS (IMDS step 1/3 (PUT /latest/api/token): no response in time (in a container, the instance's metadata hop limit may be too low))",
+        nothing_static(instance.home())
+    );
+    assert_eq!(instance.run().await.failure(), expected);
+    assert!(silent.finish().await.client_closed);
+}
+
+#[tokio::test]
+async fn broken_credential_configuration_stops_the_chain() {
+    let out = Instance::new()
+        .args(["--connect", "tcp:127.0.0.1:9", "AAAA"])
+        .env("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
+        .run()
+        .await;
+    assert_eq!(
+        out.failure(),
+        "no credentials: environment (AWS_ACCESS_KEY_ID is set but AWS_SECRET_ACCESS_KEY is not)"
+    );
+
+    let someone = random_credentials();
+    let mut instance = Instance::new()
+        .args(["--connect", "tcp:127.0.0.1:9", "--profile", "nope", "AAAA"])
+        .default_credentials_file(&credentials_file(&[("default", &someone)]));
+    instance.watch(&someone);
+    let expected = format!(
+        "no credentials: environment (AWS_ACCESS_KEY_ID unset), profile \"nope\" in {}/.aws/credentials (no [nope] section)",
+        instance.home().display()
+    );
+    assert_eq!(instance.run().await.failure(), expected);
+}
+
+#[tokio::test]
+async fn enclave_down() {
+    let address = format!("tcp:{}", closed_address().await);
+    let credentials = random_credentials();
+    let out = Instance::new()
+        .args(["--connect", &address, "AAAA"])
+        .env_credentials(&credentials)
+        .run()
+        .await;
+    let message = out.failure();
+    let expected = format!("cannot connect to the enclave at {address}: ");
+    assert!(message.starts_with(&expected), "{message}");
+    assert!(message.contains("refused"), "{message}");
+}
+
+/// Runs a decrypt against a fake enclave playing `script`; returns the error message and
+/// what the fake saw.
+async fn against_fake(script: Vec<Step>, extra: &[&str]) -> (String, Seen) {
+    let fake = FakeEnclave::start(script).await;
+    let out = Instance::new()
+        .args(["--connect", fake.address()])
+        .args(extra.iter().copied())
+        .args(["AAAA"])
+        .env_credentials(&random_credentials())
+        .run()
+        .await;
+    let message = out.failure().to_owned();
+    (message, fake.finish().await)
+}
+
+/// As [`against_fake`], for scripts that leave the closing to the instance.
+async fn error_from_fake(script: Vec<Step>, extra: &[&str]) -> String {
+    let (message, seen) = against_fake(script, extra).await;
+    assert!(seen.client_closed, "the instance closed its connection");
+    message
+}
+
+#[tokio::test]
+async fn garbage_from_the_enclave_is_a_bad_reply() {
+    let message = error_from_fake(vec![Step::Reply(b"this is not json\0".to_vec())], &[]).await;
+    assert_eq!(
+        message,
+        "bad reply from the enclave: the enclave's reply is not JSON"
+    );
+    let message = error_from_fake(
+        vec![Step::Reply(ok_frame()), Step::Reply(b"[1,2,3]\0".to_vec())],
+        &[],
+    )
+    .await;
+    assert_eq!(
+        message,
+        "bad reply from the enclave: the enclave's reply is not a reply object with a Status"
+    );
+    let ok_not_base64 = frame(&json!({"Status": "Ok", "Message": "%%%"}));
+    let message = error_from_fake(
+        vec![Step::Reply(ok_frame()), Step::Reply(ok_not_base64)],
+        &[],
+    )
+    .await;
+    assert_eq!(message, "bad reply from the enclave: Message is not base64");
+}
+
+#[tokio::test]
+async fn enclave_errors_are_printed_with_their_message() {
+    let kms_error = "Could not decrypt ciphertext: AccessDeniedException: not allowed";
+    let error = frame(&json!({
+        "Status": "Error",
+        "Message": kms_error,
+        "ErrorKind": "Kms",
+        "KmsErrorType": "AccessDeniedException",
+        "KmsStatus": 400,
+    }));
+    let message = error_from_fake(vec![Step::Reply(ok_frame()), Step::Reply(error)], &[]).await;
+    assert_eq!(message, kms_error);
+
+    let bare = b"{ \"Status\": \"Error\" }\0".to_vec();
+    let message = error_from_fake(vec![Step::Reply(ok_frame()), Step::Reply(bare)], &[]).await;
+    assert_eq!(message, "the enclave answered Error without a message");
+
+    let set_client_error =
+        b"{ \"Status\": \"Error\", \"Message\": \"Could not read credentials\" }\0";
+    let message = error_from_fake(vec![Step::Reply(set_client_error.to_vec())], &[]).await;
+    assert_eq!(message, "SetClient failed: Could not read credentials");
+}
+
+#[tokio::test]
+async fn enclave_closing_or_silent() {
+    let (message, seen) = against_fake(vec![Step::Close], &[]).await;
+    assert_eq!(seen.frames.len(), 1, "SetClient only");
+    assert_eq!(
+        message,
+        "the enclave closed the connection without replying"
+    );
+    let message = error_from_fake(
+        vec![Step::Reply(ok_frame()), Step::Silent],
+        &["--timeout-secs", "1"],
+    )
+    .await;
+    assert_eq!(message, "no reply from the enclave within 1 s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kms_and_enclave_errors_from_the_real_enclave() {
+    let setup = Setup::start().await;
+    // Wrong encryption context: KMS refuses.
+    let out = Instance::new()
+        .args([
+            "--connect",
+            &setup.enclave(),
+            "--encryption-context",
+            "app=other",
+            &setup.ciphertext,
+        ])
+        .env_credentials(&setup.local.credentials)
+        .run()
+        .await;
+    let message = out.failure();
+    assert!(
+        message.starts_with("Could not decrypt ciphertext: InvalidCiphertextException"),
+        "{message}"
+    );
+
+    // A region other than the enclave's.
+    let out = setup
+        .decrypt()
+        .args(["--region", "eu-west-1"])
+        .env_credentials(&setup.local.credentials)
+        .run()
+        .await;
+    let message = out.failure();
+    assert!(
+        message
+            .starts_with("SetClient failed: Could not set region correctly, check configuration."),
+        "{message}"
+    );
+}
+
+// --- output formats -------------------------------------------------------------------------
+
+/// Runs the instance with `args` against a fake enclave that accepts `SetClient` and answers
+/// the operation with `reply`; returns stdout and the operation's frame as JSON.
+async fn output_from_fake(reply: &Value, args: &[&str]) -> (Vec<u8>, Value) {
+    let fake = FakeEnclave::start(vec![Step::Reply(ok_frame()), Step::Reply(frame(reply))]).await;
+    let out = Instance::new()
+        .args(["--connect", fake.address()])
+        .args(args.iter().copied())
+        .env_credentials(&random_credentials())
+        .run()
+        .await;
+    let stdout = out.success().to_vec();
+    let seen = fake.finish().await;
+    assert!(seen.client_closed);
+    assert_eq!(seen.frames.len(), 2, "SetClient and one operation");
+    (stdout, parse(&seen.frames[1]))
+}
+
+const ARN: &str = "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+
+#[tokio::test]
+async fn decrypt_output_formats_are_byte_exact() {
+    let plaintext: Vec<u8> = (0..=255u8).collect();
+    let reply = json!({
+        "Status": "Ok",
+        "Message": B64.encode(&plaintext),
+        "KeyId": ARN,
+        "EncryptionAlgorithm": "SYMMETRIC_DEFAULT",
+    });
+    let ciphertext = B64.encode(b"a ciphertext");
+    let expected_command = json!({
+        "Operation": "Decrypt",
+        "Ciphertext": ciphertext,
+        "EncryptionContext": {"a": "1", "b": "x=y"},
+    });
+    let context = [
+        "--encryption-context",
+        "a=1",
+        "--encryption-context",
+        "b=x=y",
+    ];
+
+    // Upstream's form and the subcommand give the same raw bytes plus a newline.
+    let (raw, command) = output_from_fake(&reply, &[&context[..], &[&ciphertext]].concat()).await;
+    assert_eq!(raw, [&plaintext[..], b"\n"].concat());
+    assert_eq!(command, expected_command);
+    let args = [&["decrypt", &ciphertext][..], &context].concat();
+    let (raw, command) = output_from_fake(&reply, &args).await;
+    assert_eq!(raw, [&plaintext[..], b"\n"].concat());
+    assert_eq!(command, expected_command);
+
+    let args = [&args[..], &["--output", "base64"]].concat();
+    let (base64, _) = output_from_fake(&reply, &args).await;
+    assert_eq!(base64, format!("{}\n", B64.encode(&plaintext)).into_bytes());
+
+    let (json, _) = output_from_fake(&reply, &["--output", "json", &ciphertext]).await;
+    let expected = format!(
+        "{{\n  \"EncryptionAlgorithm\": \"SYMMETRIC_DEFAULT\",\n  \"KeyId\": \"{ARN}\",\n  \"Plaintext\": \"{}\"\n}}\n",
+        B64.encode(&plaintext)
+    );
+    assert_eq!(String::from_utf8(json).unwrap(), expected);
+}
+
+#[tokio::test]
+async fn generate_data_key_output_formats_are_byte_exact() {
+    let key: Vec<u8> = (0..32).collect();
+    let reply = json!({
+        "Status": "Ok",
+        "Message": B64.encode(&key),
+        "CiphertextBlob": B64.encode(b"encrypted data key"),
+        "KeyId": ARN,
+    });
+    let args = ["generate-data-key", "--key-id", "alias/app"];
+    let (json, command) = output_from_fake(&reply, &args).await;
+    let expected = format!(
+        "{{\n  \"CiphertextBlob\": \"{}\",\n  \"KeyId\": \"{ARN}\",\n  \"Plaintext\": \"{}\"\n}}\n",
+        B64.encode(b"encrypted data key"),
+        B64.encode(&key)
+    );
+    assert_eq!(String::from_utf8(json).unwrap(), expected);
+    assert_eq!(
+        command,
+        json!({"Operation": "GenerateDataKey", "KeyId": "alias/app", "KeySpec": "AES_256"})
+    );
+
+    let (raw, _) = output_from_fake(&reply, &[&args[..], &["--output", "raw"]].concat()).await;
+    assert_eq!(raw, [&key[..], b"\n"].concat());
+    let (base64, command) = output_from_fake(
+        &reply,
+        &[
+            &args[..],
+            &["--output", "base64", "--number-of-bytes", "32"],
+            &["--encryption-context", "k=v", "--grant-token", "g1"],
+        ]
+        .concat(),
+    )
+    .await;
+    assert_eq!(base64, format!("{}\n", B64.encode(&key)).into_bytes());
+    assert_eq!(
+        command,
+        json!({
+            "Operation": "GenerateDataKey",
+            "KeyId": "alias/app",
+            "NumberOfBytes": 32,
+            "EncryptionContext": {"k": "v"},
+            "GrantTokens": ["g1"],
+        })
+    );
+}
+
+#[tokio::test]
+async fn generate_random_output_formats_are_byte_exact() {
+    let random = b"\x00\x01\n\xfe\xffrandom bytes".to_vec();
+    let reply = json!({"Status": "Ok", "Message": B64.encode(&random)});
+    let args = ["generate-random", "--number-of-bytes", "17"];
+    let (base64, command) = output_from_fake(&reply, &args).await;
+    assert_eq!(base64, format!("{}\n", B64.encode(&random)).into_bytes());
+    assert_eq!(
+        command,
+        json!({"Operation": "GenerateRandom", "NumberOfBytes": 17})
+    );
+    let (raw, _) = output_from_fake(&reply, &[&args[..], &["--output", "raw"]].concat()).await;
+    assert_eq!(raw, [&random[..], b"\n"].concat());
+    let (json, _) = output_from_fake(&reply, &[&args[..], &["--output", "json"]].concat()).await;
+    let expected = format!("{{\n  \"Plaintext\": \"{}\"\n}}\n", B64.encode(&random));
+    assert_eq!(String::from_utf8(json).unwrap(), expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generated_data_keys_and_random_bytes_from_the_real_enclave() {
+    let setup = Setup::start().await;
+    let run = |args: Vec<String>| {
+        Instance::new()
+            .args(["--connect".to_owned(), setup.enclave()])
+            .args(args)
+            .env_credentials(&setup.local.credentials)
+            .run()
+    };
+    let args = |list: &[&str]| list.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+
+    // JSON: exactly the three fields, in this layout.
+    let out = run(args(&[
+        "generate-data-key",
+        "--key-id",
+        &setup.key.key_id,
+        "--encryption-context",
+        "purpose=dk",
+    ]))
+    .await;
+    let stdout = String::from_utf8(out.success().to_vec()).unwrap();
+    let reply: Value = serde_json::from_str(&stdout).unwrap();
+    let plaintext = reply["Plaintext"].as_str().unwrap();
+    let blob = reply["CiphertextBlob"].as_str().unwrap();
+    assert_eq!(reply["KeyId"], setup.key.arn.as_str());
+    assert_eq!(B64.decode(plaintext).unwrap().len(), 32, "AES_256");
+    let expected = format!(
+        "{{\n  \"CiphertextBlob\": \"{blob}\",\n  \"KeyId\": \"{}\",\n  \"Plaintext\": \"{plaintext}\"\n}}\n",
+        setup.key.arn
+    );
+    assert_eq!(stdout, expected);
+
+    // The encrypted copy decrypts, through the enclave, to the same key.
+    let out = run(args(&[
+        "--output",
+        "base64",
+        "--encryption-context",
+        "purpose=dk",
+        blob,
+    ]))
+    .await;
+    assert_eq!(out.success(), format!("{plaintext}\n").as_bytes());
+
+    let out = run(args(&[
+        "generate-data-key",
+        "--key-id",
+        &setup.key.arn,
+        "--key-spec",
+        "AES_128",
+        "--output",
+        "raw",
+    ]))
+    .await;
+    let raw = out.success();
+    assert_eq!((raw.len(), raw.last()), (17, Some(&b'\n')));
+
+    let random = |n: &str| {
+        let out = run(args(&["generate-random", "--number-of-bytes", n]));
+        async move {
+            let stdout = String::from_utf8(out.await.success().to_vec()).unwrap();
+            let line = stdout.strip_suffix('\n').expect("one line").to_owned();
+            B64.decode(line).expect("base64")
+        }
+    };
+    let (first, second) = (random("100").await, random("100").await);
+    assert_eq!((first.len(), second.len()), (100, 100));
+    assert_ne!(first, second);
+    assert_eq!(random("1").await.len(), 1);
+    assert_eq!(random("1024").await.len(), 1024);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decrypt_json_from_the_real_enclave_names_the_key() {
+    let setup = Setup::start().await;
+    let out = setup
+        .decrypt()
+        .args(["--output", "json"])
+        .env_credentials(&setup.local.credentials)
+        .run()
+        .await;
+    let expected = format!(
+        "{{\n  \"EncryptionAlgorithm\": \"SYMMETRIC_DEFAULT\",\n  \"KeyId\": \"{}\",\n  \"Plaintext\": \"{}\"\n}}\n",
+        setup.key.arn,
+        B64.encode(MESSAGE)
+    );
+    assert_eq!(String::from_utf8(out.success().to_vec()).unwrap(), expected);
+}
+
+#[tokio::test]
+async fn a_failed_write_of_the_result_is_an_error() {
+    let fake = FakeEnclave::start(vec![
+        Step::Reply(ok_frame()),
+        Step::Reply(frame(
+            &json!({"Status": "Ok", "Message": B64.encode(MESSAGE)}),
+        )),
+    ])
+    .await;
+    let out = Instance::new()
+        .args(["--connect", fake.address(), "AAAA"])
+        .env_credentials(&random_credentials())
+        .stdout_to_full_device()
+        .run()
+        .await;
+    assert_eq!(
+        out.failure(),
+        "cannot write the result to stdout: No space left on device (os error 28)"
+    );
+}
+
+// --- upstream compatibility -----------------------------------------------------------------
+
+/// The byte strings of `direction` (`C->S` or `S->C`) in the capture of the C tools' traffic,
+/// in order (Python `b'…'` literals).
+fn captured(direction: &str) -> Vec<Vec<u8>> {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../shared/fixtures/upstream-wire/instance-enclave-frames.log"
+    );
+    let log = std::fs::read_to_string(path).expect("upstream capture");
+    let marker = format!("{direction} b'");
+    let mut out = Vec::new();
+    let mut rest = log.as_str();
+    while let Some(start) = rest.find(&marker) {
+        rest = &rest[start + marker.len()..];
+        let mut bytes = Vec::new();
+        let mut chars = rest.char_indices();
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '\'' => {
+                    rest = &rest[i + 1..];
+                    break;
+                }
+                '\\' => match chars.next() {
+                    Some((_, 'x')) => {
+                        let hex: String = chars.by_ref().take(2).map(|(_, c)| c).collect();
+                        bytes.push(u8::from_str_radix(&hex, 16).expect("\\x escape"));
+                    }
+                    Some((_, escaped)) => bytes.push(escaped as u8),
+                    None => panic!("unterminated escape"),
+                },
+                c => bytes.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes()),
+            }
+        }
+        out.push(bytes);
+    }
+    out
+}
+
+/// Splits captured bytes into frames (without terminators).
+fn frames_of(bytes: &[u8]) -> Vec<&[u8]> {
+    let mut frames: Vec<&[u8]> = bytes.split(|b| *b == 0).collect();
+    assert_eq!(frames.pop(), Some(&[][..]), "ends with a terminator");
+    frames
+}
+
+#[tokio::test]
+async fn works_with_the_upstream_enclave_and_sends_what_upstream_sends() {
+    let client = captured("C->S");
+    let server = captured("S->C");
+    assert_eq!(
+        (client.len(), server.len()),
+        (4, 4),
+        "two sessions captured"
+    );
+    // The capture's credentials, so the commands can be compared field for field.
+    let credentials = |token: Option<&str>| {
+        Credentials::new(
+            "AKIDEXAMPLE",
+            SecretString::new("SECRET".to_owned()),
+            token.map(|t| SecretString::new(t.to_owned())),
+        )
+    };
+    let sessions: [(&[&str], Option<&str>); 2] = [
+        (
+            &[
+                "--encryption-context",
+                "purpose=test",
+                "--encryption-context",
+                "k2=v2",
+            ],
+            Some("TOKEN"),
+        ),
+        (&["--region", "us-east-1"], None),
+    ];
+    for (index, (args, token)) in sessions.into_iter().enumerate() {
+        // The enclave's replies, byte for byte: spaced JSON, and the stray Error after Decrypt.
+        let replies = &server[2 * index..2 * index + 2];
+        assert!(replies[1].ends_with(b"{ \"Status\": \"Error\" }\0"));
+        let fake = FakeEnclave::start(replies.iter().cloned().map(Step::Reply).collect()).await;
+        let instance = Instance::new()
+            .args(["--connect", fake.address()])
+            .args(args.iter().copied())
+            .args(["aGVsbG8gd29ybGQ="])
+            .env_credentials(&credentials(token));
+        assert_eq!(instance.run().await.success(), b"hello world\n");
+
+        let seen = fake.finish().await;
+        assert!(seen.client_closed, "the instance hangs up after one reply");
+        let sent: Vec<Value> = seen.frames.iter().map(|f| parse(f)).collect();
+        let upstream: Vec<Value> = client[2 * index..2 * index + 2]
+            .iter()
+            .flat_map(|bytes| frames_of(bytes))
+            .map(parse)
+            .collect();
+        assert_eq!(sent, upstream, "session {index}");
+    }
+}

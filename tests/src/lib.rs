@@ -3,6 +3,8 @@
 //! [`bin`] finds the workspace's binaries, built by the same `cargo test --workspace` run.
 #![deny(missing_docs)]
 
+pub mod robust;
+
 use std::path::PathBuf;
 
 /// Path of a workspace binary (`kmstool-sim`, `kmstool-instance`, ...) next to the test

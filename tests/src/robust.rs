@@ -362,6 +362,16 @@ impl StandIn {
         Self::serve(|stream| async move { drop(stream) }).await
     }
 
+    /// Accepts each connection and holds it open without reading or writing, as a proxy
+    /// whose destination never answers.
+    pub async fn silent() -> Self {
+        Self::serve(|stream| async move {
+            tokio::time::sleep(GUARD).await;
+            drop(stream);
+        })
+        .await
+    }
+
     /// Completes a TLS handshake presenting `certificate`, whatever name the client asks for,
     /// then reads until the client goes away.
     pub async fn tls(certificate: CertifiedKey) -> Self {
@@ -415,6 +425,36 @@ impl StandIn {
 impl Drop for StandIn {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+/// A file in the system's temporary directory, removed on drop.
+#[derive(Debug)]
+pub struct TempFile(std::path::PathBuf);
+
+impl TempFile {
+    /// Writes `contents` to a fresh file whose name starts with `prefix`.
+    pub fn new(prefix: &str, contents: &[u8]) -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let name = format!(
+            "{prefix}-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let path = std::env::temp_dir().join(name);
+        std::fs::write(&path, contents).expect("writing a temporary file");
+        Self(path)
+    }
+
+    /// Its path, as a command-line argument.
+    pub fn arg(&self) -> String {
+        self.0.display().to_string()
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
     }
 }
 

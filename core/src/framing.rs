@@ -36,7 +36,8 @@ impl fmt::Display for FrameTooLarge {
 impl std::error::Error for FrameTooLarge {}
 
 /// Splits a byte stream into `0x00`-terminated messages.
-#[derive(Debug)]
+///
+/// Its `Debug` shows sizes only: the buffer holds messages that carry credentials.
 pub struct FrameDecoder {
     buf: Vec<u8>,
     /// Bytes of `buf` already scanned without finding a terminator.
@@ -138,6 +139,16 @@ impl FrameDecoder {
     }
 }
 
+impl fmt::Debug for FrameDecoder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FrameDecoder")
+            .field("buffered", &self.buffered())
+            .field("max", &self.max)
+            .field("failed", &self.failed)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Drop for FrameDecoder {
     fn drop(&mut self) {
         self.buf.zeroize();
@@ -231,6 +242,18 @@ mod tests {
         d.push(b"ab\0abcdef");
         assert_eq!(d.next_frame(), Ok(Some(&b"ab"[..])));
         assert_eq!(d.next_frame(), Err(FrameTooLarge { max: 4 }));
+    }
+
+    #[test]
+    fn debug_shows_sizes_not_the_buffered_bytes() {
+        let mut d = FrameDecoder::new(64);
+        d.push(b"{\"AwsSecretAccessKey\":\"hunter2\"");
+        assert_eq!(d.next_frame(), Ok(None));
+        let shown = format!("{d:?}");
+        assert_eq!(
+            shown,
+            "FrameDecoder { buffered: 31, max: 64, failed: false, .. }"
+        );
     }
 
     #[test]

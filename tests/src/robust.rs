@@ -545,7 +545,7 @@ pub fn assert_no_leak(what: &str, haystack: &str, secrets: &[(&str, &[u8])]) {
         for form in leak_forms(secret) {
             assert!(
                 !haystack.contains(&form),
-                "{what} leaks the {name} (as {form:?})"
+                "the {name} leaked into {what} (as {form:?})"
             );
         }
     }

@@ -76,6 +76,7 @@ impl FrameDecoder {
             self.scanned = 0;
             self.start = 0;
         }
+        reserve_wiping(&mut self.buf, bytes.len());
         self.buf.extend_from_slice(bytes);
     }
 
@@ -170,6 +171,20 @@ pub fn encode(message: &[u8], out: &mut Vec<u8>) {
     out.reserve(message.len() + 1);
     out.extend_from_slice(message);
     out.push(TERMINATOR);
+}
+
+/// Makes room for `extra` more bytes. A `Vec` that reallocates frees its old buffer without
+/// wiping it, which would leave a copy of a partial message (credentials) in freed memory: the
+/// bytes move to a new buffer here, and the old one is zeroized before it is freed.
+fn reserve_wiping(buf: &mut Vec<u8>, extra: usize) {
+    let needed = buf.len().saturating_add(extra);
+    if needed <= buf.capacity() {
+        return;
+    }
+    let mut grown = Vec::with_capacity(needed.max(buf.capacity().saturating_mul(2)));
+    grown.extend_from_slice(buf);
+    buf.zeroize();
+    *buf = grown;
 }
 
 fn memchr(needle: u8, haystack: &[u8]) -> Option<usize> {

@@ -48,10 +48,10 @@ fn kms_requests(local: &Local) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_kms_is_waited_for_within_the_deadline_and_cut_off_past_it() {
     let slow = Faults {
-        latency: Duration::from_millis(300),
+        latency: Duration::from_millis(200),
         ..Faults::default()
     };
-    let local = local_with(slow, &["--kms-timeout-ms", "800"]).await;
+    let local = local_with(slow, &["--kms-timeout-ms", "1500"]).await;
     let reply = generate(&local.enclave, &local.credentials).await;
     assert_eq!(assert_ok(&reply).len(), 16);
 
@@ -64,7 +64,7 @@ async fn a_slow_kms_is_waited_for_within_the_deadline_and_cut_off_past_it() {
     assert_error(
         &reply,
         "Timeout",
-        "Could not generate random bytes: KMS did not answer within 800 ms (1 attempt)",
+        "Could not generate random bytes: KMS did not answer within 1500 ms (1 attempt)",
     );
     assert_eq!(
         kms_requests(&local) - before,
@@ -240,7 +240,7 @@ async fn enclave_behind(
         "--region".to_owned(),
         "us-east-1".to_owned(),
         "--connect-timeout-ms".to_owned(),
-        "500".to_owned(),
+        "1000".to_owned(),
     ];
     if let Some(file) = ca_bundle {
         args.extend(["--ca-bundle".to_owned(), file.arg()]);
@@ -348,7 +348,7 @@ async fn a_proxy_that_never_answers_is_cut_off_at_the_connect_timeout() {
     assert_error(&reply, "Transport", "Could not generate random bytes: ");
     let message = reply["Message"].as_str().expect("Message");
     assert!(
-        message.contains("no TLS handshake within 500 ms"),
+        message.contains("no TLS handshake within 1000 ms"),
         "{message}"
     );
     assert!(proxy.accepted() <= MAX_ATTEMPTS);

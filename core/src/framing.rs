@@ -36,7 +36,8 @@ impl fmt::Display for FrameTooLarge {
 impl std::error::Error for FrameTooLarge {}
 
 /// Splits a byte stream into `0x00`-terminated messages.
-#[derive(Debug)]
+///
+/// Its `Debug` shows sizes only: the buffer holds messages that carry credentials.
 pub struct FrameDecoder {
     buf: Vec<u8>,
     /// Bytes of `buf` already scanned without finding a terminator.
@@ -75,6 +76,7 @@ impl FrameDecoder {
             self.scanned = 0;
             self.start = 0;
         }
+        reserve_wiping(&mut self.buf, bytes.len());
         self.buf.extend_from_slice(bytes);
     }
 
@@ -138,6 +140,16 @@ impl FrameDecoder {
     }
 }
 
+impl fmt::Debug for FrameDecoder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FrameDecoder")
+            .field("buffered", &self.buffered())
+            .field("max", &self.max)
+            .field("failed", &self.failed)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Drop for FrameDecoder {
     fn drop(&mut self) {
         self.buf.zeroize();
@@ -159,6 +171,20 @@ pub fn encode(message: &[u8], out: &mut Vec<u8>) {
     out.reserve(message.len() + 1);
     out.extend_from_slice(message);
     out.push(TERMINATOR);
+}
+
+/// Makes room for `extra` more bytes. A `Vec` that reallocates frees its old buffer without
+/// wiping it, which would leave a copy of a partial message (credentials) in freed memory: the
+/// bytes move to a new buffer here, and the old one is zeroized before it is freed.
+fn reserve_wiping(buf: &mut Vec<u8>, extra: usize) {
+    let needed = buf.len().saturating_add(extra);
+    if needed <= buf.capacity() {
+        return;
+    }
+    let mut grown = Vec::with_capacity(needed.max(buf.capacity().saturating_mul(2)));
+    grown.extend_from_slice(buf);
+    buf.zeroize();
+    *buf = grown;
 }
 
 fn memchr(needle: u8, haystack: &[u8]) -> Option<usize> {
@@ -231,6 +257,18 @@ mod tests {
         d.push(b"ab\0abcdef");
         assert_eq!(d.next_frame(), Ok(Some(&b"ab"[..])));
         assert_eq!(d.next_frame(), Err(FrameTooLarge { max: 4 }));
+    }
+
+    #[test]
+    fn debug_shows_sizes_not_the_buffered_bytes() {
+        let mut d = FrameDecoder::new(64);
+        d.push(b"{\"AwsSecretAccessKey\":\"hunter2\"");
+        assert_eq!(d.next_frame(), Ok(None));
+        let shown = format!("{d:?}");
+        assert_eq!(
+            shown,
+            "FrameDecoder { buffered: 31, max: 64, failed: false, .. }"
+        );
     }
 
     #[test]

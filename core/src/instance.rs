@@ -195,7 +195,13 @@ pub fn set_client_json(credentials: &Credentials, region: Option<&str>) -> Zeroi
         session_token: credentials.session_token.as_ref().map(|t| t.expose()),
         region,
     };
-    let mut out = Zeroizing::new(Vec::with_capacity(256));
+    // Room for everything up front: growing would free an unwiped copy of the secret. JSON
+    // escaping makes a character at most six bytes long (`\u0000`).
+    let values = wire.access_key_id.len()
+        + wire.secret_access_key.len()
+        + wire.session_token.map_or(0, str::len)
+        + wire.region.map_or(0, str::len);
+    let mut out = Zeroizing::new(Vec::with_capacity(128 + 6 * values));
     if serde_json::to_writer(&mut *out, &wire).is_err() {
         out.clear();
     }

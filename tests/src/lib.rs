@@ -4,6 +4,7 @@
 #![deny(missing_docs)]
 
 pub mod instance;
+pub mod robust;
 
 use std::path::PathBuf;
 

@@ -80,12 +80,12 @@ pub struct CommonArgs {
     pub access_key_id: Option<String>,
 
     /// Secret access key [default: $AWS_SECRET_ACCESS_KEY].
-    #[arg(long = "aws-secret-access-key", value_name = "SECRET")]
-    pub secret_access_key: Option<String>,
+    #[arg(long = "aws-secret-access-key", value_name = "SECRET", value_parser = secret_arg)]
+    pub secret_access_key: Option<SecretString>,
 
     /// Session token, for temporary credentials [default: $AWS_SESSION_TOKEN].
-    #[arg(long = "aws-session-token", value_name = "TOKEN")]
-    pub session_token: Option<String>,
+    #[arg(long = "aws-session-token", value_name = "TOKEN", value_parser = secret_arg)]
+    pub session_token: Option<SecretString>,
 
     /// Deadline for the KMS call, all attempts included, in milliseconds.
     #[arg(long, default_value_t = 10_000)]
@@ -201,6 +201,11 @@ impl Command {
     }
 }
 
+/// Keeps a secret argument in a type that prints as `[redacted]` (`Cli` derives `Debug`).
+fn secret_arg(value: &str) -> Result<SecretString, std::convert::Infallible> {
+    Ok(SecretString::from(value))
+}
+
 fn context(entries: &[(String, String)]) -> EncryptionContext {
     entries.iter().cloned().collect()
 }
@@ -216,17 +221,19 @@ fn credentials_from(
     match (&common.access_key_id, &common.secret_access_key) {
         (Some(id), Some(secret)) => Ok(Credentials::new(
             id.clone(),
-            SecretString::new(secret.clone()),
-            token_flag
-                .or_else(|| env("AWS_SESSION_TOKEN").filter(|t| !t.is_empty()))
-                .map(SecretString::new),
+            secret.clone(),
+            token_flag.or_else(|| {
+                env("AWS_SESSION_TOKEN")
+                    .filter(|t| !t.is_empty())
+                    .map(SecretString::new)
+            }),
         )),
         (Some(_), None) => Err("--aws-access-key-id needs --aws-secret-access-key".into()),
         (None, Some(_)) => Err("--aws-secret-access-key needs --aws-access-key-id".into()),
         (None, None) => match credentials::env::from_env(env) {
             Ok(Some(mut creds)) => {
                 if let Some(token) = token_flag {
-                    creds.session_token = Some(SecretString::new(token));
+                    creds.session_token = Some(token);
                 }
                 Ok(creds)
             }

@@ -307,6 +307,7 @@ async fn serve_kms(args: KmsArgs) -> anyhow::Result<()> {
         drop_first: args.drop_first,
         throttle_first: args.throttle_first,
         fail_500_first: args.fail_first,
+        ..Faults::default()
     };
     let handle = KmsEmulator::start(config)
         .await

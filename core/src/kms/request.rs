@@ -199,7 +199,9 @@ pub fn http_request(
     headers.push(("Authorization", &signature.authorization));
     headers.push(("Content-Length", &content_length));
     headers.push(("User-Agent", USER_AGENT));
-    let mut out = Zeroizing::new(Vec::with_capacity(body.len() + 1024));
+    // Room for everything up front: growing would free an unwiped copy of the session token.
+    let header_bytes: usize = headers.iter().map(|(n, v)| n.len() + v.len() + 4).sum();
+    let mut out = Zeroizing::new(Vec::with_capacity(body.len() + header_bytes + 64));
     write_request(&mut out, "POST", "/", &headers, body)?;
     Ok(out)
 }

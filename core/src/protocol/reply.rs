@@ -126,10 +126,23 @@ impl Reply {
         out
     }
 
+    /// An upper bound of the JSON's length, so that the zeroizing buffer never grows (growing
+    /// would free an unwiped copy of the plaintext): every field name and the numbers fit in
+    /// 256 bytes, and escaping at most multiplies a string by six (`\u0000`).
     fn estimated_len(&self) -> usize {
-        64 + self.message.as_ref().map_or(0, |m| m.expose().len())
-            + self.ciphertext_blob.as_ref().map_or(0, String::len)
-            + self.key_id.as_ref().map_or(0, String::len)
+        let strings = [
+            self.message.as_ref().map(SecretString::expose),
+            self.key_id.as_deref(),
+            self.encryption_algorithm.as_deref(),
+            self.ciphertext_blob.as_deref(),
+            self.kms_error_type.as_deref(),
+            self.request_id.as_deref(),
+        ];
+        256 + strings
+            .into_iter()
+            .flatten()
+            .map(|s| 6 * s.len())
+            .sum::<usize>()
     }
 
     /// Parses a reply as an enclave (ours or upstream) sends it; compact or spaced JSON.
@@ -247,6 +260,26 @@ mod tests {
                 "{}",
                 String::from_utf8_lossy(bytes)
             );
+        }
+    }
+
+    #[test]
+    fn to_json_never_grows_its_zeroizing_buffer() {
+        // Growing would free an unwiped copy of the plaintext: the buffer must keep the
+        // capacity it was created with, even for the longest, most escaped fields.
+        let mut ok = Reply::ok_with(SecretString::new("QUJD".repeat(342)));
+        ok.key_id = Some("k".repeat(2048));
+        ok.encryption_algorithm = Some("RSAES_OAEP_SHA_256".into());
+        ok.ciphertext_blob = Some("Q".repeat(8192));
+        ok.request_id = Some("\u{1}".repeat(256));
+        let mut error = Reply::error(ErrorKind::Kms, "\"quoted\" \u{7f}".repeat(100));
+        error.kms_error_type = Some("ThrottlingException".into());
+        error.kms_status = Some(400);
+        error.request_id = Some("\\".repeat(256));
+        for reply in [ok, error, Reply::ok()] {
+            let json = reply.to_json();
+            assert_eq!(json.capacity(), reply.estimated_len(), "{reply:?}");
+            assert_eq!(Reply::parse(&json).expect("round trip"), reply);
         }
     }
 }

@@ -120,6 +120,8 @@ pub(super) struct Shared {
 /// What to do after a request.
 enum Outcome {
     Reply(Response),
+    /// Write the first half of the answer, then close.
+    Truncate(Response),
     Drop,
 }
 
@@ -142,7 +144,7 @@ impl Shared {
                 record.ciphertext_for_recipient_chars =
                     body["CiphertextForRecipient"].as_str().map(str::len);
             }
-            Outcome::Drop => record.status = 0,
+            Outcome::Truncate(_) | Outcome::Drop => record.status = 0,
         }
         self.count(|s| {
             if s.recent.len() == JOURNAL_LEN {
@@ -162,7 +164,7 @@ impl Shared {
             tokio::time::sleep(latency).await;
         }
         let result = match injection {
-            Injection::None => self.serve(request),
+            Injection::None | Injection::Truncate => self.serve(request),
             Injection::Drop => {
                 self.count(|s| s.faults_injected += 1);
                 return Outcome::Drop;
@@ -176,15 +178,23 @@ impl Shared {
                 Err(KmsError::internal())
             }
         };
+        let truncate = injection == Injection::Truncate;
         let response = match result {
             Ok(body) => {
-                self.count(|s| s.succeeded += 1);
+                if !truncate {
+                    self.count(|s| s.succeeded += 1);
+                }
                 Response::new(200, body)
             }
             Err(error) => Response::new(error.status, error.body())
                 .with_header("x-amzn-ErrorType", error.header_type()),
         };
-        Outcome::Reply(self.finish(response, request.close))
+        let response = self.finish(response, request.close);
+        if truncate {
+            self.count(|s| s.faults_injected += 1);
+            return Outcome::Truncate(response);
+        }
+        Outcome::Reply(response)
     }
 
     /// Adds the headers every KMS answer carries.
@@ -307,6 +317,13 @@ async fn connection(
                     let _ = tls.shutdown().await;
                     return;
                 }
+            }
+            Outcome::Truncate(response) => {
+                let bytes = response.to_bytes();
+                let half = bytes.get(..bytes.len() / 2).unwrap_or_default();
+                let _ = tls.write_all(half).await;
+                let _ = tls.flush().await;
+                return;
             }
             // Dropping the stream closes the TCP connection with no answer and no TLS
             // close_notify, as a connection lost mid-request looks.

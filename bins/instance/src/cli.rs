@@ -276,9 +276,9 @@ fn render(result: &InstanceResult, output: Output) -> Zeroizing<Vec<u8>> {
                 #[serde(skip_serializing_if = "Option::is_none")]
                 ciphertext_blob: Option<String>,
                 #[serde(skip_serializing_if = "Option::is_none")]
-                key_id: Option<&'a str>,
-                #[serde(skip_serializing_if = "Option::is_none")]
                 encryption_algorithm: Option<&'a str>,
+                #[serde(skip_serializing_if = "Option::is_none")]
+                key_id: Option<&'a str>,
                 plaintext: &'a str,
             }
             let plaintext = result.plaintext.to_base64();

@@ -12,6 +12,7 @@
 pub mod nsm;
 pub mod verify;
 
+pub mod bench;
 pub mod demo;
 pub mod imds;
 pub mod kms;

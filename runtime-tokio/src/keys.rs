@@ -44,8 +44,12 @@ impl KeyService {
         }))
     }
 
-    /// An attestation document for the current key (see [`KeyStore::attest`]).
+    /// An attestation document for the current key (see [`KeyStore::attest`]). A reusable
+    /// document comes back at once; only a call to the NSM goes to a blocking thread.
     pub async fn attest(&self) -> Result<Attestation, AttestationFailure> {
+        if let Some(reused) = self.store.reusable(now()) {
+            return Ok(reused);
+        }
         let store = Arc::clone(&self.store);
         tokio::task::spawn_blocking(move || store.attest(now()))
             .await

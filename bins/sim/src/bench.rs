@@ -23,6 +23,7 @@
 mod client;
 mod process;
 mod report;
+mod verifier;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -38,7 +39,8 @@ use kmstool_core::protocol::EncryptionContext;
 use self::client::{Client, Workload};
 use self::process::{EnclaveProcess, EnclaveSpec, TempDir};
 pub use self::report::{Configuration, Floor, Latency, Memory, Report, Startup, Throughput};
-use crate::kms::{Faults, KmsConfig, KmsEmulator, KmsHandle, SimCredentials};
+use self::verifier::CachedVerifier;
+use crate::kms::{Faults, KmsConfig, KmsEmulator, KmsHandle, NsmRootVerifier, SimCredentials};
 use crate::local::REGION;
 use crate::nsm::{SimConfig, SimNsm, system_clock};
 
@@ -101,14 +103,17 @@ pub async fn run(args: BenchArgs, out: &mut dyn Write) -> anyhow::Result<Report>
     anyhow::ensure!(args.requests > 0, "--requests must be positive");
     anyhow::ensure!(args.clients > 0, "--clients must be positive");
     anyhow::ensure!(args.seconds > 0.0, "--seconds must be positive");
+    let load_before = load_average();
     let dir = TempDir::new("kmstool-bench")?;
     let nsm_state = dir.path().join("nsm");
     let sim = SimNsm::load_or_create(&nsm_state, SimConfig::default(), system_clock())
         .context("simulated NSM")?;
 
     let credentials = crate::imds::random_credentials();
-    let mut config = KmsConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)), REGION)
-        .with_nsm_root(sim.root_der().to_vec());
+    let mut config = KmsConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)), REGION);
+    config.attestation = Some(Arc::new(CachedVerifier::new(NsmRootVerifier::new(
+        sim.root_der().to_vec(),
+    ))));
     config.credentials = vec![SimCredentials::new(credentials.clone(), &config.account_id)];
     let kms = KmsEmulator::start(config).await.context("KMS emulator")?;
     let ca_file = dir.path().join("kms-ca.pem");
@@ -168,6 +173,7 @@ pub async fn run(args: BenchArgs, out: &mut dyn Write) -> anyhow::Result<Report>
             "release"
         },
         cpus: std::thread::available_parallelism().map_or(1, usize::from),
+        load_average: [load_before, load_average()],
         requests: setup.args.requests,
         floor,
         startup,
@@ -179,6 +185,14 @@ pub async fn run(args: BenchArgs, out: &mut dyn Write) -> anyhow::Result<Report>
         std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(report)
+}
+
+/// The one-minute load average: other processes competing for the CPUs skew every figure.
+fn load_average() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|text| text.split_whitespace().next()?.parse().ok())
+        .unwrap_or(f64::NAN)
 }
 
 fn progress(what: &str) {
@@ -233,23 +247,37 @@ fn oaep_encrypt(spki_der: &[u8], message: &[u8]) -> anyhow::Result<Vec<u8>> {
     Ok(out)
 }
 
-/// Time of one call of `f`: the fastest of five batches of `n` calls (after a few unmeasured
-/// ones), by the wall clock on this otherwise idle thread. The fastest batch is the one the
-/// rest of the machine disturbed least. (This machine's per-thread CPU clock ticks in
-/// milliseconds, too coarse for calls of a few hundred microseconds.)
+/// CPU time of one call of `f`: the least of five batches of `n` calls (after a few unmeasured
+/// ones), from this thread's on-CPU time, so other processes competing for the CPUs do not
+/// count. The least is the batch the rest of the machine disturbed least (caches, frequency).
 fn per_call(n: u32, mut f: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<Duration> {
     for _ in 0..n / 10 {
         f()?;
     }
     let mut best = Duration::MAX;
     for _ in 0..5 {
-        let started = Instant::now();
+        let before = thread_cpu_time()?;
         for _ in 0..n {
             f()?;
         }
-        best = best.min(started.elapsed() / n);
+        best = best.min(thread_cpu_time()?.saturating_sub(before) / n);
     }
     Ok(best)
+}
+
+/// This thread's CPU time (`/proc/thread-self/schedstat`). The kernel brings a running
+/// thread's count up to date only at ticks and switches, so yield first: the count read is
+/// then exact to the nanosecond rather than to the last tick.
+fn thread_cpu_time() -> anyhow::Result<Duration> {
+    std::thread::yield_now();
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat")
+        .context("reading /proc/thread-self/schedstat")?;
+    let nanos: u64 = text
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .context("unexpected /proc/thread-self/schedstat")?;
+    Ok(Duration::from_nanos(nanos))
 }
 
 /// Starts the enclave `runs` times and times each until it accepts a connection.

@@ -144,8 +144,7 @@ pub async fn run(args: BenchArgs, out: &mut dyn Write) -> anyhow::Result<Report>
         .context("floor task")??;
 
     progress(&format!("start-up: {} runs", setup.args.startups));
-    let startup =
-        tokio::task::block_in_place(|| measure_startup(&setup.spec, setup.args.startups))?;
+    let startup = measure_startup(&setup).await?;
 
     let reuse_flag = vec![
         "--attestation-reuse-secs".to_owned(),
@@ -280,14 +279,25 @@ fn thread_cpu_time() -> anyhow::Result<Duration> {
     Ok(Duration::from_nanos(nanos))
 }
 
-/// Starts the enclave `runs` times and times each until it accepts a connection.
-fn measure_startup(spec: &EnclaveSpec, runs: usize) -> anyhow::Result<Startup> {
-    let mut samples = Vec::with_capacity(runs);
+/// Starts the enclave `runs` times and times each until it accepts a connection, and until it
+/// answers a first Decrypt (which waits for the enclave key).
+async fn measure_startup(setup: &Setup) -> anyhow::Result<Startup> {
+    let runs = setup.args.startups;
+    let mut accepting = Vec::with_capacity(runs);
+    let mut first_decrypt = Vec::with_capacity(runs);
     for _ in 0..runs {
-        let mut enclave = EnclaveProcess::spawn(spec)?;
-        samples.push(enclave.wait_accepting(START_LIMIT)?);
+        let mut enclave = EnclaveProcess::spawn(&setup.spec)?;
+        accepting.push(tokio::task::block_in_place(|| {
+            enclave.wait_accepting(START_LIMIT)
+        })?);
+        let mut client = Client::connect(enclave.addr(), Arc::clone(&setup.workload)).await?;
+        client
+            .decrypt()
+            .await
+            .with_context(|| format!("enclave stderr:\n{}", enclave.stderr_tail()))?;
+        first_decrypt.push(enclave.since_spawn());
     }
-    Ok(Startup::from_samples(&samples))
+    Ok(Startup::from_samples(&accepting, &first_decrypt))
 }
 
 /// Everything measured on one enclave process.

@@ -83,6 +83,11 @@ impl EnclaveProcess {
         })
     }
 
+    /// Time since the process was spawned.
+    pub fn since_spawn(&self) -> Duration {
+        self.spawned.elapsed()
+    }
+
     /// Where it listens.
     pub fn addr(&self) -> SocketAddr {
         self.addr

@@ -36,8 +36,16 @@ async fn concurrent_first_attestations_share_one_generated_key() {
         b.unwrap_or_else(|e| panic!("{e:?}")),
     );
     assert!(Arc::ptr_eq(&a.key, &b.key), "two keys were generated");
-    assert_eq!(a.document, a.key.public_key_der(), "document for another key");
-    assert_eq!(nsm.0.load(Ordering::SeqCst), 2, "no reuse: one NSM call each");
+    assert_eq!(
+        a.document,
+        a.key.public_key_der(),
+        "document for another key"
+    );
+    assert_eq!(
+        nsm.0.load(Ordering::SeqCst),
+        2,
+        "no reuse: one NSM call each"
+    );
 }
 
 #[tokio::test]

@@ -107,6 +107,13 @@ impl KeyStore {
         }
     }
 
+    /// A document for the current key that may still be reused, if any. Never blocks on the
+    /// NSM: runtimes try this on their async thread before handing [`attest`](Self::attest)
+    /// to a blocking one.
+    pub fn reusable(&self, now: Instant) -> Option<Attestation> {
+        self.lock().reusable_document(now)
+    }
+
     /// An attestation document for the current key: reused when allowed, else fresh from the
     /// NSM (blocking).
     pub fn attest(&self, now: Instant) -> Result<Attestation, AttestationFailure> {
@@ -144,5 +151,79 @@ impl KeyStore {
     fn lock(&self) -> MutexGuard<'_, EnclaveKeys> {
         // Nothing panics while holding the lock; if something did, the state is still valid.
         self.keys.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::Backend;
+    use crate::nsm::{Request, Response};
+    use std::sync::atomic::{AtomicU8, Ordering};
+
+    /// Numbers its documents 1, 2, 3… so a test sees which one it got.
+    struct CountingNsm(AtomicU8);
+
+    impl Nsm for CountingNsm {
+        fn process(&self, _request: Request) -> Response {
+            let n = self.0.fetch_add(1, Ordering::SeqCst) + 1;
+            Response::Attestation {
+                document: vec![0x84, n],
+            }
+        }
+    }
+
+    fn fixture_key() -> RecipientKey {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../shared/fixtures/kms/real-kms-decrypt-with-key.key.pem"
+        );
+        let pem = std::fs::read(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        RecipientKey::from_pem(Backend::DEFAULT, &pem)
+            .unwrap_or_else(|e| panic!("fixture key: {e}"))
+    }
+
+    fn new_store(reuse: Duration, now: Instant) -> (KeyStore, Arc<CountingNsm>) {
+        let nsm = Arc::new(CountingNsm(AtomicU8::new(0)));
+        let store = KeyStore::new(
+            fixture_key(),
+            Arc::clone(&nsm) as Arc<dyn Nsm>,
+            now,
+            None,
+            reuse,
+        );
+        (store, nsm)
+    }
+
+    fn document(attestation: Option<Attestation>) -> Option<Vec<u8>> {
+        attestation.map(|a| a.document)
+    }
+
+    #[test]
+    fn reusable_hands_out_the_stored_document_without_the_nsm() {
+        let start = Instant::now();
+        let (store, nsm) = new_store(Duration::from_secs(60), start);
+        assert_eq!(document(store.reusable(start)), None, "nothing stored yet");
+        let first = store.attest(start).map(|a| a.document);
+        assert_eq!(first, Ok(vec![0x84, 1]));
+        let later = start + Duration::from_secs(59);
+        assert_eq!(document(store.reusable(later)), Some(vec![0x84, 1]));
+        assert_eq!(nsm.0.load(Ordering::SeqCst), 1, "reuse asked the NSM again");
+        let expired = start + Duration::from_secs(60);
+        assert_eq!(document(store.reusable(expired)), None);
+        assert_eq!(store.attest(expired).map(|a| a.document), Ok(vec![0x84, 2]));
+    }
+
+    #[test]
+    fn reusable_is_empty_when_reuse_is_off_or_the_key_rotated() {
+        let start = Instant::now();
+        let (store, _) = new_store(Duration::ZERO, start);
+        assert!(store.attest(start).is_ok());
+        assert_eq!(document(store.reusable(start)), None);
+
+        let (store, _) = new_store(Duration::from_secs(60), start);
+        assert!(store.attest(start).is_ok());
+        store.rotate(fixture_key(), start);
+        assert_eq!(document(store.reusable(start)), None);
     }
 }

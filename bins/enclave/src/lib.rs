@@ -148,7 +148,7 @@ pub fn init_logging(filter: &str) {
         .try_init();
 }
 
-/// A server ready to run: bound, key generated.
+/// A server ready to run: bound, its key generated or being generated.
 #[derive(Debug)]
 pub struct Prepared {
     server: Server,
@@ -186,8 +186,26 @@ pub struct KmsSetup {
     pub attestation_reuse: Duration,
 }
 
-/// Builds what sessions share: TLS settings, the KMS connector, the enclave key.
+/// Builds what sessions share: TLS settings, the KMS connector, the enclave key (generated
+/// before this returns).
 pub async fn build_shared(
+    session: SessionConfig,
+    setup: &KmsSetup,
+    nsm: Arc<dyn Nsm>,
+) -> anyhow::Result<Arc<Shared>> {
+    let shared = shared_state(session, setup, nsm)?;
+    shared
+        .keys
+        .store()
+        .await
+        .map_err(anyhow::Error::msg)
+        .context("generating the enclave key")?;
+    Ok(shared)
+}
+
+/// What sessions share, with the enclave key being generated in the background (sessions
+/// that need it wait for it).
+fn shared_state(
     session: SessionConfig,
     setup: &KmsSetup,
     nsm: Arc<dyn Nsm>,
@@ -208,10 +226,7 @@ pub async fn build_shared(
         max_idle_per_host: 64,
         idle_timeout: Duration::from_secs(30),
     });
-    let keys = KeyService::start(nsm, setup.key_rotation, setup.attestation_reuse)
-        .await
-        .map_err(anyhow::Error::msg)
-        .context("generating the enclave key")?;
+    let keys = KeyService::new(nsm, setup.key_rotation, setup.attestation_reuse);
     keys.spawn_rotation();
     Ok(Arc::new(Shared {
         session: Arc::new(session),
@@ -221,7 +236,9 @@ pub async fn build_shared(
     }))
 }
 
-/// Generates the key and binds the listener.
+/// Binds the listener and starts generating the enclave key. The server accepts connections
+/// at once: RSA-2048 generation takes tens to hundreds of milliseconds, and only a command that
+/// needs an attestation waits for it.
 pub async fn prepare(args: &Args, nsm: Arc<dyn Nsm>) -> anyhow::Result<Prepared> {
     let setup = KmsSetup {
         proxy: args.proxy_address(),
@@ -231,7 +248,7 @@ pub async fn prepare(args: &Args, nsm: Arc<dyn Nsm>) -> anyhow::Result<Prepared>
             .then(|| Duration::from_secs(args.key_rotation_secs)),
         attestation_reuse: Duration::from_secs(args.attestation_reuse_secs),
     };
-    let shared = build_shared(args.session_config()?, &setup, nsm).await?;
+    let shared = shared_state(args.session_config()?, &setup, nsm)?;
     let limits = ServerLimits {
         max_connections: args.max_connections.max(1),
         shutdown_grace: Duration::from_millis(args.kms_timeout_ms) + Duration::from_secs(2),

@@ -12,6 +12,7 @@
 pub mod nsm;
 pub mod verify;
 
+pub mod bench;
 pub mod demo;
 pub mod encrypt;
 pub mod imds;

@@ -46,6 +46,10 @@ enum Command {
         #[command(subcommand)]
         command: kmstool_enclave_cli::Command,
     },
+    /// Benchmarks the enclave (its own process) against the KMS emulator on loopback: CPU per
+    /// Decrypt against the RSA floor, throughput, latency, memory, start-up. Build with
+    /// --release first.
+    Bench(kmstool_sim::bench::BenchArgs),
 }
 
 #[derive(Debug, ClapArgs)]
@@ -256,6 +260,11 @@ fn main() -> ExitCode {
             });
             exit(result)
         }
+        Command::Bench(args) => exit(runtime().and_then(|rt| {
+            let mut stdout = std::io::stdout();
+            rt.block_on(kmstool_sim::bench::run(args, &mut stdout))
+                .map(|_| ())
+        })),
         Command::EnclaveCli { nsm, command } => {
             let status = kmstool_enclave_cli::run_parsed(command, || {
                 nsm.build()

@@ -66,6 +66,9 @@ pub struct RequestRecord {
     pub error_type: Option<String>,
     /// Size of `CiphertextForRecipient` in the answer (base64 characters).
     pub ciphertext_for_recipient_chars: Option<usize>,
+    /// The emulator's own time for the request, from the request read to the answer ready to
+    /// write (injected latency included): what a benchmark subtracts to see a client's share.
+    pub service_time: Duration,
 }
 
 impl RequestRecord {
@@ -133,6 +136,7 @@ impl Shared {
     }
 
     async fn respond(&self, request: &Request) -> Outcome {
+        let started = tokio::time::Instant::now();
         let mut record = RequestRecord::of(request);
         let outcome = self.answer(request).await;
         match &outcome {
@@ -146,6 +150,7 @@ impl Shared {
             }
             Outcome::Truncate(_) | Outcome::Drop => record.status = 0,
         }
+        record.service_time = started.elapsed();
         self.count(|s| {
             if s.recent.len() == JOURNAL_LEN {
                 s.recent.pop_front();

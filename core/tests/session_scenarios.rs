@@ -751,3 +751,22 @@ fn events_never_carry_secrets() {
         assert!(!event.contains("TOKEN"), "{event}");
     }
 }
+
+#[test]
+fn an_nsm_that_never_answers_times_out_as_attestation_timeout() {
+    let mut h = Harness::default();
+    h.client(SET_CLIENT);
+    let seen = h.client(DECRYPT);
+    let [Seen::Attest(call)] = seen[..] else {
+        panic!("{seen:?}")
+    };
+    let seen = h.fire_timer();
+    let reply = only_reply(&seen);
+    assert_eq!(reply.error_kind, Some(ErrorKind::Timeout));
+    assert_eq!(
+        reply.error_message(),
+        Some("Could not decrypt ciphertext: no attestation document from the NSM within 10000 ms")
+    );
+    // The late document is ignored: no KMS request follows.
+    assert!(h.attest(call).is_empty());
+}

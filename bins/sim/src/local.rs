@@ -177,6 +177,14 @@ impl Local {
         let prepared = kmstool_enclave::prepare(&args, Arc::clone(&nsm) as Arc<dyn Nsm>).await?;
         let enclave = prepared.local_address()?;
         let enclave_state = prepared.stats();
+        // The server accepts before its key exists (start-up stays fast); wait for the key so
+        // callers see steady-state behaviour, not the first call's key generation.
+        enclave_state
+            .keys
+            .store()
+            .await
+            .map_err(anyhow::Error::msg)
+            .context("enclave key")?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(prepared.run(async {
             let _ = stopped.await;

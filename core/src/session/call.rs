@@ -161,6 +161,15 @@ impl fmt::Display for Failure {
                 after,
                 attempts,
                 last,
+            } if *attempts == 0 => write!(
+                f,
+                "no attestation document from the NSM within {} ms",
+                after.as_millis()
+            ),
+            Self::Timeout {
+                after,
+                attempts,
+                last,
             } => {
                 write!(
                     f,

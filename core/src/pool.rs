@@ -2,6 +2,7 @@
 //! it; the policy (most recently used first, bounded, expiring) lives here once.
 
 use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 /// Idle connections by host.
@@ -67,6 +68,47 @@ impl<C> IdlePool<C> {
     /// Whether no connection is idle.
     pub fn is_empty(&self) -> bool {
         self.idle.is_empty()
+    }
+}
+
+/// An [`IdlePool`] shared by every session of a server.
+#[derive(Debug)]
+pub struct SharedPool<C> {
+    idle: Mutex<IdlePool<C>>,
+}
+
+impl<C> SharedPool<C> {
+    /// See [`IdlePool::new`].
+    pub fn new(max_idle_per_host: usize, idle_timeout: Duration) -> Self {
+        Self {
+            idle: Mutex::new(IdlePool::new(max_idle_per_host, idle_timeout)),
+        }
+    }
+
+    /// See [`IdlePool::take`].
+    pub fn take(&self, host: &str, now: Instant) -> Option<C> {
+        self.lock().take(host, now)
+    }
+
+    /// Keeps `conn` for reuse; an excess connection is dropped (closed) here.
+    pub fn put(&self, host: &str, conn: C, now: Instant) {
+        let excess = self.lock().put(host, conn, now);
+        drop(excess);
+    }
+
+    /// Idle connections across hosts.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether no connection is idle.
+    pub fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, IdlePool<C>> {
+        // Nothing panics while holding the lock; the pool stays consistent if something did.
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 

@@ -10,6 +10,21 @@ use std::sync::Arc;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, ServerName};
 
+/// How a runtime reaches KMS.
+#[derive(Debug, Clone)]
+pub struct KmsTransportConfig {
+    /// The proxy (production: `vsock:3:8000`, the parent's vsock-proxy) or KMS itself.
+    pub proxy: crate::address::Address,
+    /// TLS settings (see [`client_config`]).
+    pub tls: Arc<rustls::ClientConfig>,
+    /// Connect plus handshake.
+    pub connect_timeout: std::time::Duration,
+    /// Idle connections kept per host.
+    pub max_idle_per_host: usize,
+    /// How long an idle connection is kept.
+    pub idle_timeout: std::time::Duration,
+}
+
 /// Why TLS settings could not be built.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TlsConfigError {

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use kmstool_core::session::{
-    Attestation, AttestationFailure, CallId, EnclaveSession, Now, Output, TransportFailure,
-    TransportStage,
+    Attestation, AttestationFailure, CallId, EnclaveSession, KmsLink, LinkRead, LinkWait, Now,
+    Output, SharedRequest, TransportFailure, TransportStage,
 };
 use smol::future::{self, FutureExt as _};
 use smol::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
@@ -22,23 +22,7 @@ type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 const READ_CHUNK: usize = 16 * 1024;
 
-enum Kms {
-    Idle,
-    Sending {
-        call: CallId,
-        host: String,
-        future: BoxFuture<Result<(Box<KmsStream>, bool), TransportFailure>>,
-        request: Arc<Zeroizing<Vec<u8>>>,
-    },
-    Reading {
-        call: CallId,
-        host: String,
-        stream: Box<KmsStream>,
-        reused: bool,
-        received_any: bool,
-        request: Arc<Zeroizing<Vec<u8>>>,
-    },
-}
+type SendFuture = BoxFuture<Result<(Box<KmsStream>, bool), TransportFailure>>;
 
 enum KmsEvent {
     Sent(Result<(Box<KmsStream>, bool), TransportFailure>),
@@ -73,7 +57,10 @@ pub(crate) async fn drive<S>(
     let mut client_buf = Zeroizing::new(vec![0u8; READ_CHUNK]);
     let mut kms_buf = vec![0u8; READ_CHUNK];
     let mut attesting: Option<(CallId, BoxFuture<Result<Attestation, AttestationFailure>>)> = None;
-    let mut kms = Kms::Idle;
+    let mut kms: KmsLink<Box<KmsStream>, SendFuture> = KmsLink::new();
+    let send = |host: &str, request: SharedRequest, may_reuse: bool| {
+        send(Arc::clone(&shared), host.to_owned(), request, may_reuse)
+    };
     let mut draining = shutdown.is_closed();
     if draining {
         session.handle_client_eof(now());
@@ -94,38 +81,11 @@ pub(crate) async fn drive<S>(
                     call,
                     host,
                     request,
-                } => {
-                    let request = Arc::new(request);
-                    kms = Kms::Sending {
-                        call,
-                        future: send(
-                            Arc::clone(&shared),
-                            host.clone(),
-                            Arc::clone(&request),
-                            true,
-                        ),
-                        host,
-                        request,
-                    };
-                }
+                } => kms.start(call, host, request, send),
                 Output::KmsRelease { call, reusable } => {
-                    kms = match std::mem::replace(&mut kms, Kms::Idle) {
-                        Kms::Reading {
-                            call: c,
-                            host,
-                            stream,
-                            ..
-                        } if c == call && reusable => {
-                            shared.kms.checkin(&host, stream);
-                            Kms::Idle
-                        }
-                        Kms::Reading { call: c, .. } | Kms::Sending { call: c, .. }
-                            if c == call =>
-                        {
-                            Kms::Idle
-                        }
-                        other => other,
-                    };
+                    if let Some((host, stream)) = kms.release(call, reusable) {
+                        shared.kms.checkin(&host, stream);
+                    }
                 }
                 Output::Event(event) => shared.log(connection, &event),
                 Output::Close(_) => {
@@ -159,10 +119,10 @@ pub(crate) async fn drive<S>(
             }
         };
         let kms_wake = async {
-            Wake::Kms(match &mut kms {
-                Kms::Idle => future::pending().await,
-                Kms::Sending { future, .. } => KmsEvent::Sent(future.await),
-                Kms::Reading { stream, .. } => KmsEvent::Read(stream.read(&mut kms_buf).await),
+            Wake::Kms(match kms.wait() {
+                LinkWait::Idle => future::pending().await,
+                LinkWait::Sending(future) => KmsEvent::Sent(future.await),
+                LinkWait::Reading(stream) => KmsEvent::Read(stream.read(&mut kms_buf).await),
             })
         };
         let timer = async {
@@ -186,103 +146,21 @@ pub(crate) async fn drive<S>(
                     session.handle_attestation(now(), call, result);
                 }
             }
-            Wake::Kms(event) => on_kms(&shared, &mut session, &mut kms, event, &kms_buf),
+            Wake::Kms(KmsEvent::Sent(result)) => kms.sent(&mut session, now(), result),
+            Wake::Kms(KmsEvent::Read(result)) => {
+                let read = match &result {
+                    Ok(0) => LinkRead::Eof,
+                    Ok(n) => LinkRead::Data(kms_buf.get(..*n).unwrap_or_default()),
+                    Err(error) => LinkRead::Failed(&error.to_string()),
+                };
+                kms.read(&mut session, now(), read, send);
+            }
             Wake::Timer => session.handle_timeout(now()),
         }
     }
 }
 
-fn on_kms(
-    shared: &Arc<Shared>,
-    session: &mut EnclaveSession,
-    kms: &mut Kms,
-    event: KmsEvent,
-    buf: &[u8],
-) {
-    match (std::mem::replace(kms, Kms::Idle), event) {
-        (
-            Kms::Sending {
-                call,
-                host,
-                request,
-                ..
-            },
-            KmsEvent::Sent(Ok((stream, reused))),
-        ) => {
-            *kms = Kms::Reading {
-                call,
-                host,
-                stream,
-                reused,
-                received_any: false,
-                request,
-            };
-        }
-        (Kms::Sending { call, .. }, KmsEvent::Sent(Err(failure))) => {
-            session.handle_kms_failure(now(), call, failure);
-        }
-        (
-            Kms::Reading {
-                call,
-                host,
-                reused: true,
-                received_any: false,
-                request,
-                ..
-            },
-            KmsEvent::Read(Ok(0) | Err(_)),
-        ) => {
-            // A pooled connection KMS had closed while idle: resend on a fresh one.
-            *kms = Kms::Sending {
-                call,
-                future: send(
-                    Arc::clone(shared),
-                    host.clone(),
-                    Arc::clone(&request),
-                    false,
-                ),
-                host,
-                request,
-            };
-        }
-        (Kms::Reading { call, .. }, KmsEvent::Read(Ok(0))) => session.handle_kms_eof(now(), call),
-        (Kms::Reading { call, .. }, KmsEvent::Read(Err(error))) => {
-            let failure = TransportFailure::new(TransportStage::Io, error.to_string());
-            session.handle_kms_failure(now(), call, failure);
-        }
-        (
-            Kms::Reading {
-                call,
-                host,
-                stream,
-                reused,
-                request,
-                ..
-            },
-            KmsEvent::Read(Ok(n)),
-        ) => {
-            // Restore the state first: these bytes may complete the response, and the session
-            // then asks for the connection back.
-            *kms = Kms::Reading {
-                call,
-                host,
-                stream,
-                reused,
-                received_any: true,
-                request,
-            };
-            session.handle_kms_bytes(now(), call, buf.get(..n).unwrap_or_default());
-        }
-        (state, _) => *kms = state,
-    }
-}
-
-fn send(
-    shared: Arc<Shared>,
-    host: String,
-    request: Arc<Zeroizing<Vec<u8>>>,
-    may_reuse: bool,
-) -> BoxFuture<Result<(Box<KmsStream>, bool), TransportFailure>> {
+fn send(shared: Arc<Shared>, host: String, request: SharedRequest, may_reuse: bool) -> SendFuture {
     Box::pin(async move {
         let (mut stream, reused) = shared.kms.checkout(&host, may_reuse).await?;
         let written = async {

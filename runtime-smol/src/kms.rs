@@ -2,13 +2,12 @@
 //! idle connections shared by every session.
 
 use std::io;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_rustls::TlsConnector;
 use futures_rustls::client::TlsStream;
-use kmstool_core::address::Address;
-use kmstool_core::pool::IdlePool;
+use kmstool_core::pool::SharedPool;
 use kmstool_core::session::{TransportFailure, TransportStage};
 use kmstool_core::tls;
 use smol::future::FutureExt as _;
@@ -18,26 +17,13 @@ use crate::net::{self, Stream};
 /// A TLS connection to KMS.
 pub type KmsStream = TlsStream<Stream>;
 
-/// How to reach KMS.
-#[derive(Debug, Clone)]
-pub struct KmsTransportConfig {
-    /// The proxy (production: `vsock:3:8000`) or KMS itself.
-    pub proxy: Address,
-    /// TLS settings (see [`kmstool_core::tls`]).
-    pub tls: Arc<rustls::ClientConfig>,
-    /// Connect plus handshake.
-    pub connect_timeout: Duration,
-    /// Idle connections kept per host.
-    pub max_idle_per_host: usize,
-    /// How long an idle connection is kept.
-    pub idle_timeout: Duration,
-}
+pub use kmstool_core::tls::KmsTransportConfig;
 
 /// Makes and reuses KMS connections. Each connection carries one request at a time.
 pub struct KmsConnector {
     config: KmsTransportConfig,
     connector: TlsConnector,
-    idle: Mutex<IdlePool<Box<KmsStream>>>,
+    idle: SharedPool<Box<KmsStream>>,
 }
 
 impl std::fmt::Debug for KmsConnector {
@@ -53,7 +39,7 @@ impl KmsConnector {
     pub fn new(config: KmsTransportConfig) -> Self {
         Self {
             connector: TlsConnector::from(Arc::clone(&config.tls)),
-            idle: Mutex::new(IdlePool::new(config.max_idle_per_host, config.idle_timeout)),
+            idle: SharedPool::new(config.max_idle_per_host, config.idle_timeout),
             config,
         }
     }
@@ -64,7 +50,7 @@ impl KmsConnector {
         host: &str,
         may_reuse: bool,
     ) -> Result<(Box<KmsStream>, bool), TransportFailure> {
-        if may_reuse && let Some(stream) = self.lock().take(host, Instant::now()) {
+        if may_reuse && let Some(stream) = self.idle.take(host, Instant::now()) {
             return Ok((stream, true));
         }
         Ok((Box::new(self.connect(host).await?), false))
@@ -72,12 +58,7 @@ impl KmsConnector {
 
     /// Gives back a connection whose last response was complete and reusable.
     pub fn checkin(&self, host: &str, stream: Box<KmsStream>) {
-        let excess = self.lock().put(host, stream, Instant::now());
-        drop(excess);
-    }
-
-    fn lock(&self) -> MutexGuard<'_, IdlePool<Box<KmsStream>>> {
-        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+        self.idle.put(host, stream, Instant::now());
     }
 
     async fn connect(&self, host: &str) -> Result<KmsStream, TransportFailure> {

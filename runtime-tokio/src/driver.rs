@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use kmstool_core::session::{
-    Attestation, AttestationFailure, CallId, EnclaveSession, Now, Output, SessionEvent,
-    TransportFailure, TransportStage,
+    Attestation, AttestationFailure, CallId, EnclaveSession, KmsLink, LinkRead, LinkWait, Now,
+    Output, SessionEvent, SharedRequest, TransportFailure, TransportStage,
 };
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::sync::watch;
@@ -23,27 +23,7 @@ type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 /// Bytes read from a socket at once.
 const READ_CHUNK: usize = 16 * 1024;
 
-/// The KMS side of the session's current call.
-enum Kms {
-    Idle,
-    /// Connecting (or taking a pooled connection) and writing the request.
-    Sending {
-        call: CallId,
-        host: String,
-        future: BoxFuture<Result<(Box<KmsStream>, bool), TransportFailure>>,
-        request: Arc<Zeroizing<Vec<u8>>>,
-    },
-    /// Request written; reading the answer.
-    Reading {
-        call: CallId,
-        host: String,
-        stream: Box<KmsStream>,
-        /// Taken from the pool: a close before any byte means KMS had dropped it while idle.
-        reused: bool,
-        received_any: bool,
-        request: Arc<Zeroizing<Vec<u8>>>,
-    },
-}
+type SendFuture = BoxFuture<Result<(Box<KmsStream>, bool), TransportFailure>>;
 
 fn now() -> Now {
     Now::new(Instant::now().into_std(), SystemTime::now())
@@ -65,7 +45,10 @@ pub(crate) async fn drive<S>(
     let mut client_buf = Zeroizing::new(vec![0u8; READ_CHUNK]);
     let mut kms_buf = vec![0u8; READ_CHUNK];
     let mut attesting: Option<(CallId, BoxFuture<Result<Attestation, AttestationFailure>>)> = None;
-    let mut kms = Kms::Idle;
+    let mut kms: KmsLink<Box<KmsStream>, SendFuture> = KmsLink::new();
+    let send = |host: &str, request: SharedRequest, may_reuse: bool| {
+        send(Arc::clone(&shared), host.to_owned(), request, may_reuse)
+    };
     let mut draining = *shutdown.borrow();
     if draining {
         session.handle_client_eof(now());
@@ -87,38 +70,11 @@ pub(crate) async fn drive<S>(
                     call,
                     host,
                     request,
-                } => {
-                    let request = Arc::new(request);
-                    kms = Kms::Sending {
-                        call,
-                        future: send(
-                            Arc::clone(&shared),
-                            host.clone(),
-                            Arc::clone(&request),
-                            true,
-                        ),
-                        host,
-                        request,
-                    };
-                }
+                } => kms.start(call, host, request, send),
                 Output::KmsRelease { call, reusable } => {
-                    kms = match std::mem::replace(&mut kms, Kms::Idle) {
-                        Kms::Reading {
-                            call: c,
-                            host,
-                            stream,
-                            ..
-                        } if c == call && reusable => {
-                            shared.kms.checkin(&host, stream);
-                            Kms::Idle
-                        }
-                        Kms::Reading { call: c, .. } | Kms::Sending { call: c, .. }
-                            if c == call =>
-                        {
-                            Kms::Idle
-                        }
-                        other => other,
-                    };
+                    if let Some((host, stream)) = kms.release(call, reusable) {
+                        shared.kms.checkin(&host, stream);
+                    }
                 }
                 Output::Event(event) => log_event(connection, &event),
                 Output::Close(reason) => {
@@ -148,9 +104,17 @@ pub(crate) async fn drive<S>(
                     session.handle_attestation(now(), call, result);
                 }
             }
-            event = poll_kms(&mut kms, &mut kms_buf) => {
-                handle_kms_event(&shared, &mut session, &mut kms, event, &kms_buf);
-            }
+            event = poll_kms(&mut kms, &mut kms_buf) => match event {
+                KmsEvent::Sent(result) => kms.sent(&mut session, now(), result),
+                KmsEvent::Read(result) => {
+                    let read = match &result {
+                        Ok(0) => LinkRead::Eof,
+                        Ok(n) => LinkRead::Data(kms_buf.get(..*n).unwrap_or_default()),
+                        Err(error) => LinkRead::Failed(&error.to_string()),
+                    };
+                    kms.read(&mut session, now(), read, send);
+                }
+            },
             () = sleep_until(deadline) => session.handle_timeout(now()),
         }
     }
@@ -162,102 +126,8 @@ enum KmsEvent {
     Read(std::io::Result<usize>),
 }
 
-fn handle_kms_event(
-    shared: &Arc<Shared>,
-    session: &mut EnclaveSession,
-    kms: &mut Kms,
-    event: KmsEvent,
-    buf: &[u8],
-) {
-    match (std::mem::replace(kms, Kms::Idle), event) {
-        (
-            Kms::Sending {
-                call,
-                host,
-                request,
-                ..
-            },
-            KmsEvent::Sent(Ok((stream, reused))),
-        ) => {
-            *kms = Kms::Reading {
-                call,
-                host,
-                stream,
-                reused,
-                received_any: false,
-                request,
-            };
-        }
-        (Kms::Sending { call, .. }, KmsEvent::Sent(Err(failure))) => {
-            session.handle_kms_failure(now(), call, failure);
-        }
-        (
-            Kms::Reading {
-                call,
-                host,
-                reused: true,
-                received_any: false,
-                request,
-                ..
-            },
-            KmsEvent::Read(Ok(0) | Err(_)),
-        ) => {
-            // A pooled connection KMS had closed while idle: resend on a fresh one.
-            tracing::debug!(%call, "pooled KMS connection was stale; reconnecting");
-            *kms = Kms::Sending {
-                call,
-                future: send(
-                    Arc::clone(shared),
-                    host.clone(),
-                    Arc::clone(&request),
-                    false,
-                ),
-                host,
-                request,
-            };
-        }
-        (Kms::Reading { call, .. }, KmsEvent::Read(Ok(0))) => session.handle_kms_eof(now(), call),
-        (Kms::Reading { call, .. }, KmsEvent::Read(Err(error))) => {
-            session.handle_kms_failure(
-                now(),
-                call,
-                TransportFailure::new(TransportStage::Io, error.to_string()),
-            );
-        }
-        (
-            Kms::Reading {
-                call,
-                host,
-                stream,
-                reused,
-                request,
-                ..
-            },
-            KmsEvent::Read(Ok(n)),
-        ) => {
-            // Restore the state first: the bytes may complete the response, and the session
-            // then asks for the connection back (KmsRelease).
-            *kms = Kms::Reading {
-                call,
-                host,
-                stream,
-                reused,
-                received_any: true,
-                request,
-            };
-            session.handle_kms_bytes(now(), call, buf.get(..n).unwrap_or_default());
-        }
-        (state, _) => *kms = state,
-    }
-}
-
 /// Takes a connection (pooled if `may_reuse`) and writes the request.
-fn send(
-    shared: Arc<Shared>,
-    host: String,
-    request: Arc<Zeroizing<Vec<u8>>>,
-    may_reuse: bool,
-) -> BoxFuture<Result<(Box<KmsStream>, bool), TransportFailure>> {
+fn send(shared: Arc<Shared>, host: String, request: SharedRequest, may_reuse: bool) -> SendFuture {
     Box::pin(async move {
         let (mut stream, reused) = shared.kms.checkout(&host, may_reuse).await?;
         let write = async {
@@ -280,11 +150,11 @@ async fn poll_attestation(
     }
 }
 
-async fn poll_kms(kms: &mut Kms, buf: &mut [u8]) -> KmsEvent {
-    match kms {
-        Kms::Idle => std::future::pending().await,
-        Kms::Sending { future, .. } => KmsEvent::Sent(future.await),
-        Kms::Reading { stream, .. } => KmsEvent::Read(stream.read(buf).await),
+async fn poll_kms(kms: &mut KmsLink<Box<KmsStream>, SendFuture>, buf: &mut [u8]) -> KmsEvent {
+    match kms.wait() {
+        LinkWait::Idle => std::future::pending().await,
+        LinkWait::Sending(future) => KmsEvent::Sent(future.await),
+        LinkWait::Reading(stream) => KmsEvent::Read(stream.read(buf).await),
     }
 }
 

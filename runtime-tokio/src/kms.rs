@@ -2,11 +2,9 @@
 //! pool of idle connections shared by every session of the server.
 
 use std::io;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
 
-use kmstool_core::address::Address;
-use kmstool_core::pool::IdlePool;
+use kmstool_core::pool::SharedPool;
 use kmstool_core::session::{TransportFailure, TransportStage};
 use kmstool_core::tls;
 use tokio::time::{Instant, timeout};
@@ -18,26 +16,13 @@ use crate::net::{self, Stream};
 /// A TLS connection to KMS.
 pub type KmsStream = TlsStream<Stream>;
 
-/// How to reach KMS.
-#[derive(Debug, Clone)]
-pub struct KmsTransportConfig {
-    /// The proxy (production: `vsock:3:8000`, the parent's vsock-proxy) or KMS itself.
-    pub proxy: Address,
-    /// TLS settings (see [`kmstool_core::tls`]).
-    pub tls: Arc<rustls::ClientConfig>,
-    /// Connect plus handshake.
-    pub connect_timeout: Duration,
-    /// Idle connections kept per host.
-    pub max_idle_per_host: usize,
-    /// How long an idle connection is kept.
-    pub idle_timeout: Duration,
-}
+pub use kmstool_core::tls::KmsTransportConfig;
 
 /// Makes and reuses KMS connections. Each connection carries one request at a time.
 pub struct KmsConnector {
     config: KmsTransportConfig,
     connector: TlsConnector,
-    idle: Mutex<IdlePool<Box<KmsStream>>>,
+    idle: SharedPool<Box<KmsStream>>,
 }
 
 impl std::fmt::Debug for KmsConnector {
@@ -53,7 +38,7 @@ impl KmsConnector {
     pub fn new(config: KmsTransportConfig) -> Self {
         Self {
             connector: TlsConnector::from(Arc::clone(&config.tls)),
-            idle: Mutex::new(IdlePool::new(config.max_idle_per_host, config.idle_timeout)),
+            idle: SharedPool::new(config.max_idle_per_host, config.idle_timeout),
             config,
         }
     }
@@ -65,7 +50,7 @@ impl KmsConnector {
         host: &str,
         may_reuse: bool,
     ) -> Result<(Box<KmsStream>, bool), TransportFailure> {
-        if may_reuse && let Some(stream) = self.lock().take(host, Instant::now().into_std()) {
+        if may_reuse && let Some(stream) = self.idle.take(host, Instant::now().into_std()) {
             return Ok((stream, true));
         }
         Ok((Box::new(self.connect(host).await?), false))
@@ -73,20 +58,12 @@ impl KmsConnector {
 
     /// Gives back a connection whose last response was complete and reusable.
     pub fn checkin(&self, host: &str, stream: Box<KmsStream>) {
-        let excess = self.lock().put(host, stream, Instant::now().into_std());
-        drop(excess);
+        self.idle.put(host, stream, Instant::now().into_std());
     }
 
     /// Idle connections in the pool.
     pub fn idle_connections(&self) -> usize {
-        self.lock().len()
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, IdlePool<Box<KmsStream>>> {
-        // A panic while holding this lock cannot leave the pool inconsistent.
-        self.idle
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.idle.len()
     }
 
     async fn connect(&self, host: &str) -> Result<KmsStream, TransportFailure> {

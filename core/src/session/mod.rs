@@ -54,6 +54,7 @@
 mod call;
 mod config;
 mod event;
+mod link;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -65,6 +66,7 @@ use self::call::{ActiveCall, CallClient, Step};
 pub use self::call::{Attestation, AttestationFailure, CallId, TransportFailure, TransportStage};
 pub use self::config::{Backoff, SessionConfig};
 pub use self::event::{CloseReason, SessionEvent};
+pub use self::link::{KmsLink, LinkRead, LinkWait, SharedRequest};
 use crate::framing::{self, FrameDecoder};
 use crate::kms::endpoint;
 use crate::kms::request::KmsCall;

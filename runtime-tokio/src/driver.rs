@@ -167,11 +167,13 @@ async fn sleep_until(deadline: Option<std::time::Instant>) {
 
 fn log_event(connection: u64, event: &SessionEvent) {
     match event {
-        SessionEvent::KmsAttempt { .. } => tracing::debug!(connection, "{event}"),
+        // One info line per command: its reply carries the KMS status, latency and attempts.
+        SessionEvent::KmsAttempt { .. } | SessionEvent::KmsAnswered { .. } => {
+            tracing::debug!(connection, "{event}");
+        }
         SessionEvent::KmsRetry { .. } => tracing::warn!(connection, "{event}"),
         SessionEvent::ClientSet { .. }
         | SessionEvent::CommandRejected { .. }
-        | SessionEvent::KmsAnswered { .. }
         | SessionEvent::Replied { .. } => tracing::info!(connection, "{event}"),
     }
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::config::{Backoff, SessionConfig};
-use super::event::SessionEvent;
+use super::event::{KmsSummary, SessionEvent};
 use super::{Now, Output};
 use crate::cms::{self, CmsError};
 use crate::crypto::RecipientKey;
@@ -240,6 +240,7 @@ pub(super) struct ActiveCall {
     key: Option<Arc<RecipientKey>>,
     body: Vec<u8>,
     last_failure: Option<Failure>,
+    last_answer: Option<(u16, Duration)>,
 }
 
 /// Who the call speaks for: a snapshot of the session's client when the call started.
@@ -278,6 +279,7 @@ impl ActiveCall {
             key: None,
             body: Vec::new(),
             last_failure: None,
+            last_answer: None,
         }
     }
 
@@ -291,6 +293,15 @@ impl ActiveCall {
 
     pub(super) fn request_id(&mut self) -> Option<String> {
         self.request_id.take()
+    }
+
+    /// What KMS last answered, for the reply's log line.
+    pub(super) fn kms_summary(&self) -> Option<KmsSummary> {
+        self.last_answer.map(|(status, latency)| KmsSummary {
+            status,
+            latency,
+            attempts: self.attempts,
+        })
     }
 
     pub(super) fn received(&self) -> Instant {
@@ -434,6 +445,8 @@ impl ActiveCall {
     fn on_response(&mut self, now: Now, sent: Instant, response: Response, random: u64) -> Step {
         let error_type_header = response.header("x-amzn-errortype");
         let parsed = response::parse(response.status, error_type_header, &response.body);
+        let latency = now.instant.saturating_duration_since(sent);
+        self.last_answer = Some((response.status, latency));
         let mut outputs = vec![
             self.release(response.reusable),
             Output::Event(SessionEvent::KmsAnswered {
@@ -444,7 +457,7 @@ impl ActiveCall {
                     Err(KmsResponseError::Service(e)) => e.error_type.clone(),
                     _ => None,
                 },
-                latency: now.instant.saturating_duration_since(sent),
+                latency,
             }),
         ];
         match parsed {

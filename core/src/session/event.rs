@@ -85,9 +85,22 @@ pub enum SessionEvent {
         error_kind: Option<ErrorKind>,
         /// `KmsErrorType` of an error reply.
         kms_error_type: Option<String>,
+        /// KMS's last answer to the call, for KMS operations that got one.
+        kms: Option<KmsSummary>,
         /// From receiving the command to the reply.
         latency: Duration,
     },
+}
+
+/// KMS's part in a reply: its last answer and how many attempts the call made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KmsSummary {
+    /// HTTP status of the last answer.
+    pub status: u16,
+    /// From sending the last attempt to its complete answer.
+    pub latency: Duration,
+    /// Attempts made.
+    pub attempts: u32,
 }
 
 impl fmt::Display for SessionEvent {
@@ -137,6 +150,7 @@ impl fmt::Display for SessionEvent {
                 operation,
                 error_kind,
                 kms_error_type,
+                kms,
                 latency,
             } => {
                 let op = operation.map_or("(none)", Operation::as_str);
@@ -147,7 +161,18 @@ impl fmt::Display for SessionEvent {
                 if let Some(t) = kms_error_type {
                     write!(f, " {t}")?;
                 }
-                write!(f, " in {:.1} ms", latency.as_secs_f64() * 1e3)
+                write!(f, " in {:.1} ms", latency.as_secs_f64() * 1e3)?;
+                match kms {
+                    Some(kms) => write!(
+                        f,
+                        " (KMS {} in {:.1} ms, {} attempt{})",
+                        kms.status,
+                        kms.latency.as_secs_f64() * 1e3,
+                        kms.attempts,
+                        if kms.attempts == 1 { "" } else { "s" }
+                    ),
+                    None => Ok(()),
+                }
             }
         }
     }

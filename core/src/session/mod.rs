@@ -65,7 +65,7 @@ use zeroize::Zeroizing;
 use self::call::{ActiveCall, CallClient, Step};
 pub use self::call::{Attestation, AttestationFailure, CallId, TransportFailure, TransportStage};
 pub use self::config::{Backoff, SessionConfig};
-pub use self::event::{CloseReason, SessionEvent};
+pub use self::event::{CloseReason, KmsSummary, SessionEvent};
 pub use self::link::{KmsLink, LinkRead, LinkWait, SharedRequest};
 use crate::framing::{self, FrameDecoder};
 use crate::kms::endpoint;
@@ -451,12 +451,14 @@ impl EnclaveSession {
                 self.outputs.extend(outputs);
                 if let Some(mut active) = self.call.take() {
                     let request_id = active.request_id();
-                    self.reply(
+                    let kms = active.kms_summary();
+                    self.reply_after_kms(
                         now,
                         Some(active.operation()),
                         active.received(),
                         request_id,
                         reply,
+                        kms,
                     );
                 }
                 self.advance(now);
@@ -470,13 +472,26 @@ impl EnclaveSession {
         operation: Option<Operation>,
         received: Instant,
         request_id: Option<String>,
+        reply: Reply,
+    ) {
+        self.reply_after_kms(now, operation, received, request_id, reply, None);
+    }
+
+    fn reply_after_kms(
+        &mut self,
+        now: Now,
+        operation: Option<Operation>,
+        received: Instant,
+        request_id: Option<String>,
         mut reply: Reply,
+        kms: Option<KmsSummary>,
     ) {
         reply.request_id = request_id;
         self.events(SessionEvent::Replied {
             operation,
             error_kind: reply.error_kind,
             kms_error_type: reply.kms_error_type.clone(),
+            kms,
             latency: now.instant.saturating_duration_since(received),
         });
         let json = reply.to_json();

@@ -2,16 +2,16 @@
 //! content key (whose content key the published fixture key recovers) wrapped by
 //! `cms::build` / `cms::build_encrypted` around fuzzed content, in every layout KMS uses.
 //! Raw bytes rarely survive RSA-OAEP, so this is what reaches AES-256-CBC and the padding
-//! check. Both backends must agree; a chosen plaintext must come back exactly; encrypted
-//! content that opens must be the encryption of what it opened to; and a corrupted content key
-//! must be refused by both.
+//! check. A chosen plaintext must come back exactly; both backends' AES-CBC must agree with
+//! each other and with `unwrap`; encrypted content that opens must be the encryption of what
+//! it opened to; and a corrupted content key must be refused.
 #![no_main]
 
 use std::sync::OnceLock;
 
 use arbitrary::Arbitrary;
-use kmstool_core::cms::{self, EnvelopedKey, Layout};
-use kmstool_core::crypto::{self, Backend, RecipientKey};
+use kmstool_core::cms::{self, CmsError, EnvelopedKey, Layout};
+use kmstool_core::crypto::{self, Backend, CryptoError, RecipientKey};
 use libfuzzer_sys::fuzz_target;
 use zeroize::Zeroizing;
 
@@ -98,24 +98,39 @@ fuzz_target!(|input: Input<'_>| {
             cms::build_encrypted(layout, skid, &encrypted_key, &input.iv, input.data)
         }
     };
-    let results: Vec<_> = keys
-        .iter()
-        .map(|key| cms::unwrap(&bytes, key).map(|p| p.expose().to_vec()))
-        .collect();
-    for pair in results.windows(2) {
-        assert_eq!(pair[0], pair[1], "backends disagree");
-    }
-    let result = &results[0];
+    // Through the whole unwrap (RSA included) with the default backend; RustCrypto's RSA is
+    // too slow under the sanitizer to run on every input, so the backends are compared on the
+    // AES step directly, where the fuzzed bytes go.
+    let result = cms::unwrap(&bytes, &keys[0]).map(|p| p.expose().to_vec());
     match input.mode {
         Mode::Plaintext => {
             assert_eq!(result.as_deref(), Ok(input.data), "{layout:?}");
         }
         Mode::Ciphertext => {
-            if let Ok(plaintext) = result {
+            let opened: Vec<_> = Backend::all()
+                .iter()
+                .map(|b| {
+                    crypto::aes256_cbc_decrypt(*b, content_key, &input.iv, input.data)
+                        .map(|p| p.expose().to_vec())
+                })
+                .collect();
+            for pair in opened.windows(2) {
+                assert_eq!(pair[0], pair[1], "backends disagree");
+            }
+            match (&result, &opened[0]) {
+                (Ok(a), Ok(b)) => assert_eq!(a, b),
+                (Err(CmsError::Crypto(a)), Err(b)) => assert_eq!(a, b),
+                (Err(CmsError::ContentLength(_)), Err(CryptoError::NotBlockAligned { .. })) => {}
+                (a, b) => panic!("unwrap {a:?}, AES {b:?}"),
+            }
+            if let Ok(plaintext) = &result {
                 let again = crypto::aes256_cbc_encrypt(content_key, &input.iv, plaintext);
                 assert_eq!(again, input.data, "opened content is not its encryption");
             }
         }
-        Mode::CorruptKey { .. } => assert!(result.is_err(), "a corrupted content key opened"),
+        Mode::CorruptKey { .. } => {
+            // RSA-OAEP on corrupted ciphertexts across backends is cms_unwrap's job.
+            assert!(result.is_err(), "a corrupted content key opened");
+        }
     }
 });

@@ -172,7 +172,16 @@ fn parse_success(body: &[u8]) -> Result<KmsOutput, MalformedBody> {
         Some(b'{') => {}
         Some(_) => return Err(MalformedBody::NotAnObject),
     }
-    let fields: SuccessFields<'_> = serde_json::from_slice(body).map_err(|error| {
+    // JSON is UTF-8 text (RFC 8259 §8.1). serde_json checks the strings it keeps but skips
+    // those of unknown fields unchecked when reading bytes, so check the whole body first.
+    let text = std::str::from_utf8(body).map_err(|error| match error.error_len() {
+        None => MalformedBody::Truncated,
+        Some(_) => {
+            let (line, column) = position(body, error.valid_up_to());
+            MalformedBody::NotJson { line, column }
+        }
+    })?;
+    let fields: SuccessFields<'_> = serde_json::from_str(text).map_err(|error| {
         let (line, column) = (error.line(), error.column());
         match error.classify() {
             serde_json::error::Category::Eof => MalformedBody::Truncated,
@@ -193,6 +202,18 @@ fn parse_success(body: &[u8]) -> Result<KmsOutput, MalformedBody> {
         )?,
         key_material_in_plaintext: plaintext_present(fields.plaintext)?,
     })
+}
+
+/// The 1-based line and column of byte `at`, counted as serde_json does (bytes since the last
+/// newline).
+fn position(body: &[u8], at: usize) -> (usize, usize) {
+    let before = body.get(..at).unwrap_or(body);
+    let line = 1 + before.iter().filter(|b| **b == b'\n').count();
+    let line_start = before
+        .iter()
+        .rposition(|b| *b == b'\n')
+        .map_or(0, |i| i + 1);
+    (line, at - line_start + 1)
 }
 
 fn string_field(

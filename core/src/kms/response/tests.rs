@@ -136,6 +136,23 @@ fn malformed_success_bodies_name_the_problem_without_quoting_the_body() {
                 column: 11,
             },
         ),
+        // Found by fuzzing (kms_response): serde_json skipped an unknown field's string without
+        // checking its UTF-8, so this body was accepted.
+        (
+            "invalid utf-8 in an unknown field",
+            b"{\"\":\"\xb7\"}",
+            MalformedBody::NotJson { line: 1, column: 6 },
+        ),
+        (
+            "invalid utf-8 on the second line",
+            b"{\"Other\":\n\"\xff\"}",
+            MalformedBody::NotJson { line: 2, column: 2 },
+        ),
+        (
+            "ends inside a utf-8 sequence",
+            b"{\"Other\":\"\xc3",
+            MalformedBody::Truncated,
+        ),
         (
             "duplicate",
             br#"{"KeyId":"a","KeyId":"b"}"#,

@@ -14,17 +14,28 @@
 //! extension at all; webpki's `required_if_present` usages accept a certificate without one,
 //! so [`KeyUsage::client_auth`] passes them (and would refuse a leaf restricted to other
 //! purposes).
+//!
+//! Step 3 is four of the five ECDSA verifications, and every document from one enclave carries
+//! the same chain. A verifier that sees many documents (the KMS emulator) passes a
+//! [`ChainMemory`] to [`verify_remembering`]: a chain that passed is not validated again while
+//! the time lies inside every certificate's validity; steps 1, 2 and 4 run for every document.
 
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use aws_lc_rs::signature::{ECDSA_P384_SHA384_FIXED, UnparsedPublicKey};
+use der::Decode as _;
 use kmstool_core::attestation::{AttestationDocument, AttestationError, AttestationPayload};
 use rustls_pki_types::{
     AlgorithmIdentifier, CertificateDer, InvalidSignature, SignatureVerificationAlgorithm,
     UnixTime, alg_id,
 };
+use sha2::{Digest as _, Sha256};
 use webpki::{EndEntityCert, KeyUsage, VerifiedPath, anchor_from_trusted_cert};
+use x509_cert::Certificate;
 
 /// The time at which certificates must be valid.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,6 +52,17 @@ pub fn verify(
     root_der: &[u8],
     at: VerifyTime,
 ) -> Result<AttestationPayload, VerifyError> {
+    verify_remembering(document, root_der, at, None)
+}
+
+/// [`verify`], skipping the path validation of a chain that `chains` holds as valid at the
+/// verification time, and remembering a chain that passes.
+pub fn verify_remembering(
+    document: &[u8],
+    root_der: &[u8],
+    at: VerifyTime,
+    chains: Option<&ChainMemory>,
+) -> Result<AttestationPayload, VerifyError> {
     let parsed = AttestationDocument::parse(document).map_err(VerifyError::Parse)?;
     let doc = &parsed.doc;
     let (root, intermediates) = doc.cabundle.split_first().ok_or(VerifyError::UnknownRoot)?;
@@ -53,13 +75,109 @@ pub fn verify(
     };
     let leaf_der = CertificateDer::from(doc.certificate.as_slice());
     let leaf = EndEntityCert::try_from(&leaf_der).map_err(VerifyError::BadCertificate)?;
-    verify_chain(&leaf, root_der, intermediates, time)?;
+    match chains {
+        Some(chains) => {
+            let id = ChainMemory::id(root_der, intermediates, &doc.certificate);
+            if !chains.holds(&id, time) {
+                chains.validations.fetch_add(1, Ordering::Relaxed);
+                verify_chain(&leaf, root_der, intermediates, time)?;
+                chains.remember(id, intermediates, &doc.certificate);
+            }
+        }
+        None => verify_chain(&leaf, root_der, intermediates, time)?,
+    }
     leaf.verify_signature(&COSE_ES384, &parsed.sig_structure(), &parsed.signature)
         .map_err(|error| match error {
             webpki::Error::InvalidSignatureForPublicKey => VerifyError::BadSignature,
             _ => VerifyError::UnsupportedLeafKey,
         })?;
     Ok(parsed.doc)
+}
+
+/// Certificate chains (root, CA bundle, leaf) that passed path validation, each with the
+/// window in which all of its certificates are valid (webpki checks no validity on the trust
+/// anchor, so neither does the window). Keyed by SHA-256 over the exact DER of the whole chain,
+/// so any other byte is another chain and is validated in full. Bounded: past
+/// [`ChainMemory::CAPACITY`] chains it starts over.
+#[derive(Debug, Default)]
+pub struct ChainMemory {
+    chains: Mutex<HashMap<[u8; 32], Validity>>,
+    validations: AtomicU64,
+}
+
+/// Seconds since the Unix epoch, inclusive at both ends, as webpki compares them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Validity {
+    not_before: u64,
+    not_after: u64,
+}
+
+impl ChainMemory {
+    /// Chains remembered at most.
+    pub const CAPACITY: usize = 256;
+
+    /// An empty memory.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How many times a chain was validated in full (the rest were remembered).
+    pub fn validations(&self) -> u64 {
+        self.validations.load(Ordering::Relaxed)
+    }
+
+    fn id(root: &[u8], intermediates: &[Vec<u8>], leaf: &[u8]) -> [u8; 32] {
+        let mut hash = Sha256::new();
+        for cert in std::iter::once(root)
+            .chain(intermediates.iter().map(Vec::as_slice))
+            .chain(std::iter::once(leaf))
+        {
+            hash.update((cert.len() as u64).to_be_bytes());
+            hash.update(cert);
+        }
+        hash.finalize().into()
+    }
+
+    fn holds(&self, id: &[u8; 32], time_ms: u64) -> bool {
+        let seconds = time_ms / 1000;
+        let chains = self.chains.lock().unwrap_or_else(PoisonError::into_inner);
+        chains
+            .get(id)
+            .is_some_and(|v| v.not_before <= seconds && seconds <= v.not_after)
+    }
+
+    /// Remembers a chain that just passed; one whose validity cannot be read is not remembered.
+    fn remember(&self, id: [u8; 32], intermediates: &[Vec<u8>], leaf: &[u8]) {
+        let Some(validity) = chain_validity(intermediates, leaf) else {
+            return;
+        };
+        let mut chains = self.chains.lock().unwrap_or_else(PoisonError::into_inner);
+        if chains.len() >= Self::CAPACITY {
+            chains.clear();
+        }
+        chains.insert(id, validity);
+    }
+}
+
+/// The latest notBefore and the earliest notAfter of `intermediates` and `leaf`.
+fn chain_validity(intermediates: &[Vec<u8>], leaf: &[u8]) -> Option<Validity> {
+    let mut window = Validity {
+        not_before: 0,
+        not_after: u64::MAX,
+    };
+    for der in intermediates.iter().map(Vec::as_slice).chain([leaf]) {
+        let validity = *Certificate::from_der(der)
+            .ok()?
+            .tbs_certificate()
+            .validity();
+        window.not_before = window
+            .not_before
+            .max(validity.not_before.to_unix_duration().as_secs());
+        window.not_after = window
+            .not_after
+            .min(validity.not_after.to_unix_duration().as_secs());
+    }
+    Some(window)
 }
 
 /// Builds the path leaf → `intermediates` (last first) → root and checks it at `time_ms`.

@@ -5,7 +5,7 @@ mod common;
 use common::*;
 use kmstool_core::attestation::{AttestationDocument, AttestationError};
 use kmstool_sim::nsm::SimConfig;
-use kmstool_sim::verify::{VerifyError, VerifyTime, verify};
+use kmstool_sim::verify::{ChainMemory, VerifyError, VerifyTime, verify, verify_remembering};
 
 #[test]
 fn real_documents_verify_against_the_aws_root_at_their_own_time() {
@@ -183,4 +183,84 @@ fn a_reordered_cabundle_is_rejected() {
         verify(&bytes, nsm.root_der(), VerifyTime::DocumentTimestamp),
         Err(VerifyError::UnknownIssuer)
     );
+}
+
+#[test]
+fn a_remembered_chain_still_checks_each_signature_and_the_time() {
+    let root = aws_root_der();
+    let bytes = fixture("real-nitro-attestation-2.cose");
+    let timestamp = AttestationDocument::parse(&bytes)
+        .map(|d| d.doc.timestamp)
+        .unwrap_or_default();
+    let chains = ChainMemory::new();
+    let at = |ms| VerifyTime::UnixMillis(ms);
+    let check = |doc: &[u8], ms| verify_remembering(doc, &root, at(ms), Some(&chains));
+
+    let first = check(&bytes, timestamp);
+    assert_eq!(first, verify(&bytes, &root, at(timestamp)));
+    assert!(first.is_ok());
+    assert_eq!(check(&bytes, timestamp + HOUR_MS), first);
+    assert_eq!(chains.validations(), 1, "the chain is validated once");
+
+    // Same chain, bad document signature: still refused.
+    let mut sig_tampered = bytes.clone();
+    let len = sig_tampered.len();
+    sig_tampered[len - 10] ^= 0x80;
+    assert_eq!(
+        check(&sig_tampered, timestamp),
+        Err(VerifyError::BadSignature)
+    );
+    assert_eq!(chains.validations(), 1);
+
+    // Outside the window of the remembered chain: validated again, and refused.
+    assert_eq!(check(&bytes, timestamp + DAY_MS), Err(VerifyError::Expired));
+    assert_eq!(
+        check(&bytes, timestamp - DAY_MS),
+        Err(VerifyError::NotYetValid)
+    );
+    assert_eq!(chains.validations(), 3);
+    // The memory did not keep anything from the refusals.
+    assert_eq!(check(&bytes, timestamp), first);
+    assert_eq!(chains.validations(), 3);
+}
+
+#[test]
+fn a_remembered_chain_covers_only_its_exact_bytes() {
+    let nsm = sim(SimConfig::default());
+    let root = nsm.root_der();
+    let chains = ChainMemory::new();
+    let check =
+        |doc: &[u8]| verify_remembering(doc, root, VerifyTime::DocumentTimestamp, Some(&chains));
+    // Documents for two keys from one module share a chain.
+    let one = sim_document(&nsm, b"key one");
+    let two = sim_document(&nsm, b"key two");
+    assert_eq!(
+        check(&one).map(|p| p.public_key),
+        Ok(Some(b"key one".to_vec()))
+    );
+    assert_eq!(
+        check(&two).map(|p| p.public_key),
+        Ok(Some(b"key two".to_vec()))
+    );
+    assert_eq!(chains.validations(), 1);
+
+    // The same certificates in another order are another chain, and do not pass.
+    let parsed = AttestationDocument::parse(&one).unwrap_or_else(|e| panic!("{e}"));
+    let mut doc = parsed.doc.clone();
+    doc.cabundle.swap(1, 2);
+    let reordered = kmstool_core::attestation::encode_cose_sign1(
+        &parsed.protected,
+        &doc.to_cbor(),
+        &parsed.signature,
+    );
+    assert_eq!(check(&reordered), Err(VerifyError::UnknownIssuer));
+    assert_eq!(chains.validations(), 2);
+
+    // Another module under another root never reaches the chain check.
+    let other = sim(SimConfig::default());
+    assert_eq!(
+        check(&sim_document(&other, b"key one")),
+        Err(VerifyError::UnknownRoot)
+    );
+    assert_eq!(chains.validations(), 2);
 }

@@ -25,7 +25,7 @@ use serde::Deserialize;
 
 use super::error::KmsError;
 use super::keystore::fill_random;
-use crate::verify::{self, VerifyTime};
+use crate::verify::{self, ChainMemory, VerifyTime};
 
 /// The only key encryption algorithm KMS accepts in `Recipient`.
 pub const KEY_ENCRYPTION_ALGORITHM: &str = "RSAES_OAEP_SHA_256";
@@ -53,16 +53,27 @@ pub trait AttestationVerifier: Send + Sync + fmt::Debug {
 
 /// The verifier KMS is: a document must chain to one Nitro root (the AWS Nitro root for real
 /// documents, the simulated NSM's for simulated ones), with every certificate valid at the
-/// emulator's current time, and carry a public key.
-#[derive(Debug, Clone)]
+/// emulator's current time, and carry a public key. Like any relying party that sees many
+/// documents from one enclave, it validates each certificate chain once for as long as the
+/// chain stays valid ([`ChainMemory`]) and checks every document's own signature.
+#[derive(Debug)]
 pub struct NsmRootVerifier {
     root_der: Vec<u8>,
+    chains: ChainMemory,
 }
 
 impl NsmRootVerifier {
     /// Trusts the root certificate `root_der` (DER).
     pub fn new(root_der: Vec<u8>) -> Self {
-        Self { root_der }
+        Self {
+            root_der,
+            chains: ChainMemory::new(),
+        }
+    }
+
+    /// How many certificate chains were validated in full so far.
+    pub fn chain_validations(&self) -> u64 {
+        self.chains.validations()
     }
 }
 
@@ -71,8 +82,13 @@ impl AttestationVerifier for NsmRootVerifier {
         let millis = at
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        let payload = verify::verify(document, &self.root_der, VerifyTime::UnixMillis(millis))
-            .map_err(|e| e.to_string())?;
+        let payload = verify::verify_remembering(
+            document,
+            &self.root_der,
+            VerifyTime::UnixMillis(millis),
+            Some(&self.chains),
+        )
+        .map_err(|e| e.to_string())?;
         let public_key = payload
             .public_key
             .ok_or_else(|| "the document carries no public_key".to_owned())?;

@@ -770,3 +770,114 @@ fn an_nsm_that_never_answers_times_out_as_attestation_timeout() {
     // The late document is ignored: no KMS request follows.
     assert!(h.attest(call).is_empty());
 }
+
+#[test]
+fn a_message_trickled_past_the_message_timeout_closes_the_connection() {
+    let mut h = Harness::default();
+    h.client(SET_CLIENT);
+    let (first, rest) = DECRYPT.split_at(10);
+    assert!(h.client(first).is_empty());
+    let due = h.now.instant + Duration::from_secs(30);
+    assert_eq!(h.session.poll_timeout(), Some(due));
+    // A byte every 10 s keeps the idle timer back but not the message's deadline.
+    for byte in &rest[..2] {
+        h.advance(Duration::from_secs(10));
+        h.session.handle_timeout(h.now);
+        let seen = h.client(std::slice::from_ref(byte));
+        assert!(seen.is_empty(), "{seen:?}");
+        assert_eq!(h.session.poll_timeout(), Some(due));
+    }
+    assert_eq!(
+        h.fire_timer(),
+        vec![Seen::Close(CloseReason::MessageTimeout)]
+    );
+    assert_eq!(h.now.instant, due);
+    assert!(!h.session.wants_client_bytes());
+}
+
+#[test]
+fn each_message_has_its_own_time_and_those_before_a_late_one_are_answered() {
+    let config = SessionConfig {
+        kms_call_timeout: Duration::from_secs(60),
+        ..SessionConfig::default()
+    };
+    let mut h = Harness::new(config);
+    h.client(SET_CLIENT);
+    // A whole message after 25 s of trickling is in time, and the next starts its own clock.
+    let (first, rest) = DECRYPT.split_at(10);
+    h.client(first);
+    h.advance(Duration::from_secs(25));
+    let mut bytes = rest.to_vec();
+    bytes.extend_from_slice(&DECRYPT[..5]);
+    let seen = h.client(&bytes);
+    let [Seen::Attest(call)] = seen[..] else {
+        panic!("expected the Decrypt to start, got {seen:?}")
+    };
+    assert_eq!(
+        h.session.poll_timeout(),
+        Some(h.now.instant + Duration::from_secs(30)),
+        "the partial message has 30 s from now, the call 60 s"
+    );
+    // The partial message runs out while the call is in flight: reading stops, the call
+    // still gets its reply, then the connection closes.
+    h.attest(call);
+    h.advance(Duration::from_secs(30));
+    h.session.handle_timeout(h.now);
+    assert!(!h.session.wants_client_bytes());
+    assert!(h.drain().is_empty(), "waits for the call");
+    let seen = h.kms(call, &fixture("decrypt-ok.http"));
+    assert_eq!(only_reply(&seen).status, Status::Ok);
+    assert_eq!(seen.last(), Some(&Seen::Close(CloseReason::MessageTimeout)));
+}
+
+#[test]
+fn the_message_clock_stops_while_backpressure_holds_reading() {
+    let config = SessionConfig {
+        max_pending_commands: 1,
+        ..SessionConfig::default()
+    };
+    let mut h = Harness::new(config);
+    h.client(SET_CLIENT);
+    let bytes: Vec<u8> = [DECRYPT, DECRYPT, &DECRYPT[..7]].concat();
+    let seen = h.client(&bytes);
+    let [Seen::Attest(call)] = seen[..] else {
+        panic!("{seen:?}")
+    };
+    assert!(
+        !h.session.wants_client_bytes(),
+        "one queued behind the call"
+    );
+    h.attest(call);
+    // KMS is slow: 9 s, within the call's deadline but long past nothing for the client.
+    h.advance(Duration::from_secs(9));
+    let seen = h.kms(call, &fixture("decrypt-ok.http"));
+    let next = seen.iter().find_map(|s| match s {
+        Seen::Attest(next) => Some(*next),
+        _ => None,
+    });
+    assert!(next.is_some(), "the queued Decrypt starts: {seen:?}");
+    assert!(h.session.wants_client_bytes());
+    // The partial third message's clock started when reading resumed, not when it arrived.
+    let resumed = h.now.instant;
+    for _ in 0..3 {
+        h.advance(Duration::from_secs(9));
+        h.session.handle_timeout(h.now);
+    }
+    assert!(!h.session.is_closed());
+    assert!(h.session.poll_timeout() <= Some(resumed + Duration::from_secs(30)));
+}
+
+#[test]
+fn no_message_timeout_when_it_is_off() {
+    let config = SessionConfig {
+        message_timeout: None,
+        ..SessionConfig::default()
+    };
+    let mut h = Harness::new(config);
+    h.client(&SET_CLIENT[..5]);
+    assert_eq!(
+        h.session.poll_timeout(),
+        Some(h.start + Duration::from_secs(300)),
+        "only the idle timer"
+    );
+}

@@ -761,3 +761,33 @@ async fn a_bad_set_client_after_a_good_one_leaves_the_good_client_in_place() {
     canary.served_more(1).await;
     canary.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_trickling_one_message_is_closed_at_the_message_timeout() {
+    let (local, mut canary) = start(&["--message-timeout-secs", "1"]).await;
+    let mut trickler = client_with_credentials(&local).await;
+    // A byte every 100 ms never lets the idle timer (300 s) run out; the message's 1 s does.
+    let started = tokio::time::Instant::now();
+    let command = framed(&generate_random(20));
+    let mut closed = false;
+    for byte in &command[..command.len() - 1] {
+        if trickler.send(std::slice::from_ref(byte)).await.is_err() {
+            closed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if !closed {
+        trickler.expect_close().await;
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "closed by the message timeout, not after the whole message"
+    );
+    eventually("only the canary's connection is open", || {
+        open_connections(&local.enclave_state) == 1
+    })
+    .await;
+    canary.served_more(1).await;
+    canary.finish().await;
+}

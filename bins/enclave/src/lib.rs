@@ -68,6 +68,11 @@ pub struct Args {
     #[arg(long, default_value_t = 300)]
     pub idle_timeout_secs: u64,
 
+    /// A message must arrive whole within this many seconds of its first byte; a client
+    /// trickling bytes is closed after its earlier commands are answered (0: no limit).
+    #[arg(long, default_value_t = 30)]
+    pub message_timeout_secs: u64,
+
     /// Deadline for connecting to the proxy plus the TLS handshake, in milliseconds.
     #[arg(long, default_value_t = 3000)]
     pub connect_timeout_ms: u64,
@@ -128,6 +133,8 @@ impl Args {
             max_message_bytes: self.max_message_bytes,
             idle_timeout: (self.idle_timeout_secs > 0)
                 .then(|| Duration::from_secs(self.idle_timeout_secs)),
+            message_timeout: (self.message_timeout_secs > 0)
+                .then(|| Duration::from_secs(self.message_timeout_secs)),
             kms_call_timeout: Duration::from_millis(self.kms_timeout_ms),
             max_attempts: self.max_attempts.max(1),
             backoff: Backoff::default(),

@@ -19,6 +19,10 @@ pub struct SessionConfig {
     pub max_pending_commands: usize,
     /// Close a connection with nothing in flight after this long without client bytes.
     pub idle_timeout: Option<Duration>,
+    /// A message must be complete this long after its first byte arrived; otherwise the
+    /// session stops reading, answers the commands before it and closes. Unlike the idle
+    /// timeout, which every byte resets, this bounds a client that trickles bytes.
+    pub message_timeout: Option<Duration>,
     /// Deadline of one KMS call, every attempt and backoff included.
     pub kms_call_timeout: Duration,
     /// Attempts per KMS call (1 = no retry).
@@ -37,6 +41,7 @@ impl Default for SessionConfig {
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             max_pending_commands: 64,
             idle_timeout: Some(Duration::from_secs(300)),
+            message_timeout: Some(Duration::from_secs(30)),
             kms_call_timeout: Duration::from_secs(10),
             max_attempts: 3,
             backoff: Backoff::default(),

@@ -15,6 +15,9 @@ pub enum CloseReason {
     IdleTimeout,
     /// A message exceeded the cap (after the `Message size too large.` reply).
     MessageTooLarge,
+    /// A message was not complete within the message timeout of its first byte; the commands
+    /// before it were answered.
+    MessageTimeout,
 }
 
 impl fmt::Display for CloseReason {
@@ -23,6 +26,7 @@ impl fmt::Display for CloseReason {
             Self::ClientClosed => "client closed",
             Self::IdleTimeout => "idle timeout",
             Self::MessageTooLarge => "message too large",
+            Self::MessageTimeout => "message not completed in time",
         })
     }
 }

@@ -160,8 +160,12 @@ pub struct EnclaveSession {
     call: Option<ActiveCall>,
     outputs: VecDeque<Output>,
     read_closed: bool,
+    /// Why the session closes once it stops reading and has answered everything.
+    drain_reason: CloseReason,
     closed: bool,
     idle_deadline: Option<Instant>,
+    /// When the partial message being read must be complete.
+    message_deadline: Option<Instant>,
     rng: SplitMix64,
     next_call: u64,
 }
@@ -179,8 +183,10 @@ impl EnclaveSession {
             call: None,
             outputs: VecDeque::new(),
             read_closed: false,
+            drain_reason: CloseReason::ClientClosed,
             closed: false,
             idle_deadline,
+            message_deadline: None,
             rng: SplitMix64(seed),
             next_call: 0,
         }
@@ -263,6 +269,15 @@ impl EnclaveSession {
         if self.closed {
             return;
         }
+        if self.message_deadline.is_some_and(|d| now.instant >= d) {
+            self.message_deadline = None;
+            self.read_closed = true;
+            self.drain_reason = CloseReason::MessageTimeout;
+            self.advance(now);
+            if self.closed {
+                return;
+            }
+        }
         if let Some(active) = self.call.as_mut() {
             let step = active.timer(now);
             self.apply(now, step);
@@ -281,10 +296,14 @@ impl EnclaveSession {
         if self.closed {
             return None;
         }
-        match &self.call {
+        let deadline = match &self.call {
             Some(active) => Some(active.next_deadline()),
             None if self.queue.is_empty() => self.idle_deadline,
             None => None,
+        };
+        match (deadline, self.message_deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     }
 
@@ -301,6 +320,23 @@ impl EnclaveSession {
 
     /// Pulls complete frames into the queue and runs queued commands until one needs KMS.
     fn advance(&mut self, now: Now) {
+        self.run_queue(now);
+        self.time_message(now);
+    }
+
+    /// Starts the clock of a partial message when one is buffered and the session is reading,
+    /// and stops it otherwise. While backpressure holds reading the wait is the session's, not
+    /// the client's, so the clock starts again when reading resumes.
+    fn time_message(&mut self, now: Now) {
+        // With reading on, every whole frame has been pulled out: what is left is partial.
+        if !self.wants_client_bytes() || self.decoder.buffered() == 0 {
+            self.message_deadline = None;
+        } else if self.message_deadline.is_none() {
+            self.message_deadline = self.config.message_timeout.map(|t| now.instant + t);
+        }
+    }
+
+    fn run_queue(&mut self, now: Now) {
         loop {
             self.pump_frames(now);
             if self.closed || self.call.is_some() {
@@ -312,7 +348,7 @@ impl EnclaveSession {
             }
         }
         if self.read_closed && !self.closed {
-            self.close(CloseReason::ClientClosed);
+            self.close(self.drain_reason);
         } else {
             self.touch(now);
         }
@@ -320,7 +356,12 @@ impl EnclaveSession {
 
     fn pump_frames(&mut self, now: Now) {
         while self.queue.len() < self.config.max_pending_commands && !self.decoder.has_failed() {
-            match self.decoder.next_frame() {
+            let next = self.decoder.next_frame();
+            if !matches!(next, Ok(None)) {
+                // A message ended: the next one gets its own time.
+                self.message_deadline = None;
+            }
+            match next {
                 Ok(Some(frame)) => self.queue.push_back(match parse_command(frame) {
                     Ok(command) => Queued::Command(command, now.instant),
                     Err(rejected) => Queued::Rejected(rejected, now.instant),

@@ -649,7 +649,10 @@ fn read_credentials(response: &Response) -> Result<(Credentials, String), ImdsEr
     if response.status != 200 {
         return Err(ImdsErrorKind::Status(response.status));
     }
-    let document: CredentialsDocument = serde_json::from_slice(&response.body)
+    // JSON is UTF-8 (RFC 8259 §8.1); serde_json would skip unknown fields' strings unchecked.
+    let text = std::str::from_utf8(&response.body)
+        .map_err(|_| ImdsErrorKind::Malformed("not UTF-8 text"))?;
+    let document: CredentialsDocument = serde_json::from_str(text)
         .map_err(|_| ImdsErrorKind::Malformed("not a JSON object with string fields"))?;
     if let Some(code) = document.code.filter(|code| code != "Success") {
         return Err(ImdsErrorKind::Code(code.chars().take(100).collect()));

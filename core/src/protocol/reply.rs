@@ -147,10 +147,13 @@ impl Reply {
 
     /// Parses a reply as an enclave (ours or upstream) sends it; compact or spaced JSON.
     pub fn parse(bytes: &[u8]) -> Result<Self, ReplyError> {
-        let wire: OwnedWireReply = serde_json::from_slice(bytes).map_err(|_| {
+        // JSON is UTF-8 (RFC 8259 §8.1); serde_json would skip unknown fields' strings
+        // unchecked.
+        let bytes = std::str::from_utf8(bytes).map_err(|_| ReplyError::NotJson)?;
+        let wire: OwnedWireReply = serde_json::from_str(bytes).map_err(|_| {
             // serde_json reports some wrong types as syntax errors (an enum met with a number
             // or an array, a struct met with a scalar): tell them apart by the syntax alone.
-            match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+            match serde_json::from_str::<serde::de::IgnoredAny>(bytes) {
                 Ok(_) => ReplyError::Shape,
                 Err(_) => ReplyError::NotJson,
             }
@@ -247,6 +250,11 @@ mod tests {
             (b"{\"Status\":\"Ok\"", ReplyError::NotJson),
             (b"{\"Status\":\"Ok\"} trailing", ReplyError::NotJson),
             (b"\xff", ReplyError::NotJson),
+            // Invalid UTF-8 in a field the reply ignores is still not JSON.
+            (
+                b"{\"Status\":\"Ok\",\"Other\":\"\xb7\"}",
+                ReplyError::NotJson,
+            ),
             (b"[1,2,3]", ReplyError::Shape),
             (b"{}", ReplyError::Shape),
             (b"\"Ok\"", ReplyError::Shape),

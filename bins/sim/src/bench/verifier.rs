@@ -1,11 +1,12 @@
 //! The emulator's attestation check with a memory: a document verified once is accepted again
-//! without its five ECDSA P-384 verifications for a minute of the emulator's clock.
+//! without its signature check for a minute of the emulator's clock.
 //!
-//! Verifying a document costs the emulator about three times the enclave's whole CPU per
-//! Decrypt, and the emulator shares this machine's CPUs with the enclave: unchecked, it and not
-//! the enclave would set the throughput. Only a document that passed is remembered, keyed by
-//! its SHA-256, and only for [`REMEMBER_FOR`] of the clock the emulator verifies with, so a
-//! test that moves that clock past a certificate's expiry still sees the document refused.
+//! [`NsmRootVerifier`](crate::kms::NsmRootVerifier) already validates a certificate chain only
+//! once; this also skips the document's own ECDSA P-384 verification, work that would
+//! otherwise share the enclave's CPUs on every request. With attestation reuse the enclave
+//! sends one document many times, and the emulator then does almost none of its own. Only a document that passed is remembered, keyed by its SHA-256, and only for
+//! [`REMEMBER_FOR`] of the clock the emulator verifies with, so a test that moves that clock
+//! past a certificate's expiry still sees the document refused.
 
 use std::collections::HashMap;
 use std::fmt;

@@ -279,6 +279,20 @@ fn failures_name_their_step() {
             ),
         ),
         (
+            "invalid UTF-8 in a field that is not read",
+            vec![ok(TOKEN), ok("r"), {
+                let mut reply = ok(DOCUMENT.replacen('{', "{\"Other\":\"\u{b7}\",", 1).as_str());
+                // Turn the two-byte U+00B7 into a lone continuation byte, keeping the length.
+                let at = reply
+                    .windows(2)
+                    .position(|w| w == [0xc2, 0xb7])
+                    .expect("U+00B7");
+                reply[at] = b' ';
+                reply
+            }],
+            failure(S::Credentials, K::Malformed("not UTF-8 text")),
+        ),
+        (
             "not JSON",
             vec![ok(TOKEN), ok("r"), ok("<html>hunter2</html>")],
             failure(

@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Deserializer};
 use zeroize::Zeroizing;
 
-use super::CredentialsError;
 use super::env::non_empty;
+use super::{CredentialFetch, CredentialsError, FetchOutput};
 use crate::http::{self, HttpError, HttpLimits, Progress, RequestError, Response, ResponseParser};
 use crate::secret::{Credentials, SecretString};
 
@@ -40,7 +40,7 @@ const CREDENTIALS_PATH: &str = "/latest/meta-data/iam/security-credentials/";
 const MAX_TOKEN_BYTES: usize = 1024;
 /// Longest IAM role name.
 const MAX_ROLE_NAME_BYTES: usize = 64;
-const LIMITS: HttpLimits = HttpLimits {
+pub(super) const LIMITS: HttpLimits = HttpLimits {
     max_head_bytes: 16 * 1024,
     max_headers: 64,
     max_body_bytes: 64 * 1024,
@@ -127,7 +127,7 @@ impl ImdsEndpoint {
 }
 
 /// Splits `host[:port]` or `[ipv6][:port]` and checks the host's characters.
-fn split_authority(authority: &str) -> Result<(&str, Option<&str>), &'static str> {
+pub(super) fn split_authority(authority: &str) -> Result<(&str, Option<&str>), &'static str> {
     if let Some(bracketed) = authority.strip_prefix('[') {
         let (host, after) = bracketed
             .split_once(']')
@@ -159,7 +159,7 @@ fn split_authority(authority: &str) -> Result<(&str, Option<&str>), &'static str
 }
 
 /// A decimal TCP port, 1..=65535, digits only.
-fn parse_port(port: &str) -> Option<u16> {
+pub(super) fn parse_port(port: &str) -> Option<u16> {
     let digits = !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit());
     digits
         .then(|| port.parse().ok())
@@ -277,43 +277,7 @@ pub struct ImdsCredentials {
 }
 
 /// What the driver must do next.
-#[must_use]
-pub enum ImdsOutput {
-    /// Drop any previous connection, connect to `host:port` over TCP, write `request_bytes`,
-    /// then pass what is read to [`ImdsClient::handle_response`] (a clean close to
-    /// [`ImdsClient::handle_eof`], a failure to [`ImdsClient::handle_transport_error`]).
-    Send {
-        /// Host to connect to (IPv6 without brackets).
-        host: String,
-        /// TCP port.
-        port: u16,
-        /// The request; holds the session token, so it is zeroized on drop.
-        request_bytes: Zeroizing<Vec<u8>>,
-    },
-    /// Finished: the credentials or why there are none. Nothing more will be output.
-    Done(Result<ImdsCredentials, ImdsError>),
-}
-
-impl fmt::Debug for ImdsOutput {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Send {
-                host,
-                port,
-                request_bytes,
-            } => f
-                .debug_struct("Send")
-                .field("host", host)
-                .field("port", port)
-                .field(
-                    "request_bytes",
-                    &format_args!("[{} bytes]", request_bytes.len()),
-                )
-                .finish(),
-            Self::Done(result) => f.debug_tuple("Done").field(result).finish(),
-        }
-    }
-}
+pub type ImdsOutput = FetchOutput<Result<ImdsCredentials, ImdsError>>;
 
 /// Fetches instance role credentials from IMDSv2 without doing any IO itself.
 ///
@@ -649,34 +613,81 @@ fn read_credentials(response: &Response) -> Result<(Credentials, String), ImdsEr
     if response.status != 200 {
         return Err(ImdsErrorKind::Status(response.status));
     }
+    parse_credentials_document(&response.body).map_err(|error| match error {
+        DocumentError::Malformed(what) => ImdsErrorKind::Malformed(what),
+        DocumentError::Code(code) => ImdsErrorKind::Code(code),
+    })
+}
+
+/// Why a credentials document was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum DocumentError {
+    /// Not what the service sends (names the problem, never a value).
+    Malformed(&'static str),
+    /// `Code` is present and not `Success`.
+    Code(String),
+}
+
+/// The JSON document IMDS and the container credentials endpoints both send: `AccessKeyId`,
+/// `SecretAccessKey`, `Token`, `Expiration`, and from IMDS a `Code`.
+pub(super) fn parse_credentials_document(
+    body: &[u8],
+) -> Result<(Credentials, String), DocumentError> {
     // JSON is UTF-8 (RFC 8259 §8.1); serde_json would skip unknown fields' strings unchecked.
-    let text = std::str::from_utf8(&response.body)
-        .map_err(|_| ImdsErrorKind::Malformed("not UTF-8 text"))?;
+    let text = std::str::from_utf8(body).map_err(|_| DocumentError::Malformed("not UTF-8 text"))?;
     let document: CredentialsDocument = serde_json::from_str(text)
-        .map_err(|_| ImdsErrorKind::Malformed("not a JSON object with string fields"))?;
+        .map_err(|_| DocumentError::Malformed("not a JSON object with string fields"))?;
     if let Some(code) = document.code.filter(|code| code != "Success") {
-        return Err(ImdsErrorKind::Code(code.chars().take(100).collect()));
+        return Err(DocumentError::Code(code.chars().take(100).collect()));
     }
     let present = |field: Option<SecretField>, missing| {
         field
             .map(|field| field.0)
             .filter(|value| !value.is_empty())
-            .ok_or(ImdsErrorKind::Malformed(missing))
+            .ok_or(DocumentError::Malformed(missing))
     };
     let access_key_id = document
         .access_key_id
         .filter(|id| !id.is_empty())
-        .ok_or(ImdsErrorKind::Malformed("AccessKeyId missing"))?;
+        .ok_or(DocumentError::Malformed("AccessKeyId missing"))?;
     let secret_access_key = present(document.secret_access_key, "SecretAccessKey missing")?;
     let token = present(document.token, "Token missing")?;
     let expiration = document
         .expiration
         .filter(|expiration| !expiration.is_empty())
-        .ok_or(ImdsErrorKind::Malformed("Expiration missing"))?;
+        .ok_or(DocumentError::Malformed("Expiration missing"))?;
     Ok((
         Credentials::new(access_key_id, secret_access_key, Some(token)),
         expiration,
     ))
+}
+
+impl CredentialFetch for ImdsClient {
+    type Result = Result<ImdsCredentials, ImdsError>;
+
+    fn poll_output(&mut self) -> Option<ImdsOutput> {
+        ImdsClient::poll_output(self)
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        ImdsClient::poll_timeout(self)
+    }
+
+    fn handle_response(&mut self, now: Instant, bytes: &[u8]) {
+        ImdsClient::handle_response(self, now, bytes);
+    }
+
+    fn handle_eof(&mut self, now: Instant) {
+        ImdsClient::handle_eof(self, now);
+    }
+
+    fn handle_transport_error(&mut self, error: &str) {
+        ImdsClient::handle_transport_error(self, error);
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        ImdsClient::handle_timeout(self, now);
+    }
 }
 
 #[cfg(test)]

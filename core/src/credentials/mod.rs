@@ -1,26 +1,104 @@
 //! AWS credentials for the parent instance: the standard chain of environment variables,
-//! shared credentials file and IMDSv2, decided here and driven from outside.
+//! shared credentials file, container credentials endpoint and IMDSv2, decided here and
+//! driven from outside.
 //!
 //! Nothing here reads the environment, a file or the network. The caller passes an
 //! environment lookup (`|name| std::env::var(name).ok()`), a file reader, and drives the
-//! [`imds::ImdsClient`] state machine over its own sockets.
+//! [`container::ContainerClient`] and [`imds::ImdsClient`] state machines over its own sockets
+//! (both implement [`CredentialFetch`], so one driver serves both).
 //!
-//! A typical chain: [`lookup_static`] tries the environment then the profile; if it returns
-//! [`StaticLookup::NotFound`], the caller runs IMDS (unless [`imds::ImdsEndpoint::from_env`]
-//! says it is disabled), recording the outcome in the returned [`Tried`], whose `Display` is
-//! the message to print when every source came up empty.
+//! The chain, in the AWS SDKs' order: [`lookup_static`] tries the environment then the
+//! profile; if it returns [`StaticLookup::NotFound`], the caller tries the container endpoint
+//! when [`container::ContainerEndpoint::from_env`] finds one configured (a configured endpoint
+//! that fails ends the chain), else IMDS (unless [`imds::ImdsEndpoint::from_env`] says it is
+//! disabled), recording each outcome in the returned [`Tried`], whose `Display` is the message
+//! to print when every source came up empty.
 
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use zeroize::Zeroizing;
 
 use crate::secret::Credentials;
 
+pub mod container;
 pub mod env;
 pub mod imds;
 pub mod profile;
+
+/// An HTTP credential source as a sans-IO state machine: [`imds::ImdsClient`] and
+/// [`container::ContainerClient`].
+///
+/// # Driving contract
+///
+/// After creating the client and after every `handle_*` call, drain
+/// [`poll_output`](Self::poll_output) until it returns `None`:
+/// - [`FetchOutput::Send`]: open a new connection to `host:port` (closing the previous one)
+///   and write the bytes. Feed everything read from it to
+///   [`handle_response`](Self::handle_response); report a close with
+///   [`handle_eof`](Self::handle_eof) and a connect/read/write failure with
+///   [`handle_transport_error`](Self::handle_transport_error).
+/// - [`FetchOutput::Done`]: the result; stop.
+///
+/// When `poll_output` returns `None`, wait for input or until
+/// [`poll_timeout`](Self::poll_timeout), then call [`handle_timeout`](Self::handle_timeout).
+pub trait CredentialFetch {
+    /// The credentials, or why there are none.
+    type Result;
+    /// The next thing for the driver to do, `None` to wait for input or the deadline.
+    fn poll_output(&mut self) -> Option<FetchOutput<Self::Result>>;
+    /// When the current request times out; `None` once finished.
+    fn poll_timeout(&self) -> Option<Instant>;
+    /// Bytes read from the current connection.
+    fn handle_response(&mut self, now: Instant, bytes: &[u8]);
+    /// The current connection was closed by the peer.
+    fn handle_eof(&mut self, now: Instant);
+    /// Connecting, writing or reading failed; `error` says how.
+    fn handle_transport_error(&mut self, error: &str);
+    /// Time has passed; fails the current request if its deadline is reached.
+    fn handle_timeout(&mut self, now: Instant);
+}
+
+/// What the driver of a [`CredentialFetch`] must do next.
+#[must_use]
+pub enum FetchOutput<T> {
+    /// Drop any previous connection, connect to `host:port` over TCP, write `request_bytes`,
+    /// then pass what is read to the client's `handle_response` (a clean close to
+    /// `handle_eof`, a failure to `handle_transport_error`).
+    Send {
+        /// Host to connect to (IPv6 without brackets).
+        host: String,
+        /// TCP port.
+        port: u16,
+        /// The request; it may hold a token, so it is zeroized on drop.
+        request_bytes: Zeroizing<Vec<u8>>,
+    },
+    /// Finished: the credentials or why there are none. Nothing more will be output.
+    Done(T),
+}
+
+impl<T: fmt::Debug> fmt::Debug for FetchOutput<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Send {
+                host,
+                port,
+                request_bytes,
+            } => f
+                .debug_struct("Send")
+                .field("host", host)
+                .field("port", port)
+                .field(
+                    "request_bytes",
+                    &format_args!("[{} bytes]", request_bytes.len()),
+                )
+                .finish(),
+            Self::Done(result) => f.debug_tuple("Done").field(result).finish(),
+        }
+    }
+}
 
 /// Why a credential source failed. Never holds a secret value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,6 +148,23 @@ pub enum CredentialsError {
     },
     /// The IMDSv2 exchange failed.
     Imds(imds::ImdsError),
+    /// `AWS_CONTAINER_CREDENTIALS_RELATIVE_URI` or `_FULL_URI` is not usable (the value is
+    /// not repeated: ECS's carries the task's credential id).
+    InvalidContainerEndpoint {
+        /// The variable.
+        variable: &'static str,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// The container authorization token could not be read or is not a valid header value.
+    ContainerToken {
+        /// The variable it came from.
+        variable: &'static str,
+        /// What is wrong (a path and an I/O error, never the token).
+        reason: String,
+    },
+    /// The container endpoint exchange failed.
+    Container(container::ContainerError),
 }
 
 impl fmt::Display for CredentialsError {
@@ -103,6 +198,11 @@ impl fmt::Display for CredentialsError {
                 write!(f, "invalid IMDS endpoint \"{value}\": {reason}")
             }
             Self::Imds(error) => error.fmt(f),
+            Self::InvalidContainerEndpoint { variable, reason } => {
+                write!(f, "invalid {variable}: {reason}")
+            }
+            Self::ContainerToken { variable, reason } => write!(f, "{variable}: {reason}"),
+            Self::Container(error) => error.fmt(f),
         }
     }
 }
@@ -121,6 +221,8 @@ pub enum Source {
         /// The file, if a path could be worked out.
         path: Option<PathBuf>,
     },
+    /// A container credentials endpoint (ECS task role, EKS Pod Identity).
+    Container,
     /// The instance metadata service (IMDSv2).
     Imds,
 }
@@ -134,6 +236,7 @@ impl fmt::Display for Source {
                 path: Some(path),
             } => write!(f, "profile \"{name}\" in {}", path.display()),
             Self::Profile { name, path: None } => write!(f, "profile \"{name}\""),
+            Self::Container => f.write_str("container endpoint"),
             Self::Imds => f.write_str("IMDS"),
         }
     }

@@ -1,31 +1,47 @@
-//! Drives `kmstool_core`'s IMDSv2 client over TCP on smol.
+//! Drives `kmstool_core`'s HTTP credential sources (the container endpoint and IMDSv2) over
+//! TCP on smol.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use kmstool_core::credentials::imds::{
-    ImdsClient, ImdsCredentials, ImdsEndpoint, ImdsError, ImdsOutput,
+use kmstool_core::credentials::container::{
+    ContainerClient, ContainerCredentials, ContainerEndpoint, ContainerError,
 };
+use kmstool_core::credentials::imds::{ImdsClient, ImdsCredentials, ImdsEndpoint, ImdsError};
+use kmstool_core::credentials::{CredentialFetch, FetchOutput};
 use smol::future::{self, FutureExt as _};
 use smol::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use smol::net::TcpStream;
 use zeroize::Zeroizing;
 
 /// Fetches the instance role's credentials from IMDSv2 at `endpoint`.
-pub async fn fetch(endpoint: ImdsEndpoint) -> Result<ImdsCredentials, ImdsError> {
-    let mut imds = ImdsClient::new(endpoint, Instant::now());
+pub async fn fetch_imds(endpoint: ImdsEndpoint) -> Result<ImdsCredentials, ImdsError> {
+    fetch(ImdsClient::new(endpoint, Instant::now())).await
+}
+
+/// Fetches credentials from the container endpoint (ECS task role, EKS Pod Identity), allowed
+/// `timeout` in all.
+pub async fn fetch_container(
+    endpoint: ContainerEndpoint,
+    timeout: Duration,
+) -> Result<ContainerCredentials, ContainerError> {
+    fetch(ContainerClient::new(endpoint, timeout, Instant::now())).await
+}
+
+/// Drives `client` to its result.
+pub async fn fetch<C: CredentialFetch>(mut client: C) -> C::Result {
     let mut connection: Option<TcpStream> = None;
     let mut buf = Zeroizing::new(vec![0u8; 8192]);
     loop {
-        while let Some(output) = imds.poll_output() {
+        while let Some(output) = client.poll_output() {
             match output {
-                ImdsOutput::Done(result) => return result,
-                ImdsOutput::Send {
+                FetchOutput::Done(result) => return result,
+                FetchOutput::Send {
                     host,
                     port,
                     request_bytes,
                 } => {
                     connection = None;
-                    let deadline = imds.poll_timeout();
+                    let deadline = client.poll_timeout();
                     let connect = async {
                         let mut stream = TcpStream::connect((host.as_str(), port)).await?;
                         stream.write_all(&request_bytes).await?;
@@ -34,14 +50,14 @@ pub async fn fetch(endpoint: ImdsEndpoint) -> Result<ImdsCredentials, ImdsError>
                     match connect.or(expire(deadline)).await {
                         Ok(stream) => connection = Some(stream),
                         Err(error) if error.kind() == std::io::ErrorKind::TimedOut => {
-                            imds.handle_timeout(Instant::now());
+                            client.handle_timeout(Instant::now());
                         }
-                        Err(error) => imds.handle_transport_error(&error.to_string()),
+                        Err(error) => client.handle_transport_error(&error.to_string()),
                     }
                 }
             }
         }
-        let deadline = imds.poll_timeout();
+        let deadline = client.poll_timeout();
         let read = async {
             match connection.as_mut() {
                 Some(stream) => stream.read(&mut buf[..]).await,
@@ -49,12 +65,12 @@ pub async fn fetch(endpoint: ImdsEndpoint) -> Result<ImdsCredentials, ImdsError>
             }
         };
         match read.or(expire(deadline)).await {
-            Ok(0) => imds.handle_eof(Instant::now()),
-            Ok(n) => imds.handle_response(Instant::now(), &buf[..n]),
+            Ok(0) => client.handle_eof(Instant::now()),
+            Ok(n) => client.handle_response(Instant::now(), &buf[..n]),
             Err(error) if error.kind() == std::io::ErrorKind::TimedOut => {
-                imds.handle_timeout(Instant::now());
+                client.handle_timeout(Instant::now());
             }
-            Err(error) => imds.handle_transport_error(&error.to_string()),
+            Err(error) => client.handle_transport_error(&error.to_string()),
         }
     }
 }

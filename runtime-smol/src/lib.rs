@@ -8,9 +8,9 @@
 #![deny(missing_docs)]
 
 pub mod client;
+pub mod credentials;
 #[cfg(feature = "enclave")]
 mod driver;
-pub mod imds;
 #[cfg(feature = "enclave")]
 pub mod keys;
 #[cfg(feature = "enclave")]

@@ -209,10 +209,108 @@ async fn decrypts_with_imds_credentials() {
     assert_eq!(stats.unauthorized, 0, "every read carried the token");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decrypts_with_container_credentials_as_eks_pod_identity_and_ecs() {
+    let setup = Setup::start().await;
+    let token = "eks-pod-identity-token-for-this-test";
+    let mut config = ImdsConfig::new("127.0.0.1:0".parse().unwrap());
+    config.container_token = Some(SecretString::from(token));
+    let agent = Imds::start(config).await.unwrap();
+    setup.local.kms.add_credentials(agent.sim_credentials());
+    let address = agent.local_addr();
+
+    // EKS Pod Identity: a full URI and a token file (with the newline a file has), and IMDS
+    // configured too: the container endpoint comes first.
+    let token_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(token_file.path(), format!("{token}\n")).unwrap();
+    let mut instance = setup
+        .decrypt()
+        .env(
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+            format!("http://{address}/v1/credentials"),
+        )
+        .env(
+            "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+            token_file.path().display().to_string(),
+        )
+        .imds(&agent.endpoint());
+    instance.watch(agent.credentials());
+    assert_eq!(instance.run().await.success(), b"Hello, KMS!\n");
+    let stats = agent.stats();
+    assert_eq!(stats.container_credentials_served, 1);
+    assert_eq!(stats.tokens_issued, 0, "IMDS was not asked");
+
+    // The ECS form: a path under /v2/credentials/ (on 169.254.170.2 in ECS; here the full URI
+    // points at the same kind of path on loopback), the token from the environment.
+    let mut instance = setup
+        .decrypt()
+        .env(
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+            format!("http://{address}/v2/credentials/task-credential-id"),
+        )
+        .env("AWS_CONTAINER_AUTHORIZATION_TOKEN", token);
+    instance.watch(agent.credentials());
+    assert_eq!(instance.run().await.success(), b"Hello, KMS!\n");
+    assert_eq!(agent.stats().container_credentials_served, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_container_token_ends_the_chain_with_a_clear_message() {
+    let mut config = ImdsConfig::new("127.0.0.1:0".parse().unwrap());
+    config.container_token = Some(SecretString::from("the-right-token"));
+    let agent = Imds::start(config).await.unwrap();
+    let address = agent.local_addr();
+    let mut instance = Instance::new()
+        .args(["--connect", "tcp:127.0.0.1:9", "AAAA"])
+        .env(
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+            format!("http://{address}/v1/credentials"),
+        )
+        .env("AWS_CONTAINER_AUTHORIZATION_TOKEN", "a-wrong-token")
+        .imds(&agent.endpoint());
+    instance.watch(agent.credentials());
+    let expected = format!(
+        "{}container endpoint (container endpoint http://{address}: HTTP 401: the authorization token was refused)",
+        nothing_local(instance.home())
+    );
+    assert_eq!(instance.run().await.failure(), expected);
+    let stats = agent.stats();
+    assert_eq!(stats.unauthorized, 1);
+    assert_eq!(
+        stats.tokens_issued, 0,
+        "a configured container endpoint is not skipped"
+    );
+
+    // An endpoint plain HTTP must not go to is refused before any request.
+    let instance = Instance::new()
+        .args(["--connect", "tcp:127.0.0.1:9", "AAAA"])
+        .env(
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+            "http://credentials.example.com/v1",
+        );
+    let out = instance.run().await;
+    let message = out.failure();
+    assert!(
+        message.ends_with(
+            "container endpoint (invalid AWS_CONTAINER_CREDENTIALS_FULL_URI: plain HTTP is allowed only to loopback or the ECS/EKS addresses 169.254.170.2, 169.254.170.23 and fd00:ec2::23)"
+        ),
+        "{message}"
+    );
+}
+
 // --- error paths ----------------------------------------------------------------------------
 
-/// The text every "no credentials" message starts with, for a run whose HOME is `home`.
+/// The text every "no credentials" message starts with, for a run whose HOME is `home` and
+/// with no container endpoint configured.
 fn nothing_static(home: &std::path::Path) -> String {
+    format!(
+        "{}container endpoint (AWS_CONTAINER_CREDENTIALS_RELATIVE_URI and _FULL_URI unset), ",
+        nothing_local(home)
+    )
+}
+
+/// Environment and credentials file, both empty.
+fn nothing_local(home: &std::path::Path) -> String {
     format!(
         "no credentials: environment (AWS_ACCESS_KEY_ID unset), profile \"default\" in {}/.aws/credentials (file not found), ",
         home.display()

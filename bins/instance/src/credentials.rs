@@ -1,9 +1,15 @@
-//! The standard AWS credentials chain: environment, shared credentials file, IMDSv2.
+//! The standard AWS credentials chain: environment, shared credentials file, container
+//! endpoint (ECS task role, EKS Pod Identity), IMDSv2.
 
+use kmstool_core::credentials::container::{self, ContainerEndpoint};
 use kmstool_core::credentials::imds::ImdsEndpoint;
 use kmstool_core::credentials::{CredentialsError, Miss, Source, StaticLookup, lookup_static};
 use kmstool_core::secret::Credentials;
+use kmstool_runtime_smol::credentials::{fetch_container, fetch_imds};
 use zeroize::Zeroizing;
+
+/// How an unconfigured container endpoint reads in the list of sources tried.
+const CONTAINER_VARS: &str = "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI and _FULL_URI";
 
 /// Credentials from the first source that has them; the error lists every source tried.
 pub async fn resolve(profile: Option<&str>) -> Result<Credentials, String> {
@@ -21,9 +27,25 @@ pub async fn resolve(profile: Option<&str>) -> Result<Credentials, String> {
         StaticLookup::Failed(tried) => return Err(tried.to_string()),
         StaticLookup::NotFound(tried) => tried,
     };
+    // A configured container endpoint is the answer or the error, as in the AWS SDKs.
+    match ContainerEndpoint::from_env(get_env, read_file) {
+        Ok(None) => tried.record(Source::Container, Miss::Unset(CONTAINER_VARS)),
+        Ok(Some(endpoint)) => match fetch_container(endpoint, container::DEFAULT_TIMEOUT).await {
+            Ok(fetched) => return Ok(fetched.credentials),
+            Err(error) => {
+                let miss = Miss::Failed(CredentialsError::Container(error));
+                tried.record(Source::Container, miss);
+                return Err(tried.to_string());
+            }
+        },
+        Err(error) => {
+            tried.record(Source::Container, Miss::Failed(error));
+            return Err(tried.to_string());
+        }
+    }
     match ImdsEndpoint::from_env(get_env) {
         Ok(None) => tried.record(Source::Imds, Miss::Disabled),
-        Ok(Some(endpoint)) => match kmstool_runtime_smol::imds::fetch(endpoint).await {
+        Ok(Some(endpoint)) => match fetch_imds(endpoint).await {
             Ok(imds) => return Ok(imds.credentials),
             Err(error) => tried.record(Source::Imds, Miss::Failed(CredentialsError::Imds(error))),
         },

@@ -10,6 +10,12 @@
 //! `…/security-credentials/<role>` returns `Code`, `LastUpdated`, `Type` (`AWS-HMAC`),
 //! `AccessKeyId`, `SecretAccessKey`, `Token` and `Expiration` (ISO 8601 UTC).
 //! [`ImdsMode::V1Only`] makes it an IMDSv1-only service, for error-path tests.
+//!
+//! The same service also answers as a container credentials endpoint (ECS task role at
+//! `GET /v2/credentials/<id>`, EKS Pod Identity at `GET /v1/credentials`): no IMDS token, the
+//! `Authorization` header must equal [`ImdsConfig::container_token`] when one is set (401
+//! otherwise), and the document has `RoleArn`, `AccessKeyId`, `SecretAccessKey`, `Token` and
+//! `Expiration`.
 
 use std::collections::HashMap;
 use std::io;
@@ -29,6 +35,11 @@ use crate::kms::clock::{Clock, iso8601, parse_iso8601};
 use crate::kms::http::{ReadOutcome, Request, Response, read_request};
 use crate::kms::keystore::random_bytes;
 use crate::kms::{DEFAULT_ACCOUNT_ID, SimCredentials};
+
+/// The ECS task-role credentials path prefix.
+pub const ECS_CREDENTIALS_PREFIX: &str = "/v2/credentials/";
+/// The EKS Pod Identity credentials path.
+pub const EKS_CREDENTIALS_PATH: &str = "/v1/credentials";
 
 /// The token endpoint.
 pub const TOKEN_PATH: &str = "/latest/api/token";
@@ -73,6 +84,9 @@ pub struct ImdsConfig {
     pub clock: Clock,
     /// The account the role belongs to (names the principal for the KMS emulator).
     pub account_id: String,
+    /// The `Authorization` value the container credentials paths require; `None` requires
+    /// none.
+    pub container_token: Option<SecretString>,
 }
 
 impl ImdsConfig {
@@ -88,6 +102,7 @@ impl ImdsConfig {
             mode: ImdsMode::V2Only,
             clock,
             account_id: DEFAULT_ACCOUNT_ID.to_owned(),
+            container_token: None,
         }
     }
 }
@@ -118,6 +133,8 @@ pub struct ImdsStats {
     pub unauthorized: u64,
     /// Credential documents served.
     pub credentials_served: u64,
+    /// Credential documents served on the container paths.
+    pub container_credentials_served: u64,
 }
 
 #[derive(Debug)]
@@ -280,6 +297,10 @@ fn respond(shared: &Shared, request: &Request) -> Response {
         .map_or(request.target.as_str(), |(p, _)| p);
     match (request.method.as_str(), path) {
         ("PUT", TOKEN_PATH) => issue_token(shared, request),
+        ("GET", EKS_CREDENTIALS_PATH) => container_credentials(shared, request),
+        ("GET", p) if p.starts_with(ECS_CREDENTIALS_PREFIX) => {
+            container_credentials(shared, request)
+        }
         ("GET", _) => read(shared, request, path),
         (_, _) => text(405, "Method Not Allowed").with_header("Allow", "GET, PUT"),
     }
@@ -341,6 +362,51 @@ fn read(shared: &Shared, request: &Request, path: &str) -> Response {
     }
     count(shared, |s| s.credentials_served += 1);
     text(200, &credentials_document(shared))
+}
+
+/// A container credentials path: the token (if one is configured), then the document.
+fn container_credentials(shared: &Shared, request: &Request) -> Response {
+    if let Some(expected) = &shared.config.container_token {
+        let given = request.header("authorization").unwrap_or_default();
+        // Constant time: the token is a credential.
+        let same = given.len() == expected.expose().len()
+            && given
+                .bytes()
+                .zip(expected.expose().bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0;
+        if !same {
+            count(shared, |s| s.unauthorized += 1);
+            return text(401, r#"{"code":"Unauthorized"}"#);
+        }
+    }
+    count(shared, |s| s.container_credentials_served += 1);
+    let config = &shared.config;
+    let document = ContainerDocument {
+        role_arn: format!(
+            "arn:aws:iam::{}:role/{}",
+            config.account_id, config.role_name
+        ),
+        access_key_id: &config.credentials.access_key_id,
+        secret_access_key: config.credentials.secret_access_key.expose(),
+        token: config
+            .credentials
+            .session_token
+            .as_ref()
+            .map_or("", |t| t.expose()),
+        expiration: iso8601(config.expiration),
+    };
+    text(200, &serde_json::to_string(&document).unwrap_or_default())
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct ContainerDocument<'a> {
+    role_arn: String,
+    access_key_id: &'a str,
+    secret_access_key: &'a str,
+    token: &'a str,
+    expiration: String,
 }
 
 #[derive(Serialize)]

@@ -156,6 +156,12 @@ struct ImdsArgs {
     /// Behave like an IMDSv1-only service (token requests refused).
     #[arg(long)]
     v1_only: bool,
+
+    /// Require the token in this file as `Authorization` on the container credentials paths
+    /// (`/v1/credentials` as EKS Pod Identity, `/v2/credentials/ID` as ECS), like
+    /// `AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE`; without it they need none.
+    #[arg(long, value_name = "FILE")]
+    container_token_file: Option<PathBuf>,
 }
 
 /// How the simulated NSM is set up.
@@ -379,6 +385,12 @@ async fn serve_imds(args: ImdsArgs) -> anyhow::Result<()> {
     config.role_name = args.role;
     if args.v1_only {
         config.mode = ImdsMode::V1Only { put_status: 403 };
+    }
+    if let Some(path) = &args.container_token_file {
+        let token = zeroize::Zeroizing::new(
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
+        );
+        config.container_token = Some(kmstool_core::secret::SecretString::from(token.trim()));
     }
     let handle = Imds::start(config).await.context("starting IMDS")?;
     if let Some(path) = &args.credentials_out {

@@ -151,6 +151,16 @@ bytes '\x00\x05' 'HTTP/1.1 200 OK\r\n\r\ntoken|||HTTP/1.1 404 Not Found\r\n\r\n'
 bytes '\x00\x00' 'HTTP/1.1 200 OK\r\n\r\ntoken|||HTTP/1.1 200 OK\r\n\r\nrole\r\n|||HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1b\r\n{"Code":"AssumeRoleUnauthor\r\n0c\r\nizedAccess"}\r\n0\r\n\r\n' |
     put imds code-error
 
+# --- container credentials: after-byte, cut byte, FLAGS URI|||TOKEN|||RESPONSE ---------------
+# FLAGS bit 0: relative URI (else full), bit 1: token from a file (else the variable).
+container_ok='HTTP/1.1 200 OK\r\nContent-Length: 160\r\n\r\n{"RoleArn":"arn:aws:iam::1:role/r","AccessKeyId":"ASIAEXAMPLE","SecretAccessKey":"wJalrXUtnFEMI","Token":"IQoJb3JpZ2luX2Vj","Expiration":"2026-11-29T10:26:21Z"}'
+bytes '\x00\x10\x02' 'http://169.254.170.23/v1/credentials|||eyJhbGciOiJSUzI1NiJ9.e30.c2ln\n|||' "$container_ok" |
+    put container eks-pod-identity
+bytes '\x01\x00\x01' '/v2/credentials/7c2e4d4f||||||' "$container_ok" | put container ecs
+bytes '\x00\x00\x00' 'http://127.0.0.1:9911/creds?x=1|||token|||HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n' |
+    put container refused
+bytes '\x00\x00\x00' 'https://creds.example.com/v1|||t|||' | put container https
+
 # --- whole enclave sessions: region byte, attempts byte, then steps -------------------------
 # Step variants of fuzz_targets/session.rs (11 in all), each step preceded by 01, list ended by 00.
 steps=11

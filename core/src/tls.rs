@@ -5,10 +5,46 @@
 //! Building the configuration is pure; the runtimes run the handshakes.
 
 use std::fmt;
+use std::io;
 use std::sync::Arc;
+use std::time::Duration;
 
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, ServerName};
+
+use crate::session::{TransportFailure, TransportStage};
+
+/// A failed TLS handshake with KMS, as the session should see it: a certificate or protocol
+/// error from rustls is [`TransportStage::Tls`], not retried, since trying again cannot fix
+/// it; the peer hanging up, or the handshake not finishing in time (the proxy or the network
+/// was slow), is [`TransportStage::Io`], retried like any dropped connection.
+pub fn handshake_failure(error: &io::Error) -> TransportFailure {
+    let rustls_error = error
+        .get_ref()
+        .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some());
+    let stage = if rustls_error {
+        TransportStage::Tls
+    } else {
+        TransportStage::Io
+    };
+    TransportFailure::new(stage, error.to_string())
+}
+
+/// The error a runtime reports for a handshake that took longer than `limit`.
+pub fn handshake_timeout(limit: Duration) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        format!("no TLS handshake within {} ms", limit.as_millis()),
+    )
+}
+
+/// The error a runtime reports for a proxy connection not made within `limit`.
+pub fn connect_timeout(limit: Duration) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        format!("no connection within {} ms", limit.as_millis()),
+    )
+}
 
 /// How a runtime reaches KMS.
 #[derive(Debug, Clone)]
@@ -18,11 +54,11 @@ pub struct KmsTransportConfig {
     /// TLS settings (see [`client_config`]).
     pub tls: Arc<rustls::ClientConfig>,
     /// Connect plus handshake.
-    pub connect_timeout: std::time::Duration,
+    pub connect_timeout: Duration,
     /// Idle connections kept per host.
     pub max_idle_per_host: usize,
     /// How long an idle connection is kept.
-    pub idle_timeout: std::time::Duration,
+    pub idle_timeout: Duration,
 }
 
 /// Why TLS settings could not be built.
@@ -110,6 +146,24 @@ pub fn server_name(host: &str) -> Result<ServerName<'static>, TlsConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn handshake_failures_are_retried_unless_rustls_refused() {
+        let refused = io::Error::new(
+            io::ErrorKind::InvalidData,
+            rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForName),
+        );
+        assert_eq!(handshake_failure(&refused).stage, TransportStage::Tls);
+        let timed_out = handshake_failure(&handshake_timeout(Duration::from_millis(1500)));
+        assert_eq!(timed_out.stage, TransportStage::Io);
+        assert_eq!(timed_out.detail, "no TLS handshake within 1500 ms");
+        let hung_up = io::Error::from(io::ErrorKind::UnexpectedEof);
+        assert_eq!(handshake_failure(&hung_up).stage, TransportStage::Io);
+        assert_eq!(
+            connect_timeout(Duration::from_secs(3)).to_string(),
+            "no connection within 3000 ms"
+        );
+    }
 
     #[test]
     fn mozilla_roots_and_http11_only() {

@@ -66,34 +66,21 @@ impl KmsConnector {
         let server_name = tls::server_name(host)
             .map_err(|e| TransportFailure::new(TransportStage::Tls, e.to_string()))?;
         let proxy = &self.config.proxy;
-        let stream = net::connect(proxy).or(timeout(limit)).await.map_err(|e| {
-            TransportFailure::new(TransportStage::Connect, format!("proxy {proxy}: {e}"))
-        })?;
+        let stream = net::connect(proxy)
+            .or(expire(tls::connect_timeout(limit), limit))
+            .await
+            .map_err(|e| {
+                TransportFailure::new(TransportStage::Connect, format!("proxy {proxy}: {e}"))
+            })?;
         self.connector
             .connect(server_name, stream)
-            .or(timeout(limit))
+            .or(expire(tls::handshake_timeout(limit), limit))
             .await
-            .map_err(tls_failure)
+            .map_err(|error| tls::handshake_failure(&error))
     }
 }
 
-async fn timeout<T>(after: Duration) -> io::Result<T> {
+async fn expire<T>(error: io::Error, after: Duration) -> io::Result<T> {
     smol::Timer::after(after).await;
-    Err(io::Error::new(
-        io::ErrorKind::TimedOut,
-        format!("no answer within {} ms", after.as_millis()),
-    ))
-}
-
-/// Certificate problems are TLS failures (not retried); a peer hanging up is an IO failure.
-fn tls_failure(error: io::Error) -> TransportFailure {
-    let stage = match error
-        .get_ref()
-        .and_then(|e| e.downcast_ref::<rustls::Error>())
-    {
-        Some(_) => TransportStage::Tls,
-        None if error.kind() == io::ErrorKind::TimedOut => TransportStage::Tls,
-        None => TransportStage::Io,
-    };
-    TransportFailure::new(stage, error.to_string())
+    Err(error)
 }

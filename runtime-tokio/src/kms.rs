@@ -70,45 +70,20 @@ impl KmsConnector {
         let deadline = self.config.connect_timeout;
         let server_name = tls::server_name(host)
             .map_err(|e| TransportFailure::new(TransportStage::Tls, e.to_string()))?;
-        let stream = match timeout(deadline, net::connect(&self.config.proxy)).await {
+        let proxy = &self.config.proxy;
+        let stream = match timeout(deadline, net::connect(proxy)).await {
             Ok(Ok(stream)) => stream,
-            Ok(Err(error)) => {
-                return Err(TransportFailure::new(
-                    TransportStage::Connect,
-                    format!("proxy {}: {error}", self.config.proxy),
-                ));
-            }
-            Err(_) => {
-                return Err(TransportFailure::new(
-                    TransportStage::Connect,
-                    format!(
-                        "proxy {}: no connection within {} ms",
-                        self.config.proxy,
-                        deadline.as_millis()
-                    ),
-                ));
-            }
+            Ok(Err(error)) => return Err(connect_failure(proxy, &error)),
+            Err(_) => return Err(connect_failure(proxy, &tls::connect_timeout(deadline))),
         };
         match timeout(deadline, self.connector.connect(server_name, stream)).await {
             Ok(Ok(tls)) => Ok(tls),
-            Ok(Err(error)) => Err(tls_failure(error)),
-            Err(_) => Err(TransportFailure::new(
-                TransportStage::Tls,
-                format!("no TLS handshake within {} ms", deadline.as_millis()),
-            )),
+            Ok(Err(error)) => Err(tls::handshake_failure(&error)),
+            Err(_) => Err(tls::handshake_failure(&tls::handshake_timeout(deadline))),
         }
     }
 }
 
-/// A handshake that failed on certificates is a TLS failure (not retried); one that failed
-/// because the peer hung up is a connection failure (retried).
-fn tls_failure(error: io::Error) -> TransportFailure {
-    let stage = match error
-        .get_ref()
-        .and_then(|e| e.downcast_ref::<rustls::Error>())
-    {
-        Some(_) => TransportStage::Tls,
-        None => TransportStage::Io,
-    };
-    TransportFailure::new(stage, error.to_string())
+fn connect_failure(proxy: &kmstool_core::address::Address, error: &io::Error) -> TransportFailure {
+    TransportFailure::new(TransportStage::Connect, format!("proxy {proxy}: {error}"))
 }

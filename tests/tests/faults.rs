@@ -341,7 +341,7 @@ async fn a_proxy_that_refuses_ends_in_a_transport_error_after_the_attempts() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_proxy_that_never_answers_is_cut_off_at_the_connect_timeout() {
+async fn a_proxy_that_never_answers_is_cut_off_at_the_connect_timeout_and_retried() {
     let proxy = StandIn::silent().await;
     let enclave = enclave_behind(&proxy, None, sim_nsm()).await;
     let reply = generate(&enclave.address, &any_credentials()).await;
@@ -351,7 +351,8 @@ async fn a_proxy_that_never_answers_is_cut_off_at_the_connect_timeout() {
         message.contains("no TLS handshake within 1000 ms"),
         "{message}"
     );
-    assert!(proxy.accepted() <= MAX_ATTEMPTS);
+    // A slow handshake may be a slow proxy: retried, unlike a refused certificate.
+    assert_eq!(proxy.accepted(), MAX_ATTEMPTS);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -46,9 +46,10 @@ pub struct AttestationFailure {
 pub enum TransportStage {
     /// Connecting to the proxy (refused, unreachable, timed out). Retried.
     Connect,
-    /// The TLS handshake (untrusted certificate, wrong host). Not retried.
+    /// The TLS handshake refused by rustls (untrusted certificate, wrong host). Not retried.
     Tls,
-    /// Reading or writing an established connection (reset). Retried.
+    /// Reading or writing an established connection (reset), or a handshake the peer cut
+    /// short or did not finish in time. Retried.
     Io,
 }
 

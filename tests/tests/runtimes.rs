@@ -98,6 +98,19 @@ impl SmolEnclave {
     }
 }
 
+impl SmolEnclave {
+    /// Tells the server to stop (it drains in-flight commands) and waits for its thread.
+    async fn stop(mut self) {
+        drop(self.stop.take());
+        let thread = self.thread.take();
+        tokio::task::spawn_blocking(move || thread.map(std::thread::JoinHandle::join))
+            .await
+            .expect("joining")
+            .transpose()
+            .expect("the smol server thread did not panic");
+    }
+}
+
 impl Drop for SmolEnclave {
     fn drop(&mut self) {
         drop(self.stop.take());
@@ -503,5 +516,52 @@ async fn both_turn_away_a_connection_over_the_limit_alike() {
         "{busy}"
     );
     drop(smol);
+    local.stop().await.expect("stopping the tokio enclave");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_smol_server_finishes_in_flight_commands_on_shutdown_then_closes() {
+    let options = LocalOptions {
+        faults: kmstool_sim::kms::Faults {
+            latency: Duration::from_millis(300),
+            ..kmstool_sim::kms::Faults::default()
+        },
+        ..LocalOptions::default()
+    };
+    let local = Local::start(options).await.expect("local setup");
+    let smol = SmolEnclave::start(&local, 64).await;
+    let address = smol.address.clone();
+    let fixture = Fixture::new(&local);
+    let mut conn = Conn::open(&address).await;
+    conn.send_json(&fixture.set_client).await;
+    assert_eq!(conn.recv_reply().await, r#"{"Status":"Ok"}"#);
+    let before = local.kms.stats().requests;
+    conn.send_json(&fixture.decrypt(json!({"purpose": "runtimes"})))
+        .await;
+    for _ in 0..200 {
+        if local.kms.stats().requests > before {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(local.kms.stats().requests > before, "the call reached KMS");
+
+    let stopping = tokio::spawn(smol.stop());
+    let reply: Value = serde_json::from_str(&conn.recv_reply().await).expect("JSON");
+    assert_eq!(reply["Status"], "Ok", "{reply}");
+    assert_eq!(
+        B64.decode(reply["Message"].as_str().expect("Message"))
+            .expect("base64"),
+        MESSAGE
+    );
+    assert_eq!(conn.recv().await, None, "closed once answered");
+    stopping.await.expect("the server stopped");
+    let Address::Tcp { host, port } = &address else {
+        panic!("TCP expected");
+    };
+    assert!(
+        TcpStream::connect((host.as_str(), *port)).await.is_err(),
+        "still accepting after shutdown"
+    );
     local.stop().await.expect("stopping the tokio enclave");
 }

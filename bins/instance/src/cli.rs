@@ -17,7 +17,12 @@ use zeroize::Zeroizing;
     name = "kmstool-instance",
     version,
     about = "Asks a kmstool enclave to decrypt with AWS KMS (or to generate a data key or random bytes)",
-    subcommand_negates_reqs = true
+    subcommand_negates_reqs = true,
+    after_help = "Credentials, first found: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY[/AWS_SESSION_TOKEN]; \
+the shared credentials file (AWS_SHARED_CREDENTIALS_FILE or ~/.aws/credentials, --profile or \
+AWS_PROFILE); a container endpoint (AWS_CONTAINER_CREDENTIALS_RELATIVE_URI or _FULL_URI, token \
+from AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE or _TOKEN); IMDSv2 \
+(AWS_EC2_METADATA_SERVICE_ENDPOINT, off with AWS_EC2_METADATA_DISABLED=true)."
 )]
 pub struct Args {
     /// vsock CID of the enclave (required unless --connect).

@@ -264,3 +264,24 @@ fn a_remembered_chain_covers_only_its_exact_bytes() {
     );
     assert_eq!(chains.validations(), 2);
 }
+
+#[test]
+fn the_emulators_verifier_validates_one_modules_chain_once() {
+    use kmstool_sim::kms::{AttestationVerifier as _, NsmRootVerifier};
+    use std::time::{Duration, UNIX_EPOCH};
+    let nsm = sim(SimConfig::default());
+    let verifier = NsmRootVerifier::new(nsm.root_der().to_vec());
+    let at = UNIX_EPOCH + Duration::from_millis(NOW_MS);
+    for key in [&b"first key"[..], b"second key", b"third key"] {
+        let attested = verifier.verify(&sim_document(&nsm, key), at);
+        assert_eq!(attested.map(|a| a.public_key), Ok(key.to_vec()));
+    }
+    assert_eq!(verifier.chain_validations(), 1);
+    // A day later the leaf has expired: validated again, and refused.
+    let later = verifier.verify(
+        &sim_document(&nsm, b"k"),
+        at + Duration::from_millis(DAY_MS),
+    );
+    assert!(later.is_err());
+    assert_eq!(verifier.chain_validations(), 2);
+}

@@ -764,9 +764,9 @@ async fn a_bad_set_client_after_a_good_one_leaves_the_good_client_in_place() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_trickling_one_message_is_closed_at_the_message_timeout() {
-    let (local, mut canary) = start(&["--message-timeout-secs", "1"]).await;
+    let (local, mut canary) = start(&["--message-timeout-secs", "2"]).await;
     let mut trickler = client_with_credentials(&local).await;
-    // A byte every 100 ms never lets the idle timer (300 s) run out; the message's 1 s does.
+    // One byte per second never lets the idle timer (300 s) run out; the message's 2 s do.
     let started = tokio::time::Instant::now();
     let command = framed(&generate_random(20));
     let mut closed = false;
@@ -775,7 +775,11 @@ async fn a_client_trickling_one_message_is_closed_at_the_message_timeout() {
             closed = true;
             break;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        canary.served_more(1).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if started.elapsed() > Duration::from_secs(4) {
+            break;
+        }
     }
     if !closed {
         trickler.expect_close().await;

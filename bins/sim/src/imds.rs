@@ -387,28 +387,46 @@ fn container_credentials(shared: &Shared, request: &Request) -> Response {
             "arn:aws:iam::{}:role/{}",
             config.account_id, config.role_name
         ),
-        access_key_id: &config.credentials.access_key_id,
-        secret_access_key: config.credentials.secret_access_key.expose(),
-        token: config
-            .credentials
-            .session_token
-            .as_ref()
-            .map_or("", |t| t.expose()),
-        expiration: iso8601(config.expiration),
+        keys: RoleKeys::of(config),
     };
     text(200, &serde_json::to_string(&document).unwrap_or_default())
 }
 
+/// The fields both documents carry.
 #[derive(Serialize)]
 #[serde(rename_all = "PascalCase")]
-struct ContainerDocument<'a> {
-    role_arn: String,
+struct RoleKeys<'a> {
     access_key_id: &'a str,
     secret_access_key: &'a str,
     token: &'a str,
     expiration: String,
 }
 
+impl<'a> RoleKeys<'a> {
+    fn of(config: &'a ImdsConfig) -> Self {
+        Self {
+            access_key_id: &config.credentials.access_key_id,
+            secret_access_key: config.credentials.secret_access_key.expose(),
+            token: config
+                .credentials
+                .session_token
+                .as_ref()
+                .map_or("", |t| t.expose()),
+            expiration: iso8601(config.expiration),
+        }
+    }
+}
+
+/// What ECS and EKS Pod Identity send.
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct ContainerDocument<'a> {
+    role_arn: String,
+    #[serde(flatten)]
+    keys: RoleKeys<'a>,
+}
+
+/// What IMDS sends.
 #[derive(Serialize)]
 #[serde(rename_all = "PascalCase")]
 struct CredentialsDocument<'a> {
@@ -416,26 +434,16 @@ struct CredentialsDocument<'a> {
     last_updated: String,
     #[serde(rename = "Type")]
     kind: &'static str,
-    access_key_id: &'a str,
-    secret_access_key: &'a str,
-    token: &'a str,
-    expiration: String,
+    #[serde(flatten)]
+    keys: RoleKeys<'a>,
 }
 
 fn credentials_document(shared: &Shared) -> String {
-    let config = &shared.config;
     let document = CredentialsDocument {
         code: "Success",
         last_updated: iso8601(shared.last_updated),
         kind: "AWS-HMAC",
-        access_key_id: &config.credentials.access_key_id,
-        secret_access_key: config.credentials.secret_access_key.expose(),
-        token: config
-            .credentials
-            .session_token
-            .as_ref()
-            .map_or("", |t| t.expose()),
-        expiration: iso8601(config.expiration),
+        keys: RoleKeys::of(&shared.config),
     };
     serde_json::to_string_pretty(&document).unwrap_or_default()
 }

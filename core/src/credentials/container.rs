@@ -20,9 +20,10 @@ use std::time::{Duration, Instant};
 use zeroize::Zeroizing;
 
 use super::env::non_empty;
+use super::exchange::Exchange;
 use super::imds::{DocumentError, LIMITS, parse_credentials_document, parse_port, split_authority};
 use super::{CredentialFetch, CredentialsError, FetchOutput};
-use crate::http::{self, HttpError, Progress, RequestError, Response, ResponseParser};
+use crate::http::{self, HttpError, RequestError, Response};
 use crate::secret::{Credentials, SecretString};
 
 /// Path on the ECS endpoint `169.254.170.2`, e.g. `/v2/credentials/<id>`.
@@ -289,27 +290,14 @@ pub struct ContainerClient {
     host: String,
     port: u16,
     deadline: Instant,
-    state: State,
-}
-
-enum State {
-    Queued(Zeroizing<Vec<u8>>),
-    Waiting(ResponseParser),
-    Finished(Result<ContainerCredentials, ContainerError>),
-    Closed,
+    exchange: Exchange<Result<ContainerCredentials, ContainerError>>,
 }
 
 impl fmt::Debug for ContainerClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let state = match &self.state {
-            State::Queued(_) => "Queued".to_owned(),
-            State::Waiting(_) => "Waiting".to_owned(),
-            State::Finished(result) => format!("Finished(ok: {})", result.is_ok()),
-            State::Closed => "Closed".to_owned(),
-        };
         f.debug_struct("ContainerClient")
             .field("endpoint", &self.endpoint)
-            .field("state", &state)
+            .field("state", &self.exchange.describe(Result::is_ok))
             .field("deadline", &self.deadline)
             .finish_non_exhaustive()
     }
@@ -333,12 +321,12 @@ impl ContainerClient {
             host: endpoint.host.clone(),
             port: endpoint.port,
             deadline: now + timeout,
-            state: State::Closed,
+            exchange: Exchange::Closed,
         };
-        client.state = match written {
-            Ok(()) => State::Queued(request),
-            Err(error) => State::Finished(Err(client.error(ContainerErrorKind::Request(error)))),
-        };
+        match written {
+            Ok(()) => client.exchange = Exchange::Queued(request),
+            Err(error) => client.fail(ContainerErrorKind::Request(error)),
+        }
         client
     }
 
@@ -351,26 +339,28 @@ impl ContainerClient {
     }
 
     fn fail(&mut self, kind: ContainerErrorKind) {
-        self.state = State::Finished(Err(self.error(kind)));
+        self.exchange = Exchange::Finished(Err(self.error(kind)));
     }
 
-    fn on_response(&mut self, response: &Response) {
-        if response.status != 200 {
-            return self.fail(ContainerErrorKind::Status(response.status));
-        }
-        self.state = match parse_credentials_document(&response.body) {
-            Ok((credentials, expiration)) => State::Finished(Ok(ContainerCredentials {
-                credentials,
-                expiration,
-            })),
-            // ECS and EKS send no `Code`; one that is not `Success` is as bad as a broken body.
-            Err(DocumentError::Malformed(what)) => {
-                State::Finished(Err(self.error(ContainerErrorKind::Malformed(what))))
-            }
-            Err(DocumentError::Code(_)) => State::Finished(Err(
-                self.error(ContainerErrorKind::Malformed("Code is not Success"))
-            )),
+    fn on_response(&mut self, response: Result<Response, HttpError>) {
+        let response = match response {
+            Ok(response) if response.status == 200 => response,
+            Ok(response) => return self.fail(ContainerErrorKind::Status(response.status)),
+            Err(error) => return self.fail(ContainerErrorKind::Http(error)),
         };
+        match parse_credentials_document(&response.body) {
+            Ok((credentials, expiration)) => {
+                self.exchange = Exchange::Finished(Ok(ContainerCredentials {
+                    credentials,
+                    expiration,
+                }));
+            }
+            Err(DocumentError::Malformed(what)) => self.fail(ContainerErrorKind::Malformed(what)),
+            // ECS and EKS send no `Code`; one that is not `Success` is as bad as a broken body.
+            Err(DocumentError::Code(_)) => {
+                self.fail(ContainerErrorKind::Malformed("Code is not Success"));
+            }
+        }
     }
 }
 
@@ -378,60 +368,33 @@ impl CredentialFetch for ContainerClient {
     type Result = Result<ContainerCredentials, ContainerError>;
 
     fn poll_output(&mut self) -> Option<FetchOutput<Self::Result>> {
-        match std::mem::replace(&mut self.state, State::Closed) {
-            State::Queued(request) => {
-                self.state = State::Waiting(ResponseParser::new(LIMITS));
-                Some(FetchOutput::Send {
-                    host: self.host.clone(),
-                    port: self.port,
-                    request_bytes: request,
-                })
-            }
-            State::Finished(result) => Some(FetchOutput::Done(result)),
-            waiting @ State::Waiting(_) => {
-                self.state = waiting;
-                None
-            }
-            State::Closed => None,
-        }
+        self.exchange.poll_output(&self.host, self.port, LIMITS)
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        match self.state {
-            State::Queued(_) | State::Waiting(_) => Some(self.deadline),
-            State::Finished(_) | State::Closed => None,
-        }
+        self.exchange.is_open().then_some(self.deadline)
     }
 
     fn handle_response(&mut self, _now: Instant, bytes: &[u8]) {
-        let State::Waiting(parser) = &mut self.state else {
-            return;
-        };
-        match parser.feed(bytes) {
-            Ok(Progress::NeedMore) => {}
-            Ok(Progress::Complete(response)) => self.on_response(&response),
-            Err(error) => self.fail(ContainerErrorKind::Http(error)),
+        if let Some(response) = self.exchange.feed(bytes) {
+            self.on_response(response);
         }
     }
 
     fn handle_eof(&mut self, _now: Instant) {
-        let State::Waiting(parser) = &mut self.state else {
-            return;
-        };
-        match parser.eof() {
-            Ok(response) => self.on_response(&response),
-            Err(error) => self.fail(ContainerErrorKind::Http(error)),
+        if let Some(response) = self.exchange.eof() {
+            self.on_response(response);
         }
     }
 
     fn handle_transport_error(&mut self, error: &str) {
-        if matches!(self.state, State::Queued(_) | State::Waiting(_)) {
+        if self.exchange.is_open() {
             self.fail(ContainerErrorKind::Transport(error.to_owned()));
         }
     }
 
     fn handle_timeout(&mut self, now: Instant) {
-        if now >= self.deadline && matches!(self.state, State::Queued(_) | State::Waiting(_)) {
+        if now >= self.deadline && self.exchange.is_open() {
             self.fail(ContainerErrorKind::Timeout);
         }
     }

@@ -19,8 +19,9 @@ use serde::{Deserialize, Deserializer};
 use zeroize::Zeroizing;
 
 use super::env::non_empty;
+use super::exchange::Exchange;
 use super::{CredentialFetch, CredentialsError, FetchOutput};
-use crate::http::{self, HttpError, HttpLimits, Progress, RequestError, Response, ResponseParser};
+use crate::http::{self, HttpError, HttpLimits, RequestError, Response};
 use crate::secret::{Credentials, SecretString};
 
 /// Switches IMDS off when `true` (any case).
@@ -343,7 +344,9 @@ pub type ImdsOutput = FetchOutput<Result<ImdsCredentials, ImdsError>>;
 pub struct ImdsClient {
     endpoint: ImdsEndpoint,
     step_timeout: Duration,
-    state: State,
+    /// The step whose request is queued, outstanding or last answered.
+    step: ImdsStep,
+    exchange: Exchange<Result<ImdsCredentials, ImdsError>>,
     deadline: Instant,
     /// The session token, from step 1 until the end.
     token: Option<SecretString>,
@@ -351,34 +354,12 @@ pub struct ImdsClient {
     role: String,
 }
 
-enum State {
-    /// A request to hand out through `poll_output`.
-    Queued {
-        step: ImdsStep,
-        request: Zeroizing<Vec<u8>>,
-    },
-    /// Request handed out; reading its response.
-    Waiting {
-        step: ImdsStep,
-        parser: ResponseParser,
-    },
-    /// The result, not yet polled.
-    Finished(Result<ImdsCredentials, ImdsError>),
-    /// `Done` was polled.
-    Closed,
-}
-
 impl fmt::Debug for ImdsClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let state = match &self.state {
-            State::Queued { step, .. } => format!("Queued({step:?})"),
-            State::Waiting { step, .. } => format!("Waiting({step:?})"),
-            State::Finished(result) => format!("Finished(ok: {})", result.is_ok()),
-            State::Closed => "Closed".to_owned(),
-        };
         f.debug_struct("ImdsClient")
             .field("endpoint", &self.endpoint)
-            .field("state", &state)
+            .field("step", &self.step)
+            .field("state", &self.exchange.describe(Result::is_ok))
             .field("deadline", &self.deadline)
             .finish_non_exhaustive()
     }
@@ -396,7 +377,8 @@ impl ImdsClient {
         let mut client = Self {
             endpoint,
             step_timeout,
-            state: State::Closed,
+            step: ImdsStep::Token,
+            exchange: Exchange::Closed,
             deadline: now,
             token: None,
             role: String::new(),
@@ -407,80 +389,47 @@ impl ImdsClient {
 
     /// The next thing for the driver to do, `None` to wait for input or the deadline.
     pub fn poll_output(&mut self) -> Option<ImdsOutput> {
-        match std::mem::replace(&mut self.state, State::Closed) {
-            State::Queued { step, request } => {
-                self.state = State::Waiting {
-                    step,
-                    parser: ResponseParser::new(LIMITS),
-                };
-                Some(ImdsOutput::Send {
-                    host: self.endpoint.host.clone(),
-                    port: self.endpoint.port,
-                    request_bytes: request,
-                })
-            }
-            State::Finished(result) => Some(ImdsOutput::Done(result)),
-            waiting @ State::Waiting { .. } => {
-                self.state = waiting;
-                None
-            }
-            State::Closed => None,
-        }
+        self.exchange
+            .poll_output(&self.endpoint.host, self.endpoint.port, LIMITS)
     }
 
     /// When the current step times out; `None` once finished.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        match self.state {
-            State::Queued { .. } | State::Waiting { .. } => Some(self.deadline),
-            State::Finished(_) | State::Closed => None,
-        }
+        self.exchange.is_open().then_some(self.deadline)
     }
 
     /// Bytes read from the current connection.
     pub fn handle_response(&mut self, now: Instant, bytes: &[u8]) {
-        let State::Waiting { step, parser } = &mut self.state else {
-            return;
-        };
-        let step = *step;
-        match parser.feed(bytes) {
-            Ok(Progress::NeedMore) => {}
-            Ok(Progress::Complete(response)) => self.on_response(step, &response, now),
-            Err(error) => self.fail(step, ImdsErrorKind::Http(error)),
+        if let Some(response) = self.exchange.feed(bytes) {
+            self.on_response(response, now);
         }
     }
 
     /// The current connection was closed by the peer.
     pub fn handle_eof(&mut self, now: Instant) {
-        let State::Waiting { step, parser } = &mut self.state else {
-            return;
-        };
-        let step = *step;
-        match parser.eof() {
-            Ok(response) => self.on_response(step, &response, now),
-            Err(error) => self.fail(step, ImdsErrorKind::Http(error)),
+        if let Some(response) = self.exchange.eof() {
+            self.on_response(response, now);
         }
     }
 
     /// Connecting, writing or reading failed; `error` says how (it ends up in the message).
     pub fn handle_transport_error(&mut self, error: &str) {
-        if let State::Queued { step, .. } | State::Waiting { step, .. } = self.state {
-            self.fail(step, ImdsErrorKind::Transport(error.to_owned()));
+        if self.exchange.is_open() {
+            self.fail(ImdsErrorKind::Transport(error.to_owned()));
         }
     }
 
     /// Time has passed; fails the current step if its deadline is reached.
     pub fn handle_timeout(&mut self, now: Instant) {
-        if now < self.deadline {
-            return;
-        }
-        if let State::Queued { step, .. } | State::Waiting { step, .. } = self.state {
-            self.fail(step, ImdsErrorKind::Timeout);
+        if now >= self.deadline && self.exchange.is_open() {
+            self.fail(ImdsErrorKind::Timeout);
         }
     }
 
-    fn fail(&mut self, step: ImdsStep, kind: ImdsErrorKind) {
+    fn fail(&mut self, kind: ImdsErrorKind) {
         self.token = None;
-        self.state = State::Finished(Err(ImdsError { step, kind }));
+        let step = self.step;
+        self.exchange = Exchange::Finished(Err(ImdsError { step, kind }));
     }
 
     /// Builds the request for `step` (with the session token after step 1) and queues it with
@@ -498,29 +447,25 @@ impl ImdsClient {
         headers.push(("Connection", "close"));
         let mut request = Zeroizing::new(Vec::new());
         self.deadline = now + self.step_timeout;
-        self.state = match http::write_request(&mut request, method, path, &headers, b"") {
-            Ok(()) => State::Queued { step, request },
-            Err(error) => State::Finished(Err(ImdsError {
-                step,
-                kind: ImdsErrorKind::Request(error),
-            })),
-        };
-    }
-
-    fn on_response(&mut self, step: ImdsStep, response: &Response, now: Instant) {
-        if let Err(kind) = self.advance(step, response, now) {
-            self.fail(step, kind);
+        self.step = step;
+        match http::write_request(&mut request, method, path, &headers, b"") {
+            Ok(()) => self.exchange = Exchange::Queued(request),
+            Err(error) => self.fail(ImdsErrorKind::Request(error)),
         }
     }
 
-    /// Takes what a step's response gives and queues the next step, or finishes.
-    fn advance(
-        &mut self,
-        step: ImdsStep,
-        response: &Response,
-        now: Instant,
-    ) -> Result<(), ImdsErrorKind> {
-        match step {
+    fn on_response(&mut self, response: Result<Response, HttpError>, now: Instant) {
+        let result = response
+            .map_err(ImdsErrorKind::Http)
+            .and_then(|response| self.advance(&response, now));
+        if let Err(kind) = result {
+            self.fail(kind);
+        }
+    }
+
+    /// Takes what the current step's response gives and queues the next step, or finishes.
+    fn advance(&mut self, response: &Response, now: Instant) -> Result<(), ImdsErrorKind> {
+        match self.step {
             ImdsStep::Token => {
                 self.token = Some(read_token(response)?);
                 self.queue(ImdsStep::RoleName, "GET", CREDENTIALS_PATH, now);
@@ -534,7 +479,7 @@ impl ImdsClient {
             ImdsStep::Credentials => {
                 let (credentials, expiration) = read_credentials(response)?;
                 self.token = None;
-                self.state = State::Finished(Ok(ImdsCredentials {
+                self.exchange = Exchange::Finished(Ok(ImdsCredentials {
                     credentials,
                     expiration,
                     role: std::mem::take(&mut self.role),

@@ -25,6 +25,7 @@ use crate::secret::Credentials;
 
 pub mod container;
 pub mod env;
+mod exchange;
 pub mod imds;
 pub mod profile;
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Fills fuzz/corpus/<target>/ with seed inputs: the real bytes in ../shared/fixtures/ and
+# Fills fuzz/corpus/<target>/ with seed inputs: the real bytes in fixtures/ and
 # core/tests/fixtures/kms/, reshaped to each target's input layout, plus a few hand-written
 # valid inputs per target. Idempotent: every seed has a fixed name (`seed-*`) and is rewritten
 # with the same bytes; what libFuzzer adds (hash-named files) is left alone.
@@ -11,10 +11,10 @@
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
-shared=${KMSTOOL_SHARED_FIXTURES:-$root/../shared/fixtures}
+fixtures=$root/fixtures
 recorded=$root/core/tests/fixtures/kms
 corpus=$root/fuzz/corpus
-[ -d "$shared" ] || { echo "seed.sh: $shared is missing" >&2; exit 1; }
+[ -d "$fixtures" ] || { echo "seed.sh: $fixtures is missing" >&2; exit 1; }
 
 # put TARGET NAME: stdin becomes corpus/TARGET/seed-NAME.
 put() {
@@ -48,7 +48,7 @@ commands=(
 )
 frame_prefix='\xff\x0f\x00' # frame_decoder: max 4095, no cuts
 n=0
-for file in "$shared/upstream-wire/instance-enclave-frames.log" "$shared/upstream-wire/enclave-error-frames.txt"; do
+for file in "$fixtures/upstream-wire/instance-enclave-frames.log" "$fixtures/upstream-wire/enclave-error-frames.txt"; do
     stream=""
     while IFS= read -r payload; do
         n=$((n + 1))
@@ -72,7 +72,7 @@ for file in "$recorded"/*.http; do
     { bytes '\x01\x01\x10\x00\x00'; cat "$file"; } | put http_response "$name-eof-cut"
     body "$file" | put kms_response "$name"
 done
-for file in "$shared"/upstream-wire/*.http; do
+for file in "$fixtures"/upstream-wire/*.http; do
     # Requests, not responses: their bodies are KMS JSON all the same.
     body "$file" | put kms_response "request-$(basename "$file" .http)"
 done
@@ -100,7 +100,7 @@ for i in "${!kms_bodies[@]}"; do
 done
 
 # --- CMS: the real KMS captures, and the envelopes inside the recorded responses ------------
-for file in "$shared"/kms/*.ber; do
+for file in "$fixtures"/kms/*.ber; do
     put cms_unwrap "$(basename "$file" .ber)" <"$file"
 done
 for file in "$recorded"/*-ok.http; do
@@ -110,7 +110,7 @@ done
 # cms_envelope: mode (u32 variant of 3), layout byte, chunk u16, 16-byte IV, then data.
 iv='\x00\x01\x02\x03\x04\x05\x06\x07\x08\x09\x0a\x0b\x0c\x0d\x0e\x0f'
 { variant 0 3; bytes '\x00'; le16 1000; bytes "$iv" 'Hello, KMS!'; } | put cms_envelope plaintext-kms
-{ variant 0 3; bytes '\x00'; le16 7; bytes "$iv"; head -c 100 "$shared/kms/real-kms-decrypt-with-key.ber"; } |
+{ variant 0 3; bytes '\x00'; le16 7; bytes "$iv"; head -c 100 "$fixtures/kms/real-kms-decrypt-with-key.ber"; } |
     put cms_envelope plaintext-chunked
 { variant 0 3; bytes '\x02'; le16 0; bytes "$iv"; } | put cms_envelope plaintext-empty-der
 { variant 1 3; bytes '\x01'; le16 0; bytes "$iv" '0123456789abcdef0123456789abcdef'; } |
@@ -119,7 +119,7 @@ iv='\x00\x01\x02\x03\x04\x05\x06\x07\x08\x09\x0a\x0b\x0c\x0d\x0e\x0f'
     put cms_envelope corrupt-key
 
 # --- attestation documents ------------------------------------------------------------------
-for file in "$shared"/attestation/*.cose; do
+for file in "$fixtures"/attestation/*.cose; do
     put attestation "$(basename "$file" .cose)" <"$file"
 done
 
@@ -129,7 +129,7 @@ n=0
 stream=""
 while IFS= read -r payload; do
     case $payload in '{ "Status"'*) stream+=$payload ;; esac
-done < <(grep ' S->C ' "$shared/upstream-wire/instance-enclave-frames.log" | wire_payloads /dev/stdin)
+done < <(grep ' S->C ' "$fixtures/upstream-wire/instance-enclave-frames.log" | wire_payloads /dev/stdin)
 bytes '\x00\x00' "$stream" | put instance_reply upstream-sessions
 bytes '\x00\x00' "$ok" '{"Status":"Ok","Message":"SGVsbG8sIEtNUyE=","KeyId":"k","EncryptionAlgorithm":"SYMMETRIC_DEFAULT"}\x00' |
     put instance_reply decrypt

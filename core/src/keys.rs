@@ -176,7 +176,7 @@ mod tests {
     fn fixture_key() -> RecipientKey {
         let path = concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../../shared/fixtures/kms/real-kms-decrypt-with-key.key.pem"
+            "/../fixtures/kms/real-kms-decrypt-with-key.key.pem"
         );
         let pem = std::fs::read(path).unwrap_or_else(|e| panic!("{path}: {e}"));
         RecipientKey::from_pem(Backend::DEFAULT, &pem)

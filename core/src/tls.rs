@@ -188,7 +188,7 @@ mod tests {
     fn accepts_the_nitro_root_as_an_extra_root() {
         let pem = std::fs::read(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../../shared/fixtures/attestation/aws-nitro-root-g1.pem"
+            "/../fixtures/attestation/aws-nitro-root-g1.pem"
         ))
         .expect("fixture");
         assert_eq!(parse_certificates(&pem).map(|c| c.len()), Ok(1));

@@ -2,7 +2,7 @@
 //! `KMSTOOL_REGENERATE=1 cargo test -p kmstool-core --test kms_fixtures_gen -- --ignored`).
 //!
 //! `decrypt-ok.http` wraps the real KMS capture `real-kms-decrypt-with-key.ber` from
-//! ../shared/fixtures/kms/ unchanged. The GenerateDataKey and GenerateRandom successes carry
+//! the repository's fixtures/kms/ unchanged. The GenerateDataKey and GenerateRandom successes carry
 //! envelopes built in KMS's exact layout for the same (published) key, so the session tests
 //! can open them. Error responses follow the shapes KMS documents (status, `__type`,
 //! `message`, `x-amzn-ErrorType`).
@@ -14,7 +14,7 @@ use base64::Engine as _;
 use kmstool_core::cms::{self, Layout};
 use kmstool_core::crypto::{Backend, RecipientKey};
 
-const SHARED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures/kms/");
+const REAL_KMS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/kms/");
 const OUT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/kms/");
 const KEY_ARN: &str = "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
 
@@ -59,9 +59,9 @@ fn regenerate_kms_fixtures() {
         return;
     }
     let b64 = base64::engine::general_purpose::STANDARD;
-    let pem = std::fs::read(format!("{SHARED}real-kms-decrypt-with-key.key.pem")).expect("key");
+    let pem = std::fs::read(format!("{REAL_KMS}real-kms-decrypt-with-key.key.pem")).expect("key");
     let key = RecipientKey::from_pem(Backend::DEFAULT, &pem).expect("key");
-    let real = std::fs::read(format!("{SHARED}real-kms-decrypt-with-key.ber")).expect("capture");
+    let real = std::fs::read(format!("{REAL_KMS}real-kms-decrypt-with-key.ber")).expect("capture");
     let write =
         |name: &str, bytes: Vec<u8>| std::fs::write(format!("{OUT}{name}"), bytes).expect("write");
 

@@ -17,7 +17,7 @@ fn error_text(frame: &[u8]) -> Option<String> {
 
 #[test]
 fn frame_level_errors_have_upstream_texts() {
-    // Inputs from ../shared/fixtures/upstream-wire/enclave-error-frames.txt and beyond.
+    // Inputs from fixtures/upstream-wire/enclave-error-frames.txt and beyond.
     let cases: &[(&[u8], &str)] = &[
         (b"not json", "Error reading JSON object"),
         (b"", "Error reading JSON object"),
@@ -214,7 +214,7 @@ fn kinds_of_errors() {
 
 #[test]
 fn set_client_parses_upstream_messages() {
-    // From ../shared/fixtures/upstream-wire/instance-enclave-frames.log (spaced JSON).
+    // From fixtures/upstream-wire/instance-enclave-frames.log (spaced JSON).
     let frame = br#"{ "Operation": "SetClient", "AwsAccessKeyId": "AKIDEXAMPLE", "AwsSecretAccessKey": "SECRET", "AwsSessionToken": "TOKEN" }"#;
     let command = parse_command(frame).expect("command");
     assert_eq!(command.operation, Operation::SetClient);

@@ -13,15 +13,15 @@ use kmstool_core::session::{
     SessionConfig, TransportFailure, TransportStage,
 };
 
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/kms/");
-const SHARED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures/kms/");
+const RECORDED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/kms/");
+const REAL_KMS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/kms/");
 const SET_CLIENT: &[u8] =
     b"{\"Operation\":\"SetClient\",\"AwsAccessKeyId\":\"AKIDEXAMPLE\",\"AwsSecretAccessKey\":\"wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY\",\"AwsSessionToken\":\"TOKEN\"}\0";
 const DECRYPT: &[u8] =
     b"{\"Operation\":\"Decrypt\",\"Ciphertext\":\"AQIDBA==\",\"RequestId\":\"r1\"}\0";
 
 fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(format!("{FIXTURES}{name}")).expect("fixture")
+    std::fs::read(format!("{RECORDED}{name}")).expect("fixture")
 }
 
 fn hex_file(path: &str) -> Vec<u8> {
@@ -34,7 +34,7 @@ fn hex_file(path: &str) -> Vec<u8> {
 }
 
 fn key() -> Arc<RecipientKey> {
-    let pem = std::fs::read(format!("{SHARED}real-kms-decrypt-with-key.key.pem")).expect("key");
+    let pem = std::fs::read(format!("{REAL_KMS}real-kms-decrypt-with-key.key.pem")).expect("key");
     Arc::new(RecipientKey::from_pem(Backend::DEFAULT, &pem).expect("key"))
 }
 
@@ -217,7 +217,9 @@ fn decrypt_with_the_real_kms_capture() {
     );
 
     let seen = h.kms(call, &fixture("decrypt-ok.http"));
-    let plaintext = hex_file(&format!("{SHARED}real-kms-decrypt-with-key.plaintext.hex"));
+    let plaintext = hex_file(&format!(
+        "{REAL_KMS}real-kms-decrypt-with-key.plaintext.hex"
+    ));
     let mut expected = ok_reply(&plaintext);
     expected.key_id =
         Some("arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab".into());
@@ -284,7 +286,7 @@ fn generate_data_key_and_generate_random() {
     );
     let seen = h.kms(call, &fixture("generatedatakey-ok.http"));
     let reply = only_reply(&seen);
-    let data_key = hex_file(&format!("{FIXTURES}generatedatakey-ok.plaintext.hex"));
+    let data_key = hex_file(&format!("{RECORDED}generatedatakey-ok.plaintext.hex"));
     assert_eq!(reply.status, Status::Ok);
     assert_eq!(reply.message, ok_reply(&data_key).message);
     assert_eq!(
@@ -304,7 +306,7 @@ fn generate_data_key_and_generate_random() {
     let seen = h.attest(call);
     assert!(matches!(seen[..], [Seen::KmsSend { .. }]), "{seen:?}");
     let seen = h.kms(call, &fixture("generaterandom-ok.http"));
-    let random = hex_file(&format!("{FIXTURES}generaterandom-ok.plaintext.hex"));
+    let random = hex_file(&format!("{RECORDED}generaterandom-ok.plaintext.hex"));
     assert_eq!(only_reply(&seen), &ok_reply(&random));
 }
 

@@ -1,4 +1,4 @@
-//! SigV4: the independent vectors in ../shared/fixtures/sigv4/, byte for byte, and a
+//! SigV4: the independent vectors in fixtures/sigv4/, byte for byte, and a
 //! differential test against AWS's own signer (the `aws-sigv4` crate) on random inputs.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -36,7 +36,7 @@ struct Expected {
 fn vectors() -> Vec<Vector> {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/fixtures/sigv4/kms-sigv4-vectors.json"
+        "/../fixtures/sigv4/kms-sigv4-vectors.json"
     );
     let text = std::fs::read_to_string(path).expect("read the SigV4 vectors");
     serde_json::from_str(&text).expect("parse the SigV4 vectors")

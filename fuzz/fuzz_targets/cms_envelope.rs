@@ -16,8 +16,8 @@ use libfuzzer_sys::fuzz_target;
 use zeroize::Zeroizing;
 
 const KEY_PEM: &[u8] =
-    include_bytes!("../../../shared/fixtures/kms/real-kms-decrypt-with-key.key.pem");
-const CAPTURE: &[u8] = include_bytes!("../../../shared/fixtures/kms/real-kms-decrypt-with-key.ber");
+    include_bytes!("../../fixtures/kms/real-kms-decrypt-with-key.key.pem");
+const CAPTURE: &[u8] = include_bytes!("../../fixtures/kms/real-kms-decrypt-with-key.ber");
 
 struct Fixture {
     keys: Vec<RecipientKey>,

@@ -23,7 +23,7 @@ use kmstool_core::session::{
 use libfuzzer_sys::fuzz_target;
 
 const KEY_PEM: &[u8] =
-    include_bytes!("../../../shared/fixtures/kms/real-kms-decrypt-with-key.key.pem");
+    include_bytes!("../../fixtures/kms/real-kms-decrypt-with-key.key.pem");
 const RESPONSES: [&[u8]; 7] = [
     include_bytes!("../../core/tests/fixtures/kms/decrypt-ok.http"),
     include_bytes!("../../core/tests/fixtures/kms/generatedatakey-ok.http"),
@@ -35,7 +35,7 @@ const RESPONSES: [&[u8]; 7] = [
 ];
 /// The plaintexts the recorded successes carry, hex.
 const PLAINTEXTS: [&str; 3] = [
-    include_str!("../../../shared/fixtures/kms/real-kms-decrypt-with-key.plaintext.hex"),
+    include_str!("../../fixtures/kms/real-kms-decrypt-with-key.plaintext.hex"),
     include_str!("../../core/tests/fixtures/kms/generatedatakey-ok.plaintext.hex"),
     include_str!("../../core/tests/fixtures/kms/generaterandom-ok.plaintext.hex"),
 ];

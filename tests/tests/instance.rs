@@ -780,7 +780,7 @@ async fn a_failed_write_of_the_result_is_an_error() {
 fn captured(direction: &str) -> Vec<Vec<u8>> {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/fixtures/upstream-wire/instance-enclave-frames.log"
+        "/../fixtures/upstream-wire/instance-enclave-frames.log"
     );
     let log = std::fs::read_to_string(path).expect("upstream capture");
     let marker = format!("{direction} b'");

@@ -322,7 +322,7 @@ fn session_token(credentials: &Credentials) -> &[u8] {
         .as_bytes()
 }
 
-/// The real KMS capture with its recipient key (see `shared/fixtures/README.md`).
+/// The real KMS capture with its recipient key (see `fixtures/README.md`).
 struct Capture {
     key_pem: Vec<u8>,
     envelope: Vec<u8>,
@@ -330,7 +330,7 @@ struct Capture {
 }
 
 fn capture() -> Capture {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures/kms");
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/kms");
     let read = |name: &str| std::fs::read(format!("{dir}/{name}")).expect("fixture");
     let hex = String::from_utf8(read("real-kms-decrypt-with-key.plaintext.hex")).expect("hex");
     let hex = hex.trim();

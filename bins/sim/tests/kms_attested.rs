@@ -93,7 +93,7 @@ async fn rejects_documents_of_other_roots() {
     // A genuine AWS document is from another root too (and its leaf expired long ago).
     let real = std::fs::read(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/fixtures/attestation/real-nitro-attestation-1.cose"
+        "/../../fixtures/attestation/real-nitro-attestation-1.cose"
     ))
     .expect("fixture");
     let reply = c

@@ -241,7 +241,7 @@ async fn recipient_gets_ciphertext_for_recipient_only() {
 async fn ciphertext_for_recipient_is_shaped_like_real_kms() {
     let real = std::fs::read(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/fixtures/kms/real-kms-parse-only-4.ber"
+        "/../../fixtures/kms/real-kms-parse-only-4.ber"
     ))
     .expect("fixture");
     let kms = start(config()).await;

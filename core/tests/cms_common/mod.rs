@@ -4,12 +4,9 @@
 use kmstool_core::crypto::{Backend, RecipientKey};
 use sha2::{Digest, Sha256};
 
-/// Bytes of a file under `shared/fixtures/kms/`.
+/// Bytes of a file under `fixtures/kms/` (repository root).
 pub fn fixture(name: &str) -> Vec<u8> {
-    let path = format!(
-        "{}/../../shared/fixtures/kms/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    );
+    let path = format!("{}/../fixtures/kms/{name}", env!("CARGO_MANIFEST_DIR"));
     std::fs::read(&path).unwrap_or_else(|e| panic!("reading {path}: {e}"))
 }
 

@@ -19,7 +19,7 @@ pub const REAL_DOCUMENTS: [&str; 3] = [
 
 pub fn fixture(name: &str) -> Vec<u8> {
     let path = format!(
-        "{}/../../../shared/fixtures/attestation/{name}",
+        "{}/../../fixtures/attestation/{name}",
         env!("CARGO_MANIFEST_DIR")
     );
     std::fs::read(&path).unwrap_or_else(|e| panic!("reading {path}: {e}"))

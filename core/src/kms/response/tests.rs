@@ -6,10 +6,7 @@ use super::*;
 const KEY_ARN: &str = "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
 
 fn fixture(name: &str) -> Vec<u8> {
-    let path = format!(
-        "{}/../../shared/fixtures/kms/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    );
+    let path = format!("{}/../fixtures/kms/{name}", env!("CARGO_MANIFEST_DIR"));
     std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 

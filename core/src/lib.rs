@@ -26,3 +26,4 @@ pub mod session;
 pub mod sigv4;
 #[cfg(feature = "tls")]
 pub mod tls;
+pub mod version;

@@ -14,6 +14,7 @@ pub mod verify;
 
 pub mod bench;
 pub mod demo;
+pub mod docs;
 pub mod encrypt;
 pub mod imds;
 pub mod kms;

@@ -338,3 +338,270 @@ fn an_enclave_process_documents_verify_against_the_root_it_writes() {
     );
     runtime.block_on(kms.shutdown());
 }
+
+/// Runs a workspace binary to completion with `args`, `KMSTOOL_LOG` and `RUST_LOG` unset
+/// unless `env` sets them.
+fn run(name: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(bin(name));
+    command
+        .env_remove("KMSTOOL_LOG")
+        .env_remove("KMSTOOL_LOG_FORMAT")
+        .env_remove("RUST_LOG")
+        .env_remove("REGION")
+        .env_remove("ENDPOINT")
+        .env("NO_COLOR", "1")
+        .args(args);
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    command.output().expect("running the binary")
+}
+
+fn stderr_of(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn a_log_filter_naming_no_level_and_no_crate_of_ours_is_a_usage_error() {
+    let refused = "is neither a level (off, error, warn, info, debug, trace) nor one of our crates";
+    for (name, args) in [
+        ("kmstool-enclave", &[][..]),
+        (
+            "kmstool-sim",
+            &["enclave", "--listen", "tcp:127.0.0.1:0"][..],
+        ),
+    ] {
+        for (flag, env) in [
+            (Some("chatty"), None),
+            (Some("info,chatty"), None),
+            (None, Some(("KMSTOOL_LOG", "chatty"))),
+        ] {
+            let mut all = args.to_vec();
+            if let Some(filter) = flag {
+                all.extend(["--log-level", filter]);
+            }
+            let output = run(name, &all, env.as_slice());
+            let stderr = stderr_of(&output);
+            assert_eq!(output.status.code(), Some(1), "{name} {all:?}: {stderr}");
+            assert!(
+                stderr.starts_with("error: invalid value ") && stderr.contains(refused),
+                "{name} {all:?}: {stderr}"
+            );
+        }
+        // A value that does not parse as a directive at all.
+        let mut all = args.to_vec();
+        all.extend(["--log-level", "kmstool_core=loud"]);
+        let output = run(name, &all, &[]);
+        assert_eq!(output.status.code(), Some(1), "{}", stderr_of(&output));
+        assert!(
+            stderr_of(&output).contains("does not parse"),
+            "{}",
+            stderr_of(&output)
+        );
+    }
+    // RUST_LOG is read when neither the flag nor KMSTOOL_LOG is given, and checked alike.
+    let output = run(
+        "kmstool-sim",
+        &["enclave", "--listen", "tcp:127.0.0.1:0"],
+        &[("RUST_LOG", "chatty")],
+    );
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        stderr_of(&output),
+        format!(
+            "Error: invalid log filter in RUST_LOG: \"chatty\" {refused} (kmstool_core, kmstool_runtime_tokio, kmstool_runtime_smol, kmstool_enclave, kmstool_enclave_cli, kmstool_instance, kmstool_sim, kmstool_tests); other targets need TARGET=LEVEL\n"
+        )
+    );
+}
+
+/// `kmstool-sim enclave` on an ephemeral port with this environment; returns it once ready.
+fn start_enclave_with_env(args: &[&str], env: &[(&str, &str)]) -> Process {
+    let mut command = Command::new(bin("kmstool-sim"));
+    command
+        .env_remove("KMSTOOL_LOG")
+        .env_remove("RUST_LOG")
+        .arg("enclave")
+        .args(["--listen", "tcp:127.0.0.1:0", "--region", "us-east-1"])
+        .args(args);
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let process = Process::spawn(command);
+    process.wait_for(false, |text| {
+        text.contains("kmstool-enclave ready").then_some(())
+    });
+    process
+}
+
+#[test]
+fn the_log_filter_comes_from_the_flag_then_kmstool_log_then_rust_log() {
+    // RUST_LOG alone is honoured: the key generation is logged at debug level.
+    let enclave = start_enclave_with_env(&[], &[("RUST_LOG", "debug")]);
+    enclave.wait_for(false, |text| {
+        text.contains("DEBUG kmstool_runtime_tokio::keys: enclave key generated")
+            .then_some(())
+    });
+    drop(enclave);
+    // KMSTOOL_LOG wins over a RUST_LOG that would be refused, the flag over both.
+    start_enclave_with_env(&[], &[("KMSTOOL_LOG", "info"), ("RUST_LOG", "chatty")]);
+    start_enclave_with_env(
+        &["--log-level", "info"],
+        &[("KMSTOOL_LOG", "chatty"), ("RUST_LOG", "chatty")],
+    );
+    // -v raises the level to debug whatever KMSTOOL_LOG says.
+    let enclave = start_enclave_with_env(&["-v"], &[("KMSTOOL_LOG", "warn")]);
+    enclave.wait_for(false, |text| {
+        text.contains("DEBUG kmstool_runtime_tokio::keys: enclave key generated")
+            .then_some(())
+    });
+}
+
+#[test]
+fn log_format_json_writes_one_json_object_per_line() {
+    let enclave = start_enclave_with_env(&["--log-format", "json"], &[]);
+    let log = enclave.stderr();
+    let ready = log
+        .lines()
+        .find(|line| line.contains("kmstool-enclave ready"))
+        .expect("the ready line");
+    let value: serde_json::Value = serde_json::from_str(ready).expect("a JSON log line");
+    assert_eq!(value["level"], "INFO", "{ready}");
+    assert_eq!(
+        value["fields"]["message"], "kmstool-enclave ready",
+        "{ready}"
+    );
+    assert!(
+        value["fields"]["listen"]
+            .as_str()
+            .is_some_and(|l| l.starts_with("tcp:127.0.0.1:")),
+        "{ready}"
+    );
+    let output = run("kmstool-enclave", &["--log-format", "xml"], &[]);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr_of(&output));
+}
+
+#[test]
+fn a_missing_nsm_device_is_reported_once() {
+    if std::path::Path::new("/dev/nsm").exists() {
+        return; // Inside a real enclave the server would start.
+    }
+    let output = run("kmstool-enclave", &["--listen", "tcp:127.0.0.1:0"], &[]);
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        stderr_of(&output),
+        "Error: cannot open /dev/nsm: not running in a Nitro enclave (use kmstool-sim for \
+         development)\n"
+    );
+}
+
+#[test]
+fn usage_errors_exit_1_and_help_and_version_exit_0() {
+    for name in ["kmstool-enclave", "kmstool-sim"] {
+        for flag in ["--help", "--version"] {
+            let output = run(name, &[flag], &[]);
+            assert_eq!(output.status.code(), Some(0), "{name} {flag}");
+            assert!(!output.stdout.is_empty(), "{name} {flag}");
+        }
+        let output = run(name, &["--no-such-flag"], &[]);
+        assert_eq!(output.status.code(), Some(1), "{name}");
+        assert!(stderr_of(&output).starts_with("error: unexpected argument"));
+        // --verbose is a flag of both, never answered with clap's "did you mean --version".
+        let output = run(name, &["--verbose", "--no-such-flag"], &[]);
+        assert_eq!(output.status.code(), Some(1), "{name}");
+        assert!(
+            !stderr_of(&output).contains("--version"),
+            "{}",
+            stderr_of(&output)
+        );
+        let help = String::from_utf8_lossy(&run(name, &["--help"], &[]).stdout).into_owned();
+        assert!(help.contains("Exit status: 0 "), "{help}");
+        assert!(help.contains("-v, --verbose"), "{help}");
+    }
+    for subcommand in ["kms", "imds", "encrypt", "enclave", "demo"] {
+        let output = run("kmstool-sim", &[subcommand, "--no-such-flag"], &[]);
+        assert_eq!(output.status.code(), Some(1), "{subcommand}");
+    }
+}
+
+#[test]
+fn the_enclave_help_reads_addresses_then_kms_then_limits_then_logging() {
+    let help =
+        String::from_utf8_lossy(&run("kmstool-enclave", &["--help"], &[]).stdout).into_owned();
+    let at = |heading: &str| {
+        help.find(&format!("\n{heading}:\n"))
+            .unwrap_or_else(|| panic!("no {heading} heading: {help}"))
+    };
+    assert!(at("Addresses") < at("KMS and trust"));
+    assert!(at("KMS and trust") < at("Limits and timeouts"));
+    assert!(at("Limits and timeouts") < at("Logging"));
+    assert!(help.find("--listen").unwrap() < at("KMS and trust"));
+    assert!(help.find("--log-format").unwrap() > at("Logging"));
+}
+
+#[test]
+fn listen_with_port_and_proxy_with_proxy_port_are_refused() {
+    for name in ["kmstool-enclave", "kmstool-sim"] {
+        let prefix: &[&str] = if name == "kmstool-sim" {
+            &["enclave"]
+        } else {
+            &[]
+        };
+        for pair in [
+            ["--listen", "tcp:127.0.0.1:0", "--port", "3000"],
+            ["--proxy", "tcp:127.0.0.1:1", "--proxy-port", "8000"],
+        ] {
+            let args = [prefix, &pair[..]].concat();
+            let output = run(name, &args, &[]);
+            let stderr = stderr_of(&output);
+            assert_eq!(output.status.code(), Some(1), "{name} {args:?}: {stderr}");
+            assert!(stderr.contains("cannot be used with"), "{stderr}");
+        }
+    }
+}
+
+#[test]
+fn configuration_errors_exit_1_before_anything_is_bound() {
+    let dir = TempDir::new("kmstool-config-errors");
+    let socket = dir.join("enclave.sock");
+    let listen = format!("unix:{}", socket.display());
+    let missing = dir.join("missing.pem");
+    let missing = missing.display().to_string();
+    let cases: [(&[&str], &str); 4] = [
+        (&["--region", "us east"], "Error: --region \"us east\": "),
+        (
+            &["--endpoint", "kms example"],
+            "Error: --endpoint \"kms example\": ",
+        ),
+        (&["--ca-bundle", &missing], "Error: reading --ca-bundle "),
+        (
+            &["--max-message-bytes", "100"],
+            "Error: --max-message-bytes must be at least 1024\n",
+        ),
+    ];
+    for (bad, expected) in cases {
+        for name in ["kmstool-enclave", "kmstool-sim"] {
+            let prefix: &[&str] = if name == "kmstool-sim" {
+                &["enclave"]
+            } else {
+                &[]
+            };
+            let args = [prefix, &["--listen", &listen], bad].concat();
+            let output = run(name, &args, &[]);
+            let stderr = stderr_of(&output);
+            assert_eq!(output.status.code(), Some(1), "{name} {args:?}: {stderr}");
+            assert!(stderr.starts_with(expected), "{name} {args:?}: {stderr}");
+            assert!(!socket.exists(), "{name} {args:?} bound its socket");
+        }
+    }
+    let output = run(
+        "kmstool-sim",
+        &["kms", "--listen", "127.0.0.1:0", "--region", "us east"],
+        &[],
+    );
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr_of(&output).starts_with("Error: --region \"us east\": "),
+        "{}",
+        stderr_of(&output)
+    );
+}

@@ -9,17 +9,51 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::{Args as ClapArgs, Parser, Subcommand};
 use kmstool_core::nsm::Nsm;
+use kmstool_enclave::LogFormat;
 use kmstool_sim::nsm::{SimConfig, SimNsm, system_clock};
+
+/// What `--help` says about exit statuses.
+const EXIT_STATUS_HELP: &str = "Exit status: 0 on success (a server: after SIGTERM or SIGINT) \
+and for --help/--version; 1 for a usage or configuration error (reported on stderr before \
+anything is bound) and when the command fails; enclave-cli keeps kmstool-enclave-cli's statuses \
+(255 when the operation fails).";
 
 #[derive(Debug, Parser)]
 #[command(
     name = "kmstool-sim",
     version,
-    about = "Run kmstool without Nitro hardware: simulated NSM, KMS emulator, fake IMDS, demo"
+    about = "Run kmstool without Nitro hardware: simulated NSM, KMS emulator, fake IMDS, demo",
+    after_help = EXIT_STATUS_HELP,
+    subcommand_help_heading = "Subcommands"
 )]
 struct Cli {
+    /// Log filter of the servers (kms, imds, enclave): a level (off, error, warn, info, debug,
+    /// trace), one of our crates or TARGET=LEVEL directives [default: KMSTOOL_LOG if set, else
+    /// RUST_LOG if set, else info]; `enclave --log-level` wins over it.
+    #[arg(
+        long,
+        value_name = "FILTER",
+        value_parser = kmstool_enclave::logging::parse_filter
+    )]
+    log_level: Option<String>,
+
+    /// Log at debug level (overrides --log-level, KMSTOOL_LOG and RUST_LOG).
+    #[arg(short = 'v', long)]
+    verbose: bool,
+
     #[command(subcommand)]
     command: Command,
+}
+
+impl Cli {
+    /// The log filter asked for by the top-level flags, if any.
+    fn log_filter(&self) -> Option<&str> {
+        match (self.verbose, &self.log_level) {
+            (true, _) => Some("debug"),
+            (false, Some(filter)) => Some(filter),
+            (false, None) => None,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -241,29 +275,42 @@ fn main() -> ExitCode {
             };
         }
     };
+    let top_filter = cli.log_filter().map(str::to_owned);
+    let top_verbose = cli.verbose;
+    let start_logging = |flag: Option<&str>, format| {
+        kmstool_enclave::init_logging(flag, format).map_err(anyhow::Error::new)
+    };
     match cli.command {
         Command::Demo => exit(runtime().and_then(|rt| {
             let mut stdout = std::io::stdout();
             rt.block_on(kmstool_sim::demo::run(&mut stdout)).map(|_| ())
         })),
-        Command::Kms(args) => {
-            kmstool_enclave::init_logging("info");
-            exit(runtime().and_then(|rt| rt.block_on(serve_kms(args))))
-        }
+        Command::Kms(args) => exit(
+            start_logging(top_filter.as_deref(), LogFormat::Text)
+                .and_then(|()| runtime())
+                .and_then(|rt| rt.block_on(serve_kms(args))),
+        ),
         Command::Encrypt(args) => exit(runtime().and_then(|rt| rt.block_on(encrypt(args)))),
-        Command::Imds(args) => {
-            kmstool_enclave::init_logging("info");
-            exit(runtime().and_then(|rt| rt.block_on(serve_imds(args))))
-        }
+        Command::Imds(args) => exit(
+            start_logging(top_filter.as_deref(), LogFormat::Text)
+                .and_then(|()| runtime())
+                .and_then(|rt| rt.block_on(serve_imds(args))),
+        ),
         Command::Enclave { nsm, enclave } => {
-            kmstool_enclave::init_logging(&enclave.log_level);
-            let result = nsm.build().and_then(|nsm| {
-                let runtime = tokio::runtime::Builder::new_multi_thread()
-                    .enable_all()
-                    .build()
-                    .context("tokio runtime")?;
-                runtime.block_on(kmstool_enclave::run(enclave, nsm as Arc<dyn Nsm>))
-            });
+            let filter = match top_verbose {
+                true => top_filter.as_deref(),
+                false => enclave.log_filter().or(top_filter.as_deref()),
+            };
+            let result = start_logging(filter, enclave.log_format)
+                .and_then(|()| enclave.validate())
+                .and_then(|()| nsm.build())
+                .and_then(|nsm| {
+                    let runtime = tokio::runtime::Builder::new_multi_thread()
+                        .enable_all()
+                        .build()
+                        .context("tokio runtime")?;
+                    runtime.block_on(kmstool_enclave::run(enclave, nsm as Arc<dyn Nsm>))
+                });
             exit(result)
         }
         Command::Bench(args) => exit(runtime().and_then(|rt| {
@@ -291,6 +338,8 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 async fn serve_kms(args: KmsArgs) -> anyhow::Result<()> {
     use kmstool_sim::kms::{Faults, KmsConfig, KmsEmulator, parse_credentials_file};
+    kmstool_core::kms::endpoint::validate_region(&args.region)
+        .with_context(|| format!("--region {:?}", args.region))?;
     let mut config = KmsConfig::new(args.listen, &args.region);
     for path in &args.credentials {
         let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;

@@ -584,7 +584,10 @@ async fn huge_strings_are_refused_without_being_echoed() {
             with(&decrypt, "Ciphertext", &not_base64),
             "Ciphertext not a base64 string",
         ),
-        (with(&decrypt, "KeyId", &huge), "Could not decrypt ciphertext: KeyId"),
+        (
+            with(&decrypt, "KeyId", &huge),
+            "Could not decrypt ciphertext: KeyId",
+        ),
         (
             with(&decrypt, "EncryptionAlgorithm", &huge),
             "Could not decrypt ciphertext: EncryptionAlgorithm",

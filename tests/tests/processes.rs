@@ -235,11 +235,40 @@ fn the_demo_exits_0_and_prints_the_message() {
         "{stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(
-        stdout
-            .lines()
-            .any(|l| l == "7. Decrypted message: Hello, KMS!"),
+    assert_eq!(
+        stdout.lines().last(),
+        Some("7. Decrypted message: Hello, KMS!"),
         "{stdout}"
+    );
+    // The PCR0 shown is explained as the simulator's, and the real one's source named.
+    assert!(
+        stdout.contains("simulator's stand-in measurements")
+            && stdout.contains("`nitro-cli build-enclave` prints your image's real PCR0"),
+        "{stdout}"
+    );
+    // The attestation time reads as RFC 3339 UTC beside the raw milliseconds.
+    let timestamp = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("   timestamp     "))
+        .unwrap_or_else(|| panic!("no timestamp line: {stdout}"));
+    let (readable, raw) = timestamp.split_once(" (").expect("two forms");
+    let millis: u64 = raw
+        .strip_suffix(" ms since 1970)")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{timestamp}"));
+    let shape: String = readable
+        .chars()
+        .map(|c| if c.is_ascii_digit() { '0' } else { c })
+        .collect();
+    assert_eq!(shape, "0000-00-00T00:00:00.000Z", "{timestamp}");
+    assert!(
+        readable.ends_with(&format!(".{:03}Z", millis % 1000)),
+        "{timestamp}"
+    );
+    let seconds_of_minute = (millis / 1000) % 60;
+    assert!(
+        readable.contains(&format!(":{seconds_of_minute:02}.")),
+        "{timestamp}"
     );
 }
 

@@ -634,3 +634,96 @@ fn configuration_errors_exit_1_before_anything_is_bound() {
         stderr_of(&output)
     );
 }
+
+#[test]
+fn the_kms_process_listens_on_every_address_syntax() {
+    let dir = TempDir::new("kmstool-kms-listen");
+    let state = dir.join("nsm");
+    let root = dir.join("nsm-root.pem");
+    nsm_state(&state, &root);
+    let credentials = random_credentials();
+    let creds_file = dir.join("creds.json");
+    std::fs::write(
+        &creds_file,
+        kmstool_tests::enclave::credentials_json(&[&credentials]),
+    )
+    .expect("creds.json");
+    let socket = dir.join("kms.sock");
+    let kms_listen = format!("unix:{}", socket.display());
+    let ca_file = dir.join("kms-ca.pem");
+    let mut command = Command::new(bin("kmstool-sim"));
+    command
+        .env_remove("KMSTOOL_LOG")
+        .env_remove("RUST_LOG")
+        .args(["kms", "--listen", &kms_listen, "--ca-out"])
+        .arg(&ca_file)
+        .arg("--credentials")
+        .arg(&creds_file)
+        .arg("--nsm-root")
+        .arg(&root);
+    let kms = Process::spawn(command);
+    assert_eq!(
+        kms.wait_for_log_field("KMS emulator ready", "listen"),
+        kms_listen
+    );
+    // The enclave reaches it through the Unix socket, as it would through a proxy.
+    let (_enclave, listen) = start_enclave(&[
+        "--state-dir",
+        &state.display().to_string(),
+        "--proxy",
+        &kms_listen,
+        "--ca-bundle",
+        &ca_file.display().to_string(),
+    ]);
+    let address: Address = listen.parse().expect("enclave address");
+    let reply = kmstool_tests::enclave::block_on(async {
+        let mut conn = Conn::connect(&address).await;
+        conn.set_client(&credentials, None).await;
+        conn.call(&json!({"Operation": "GenerateRandom", "NumberOfBytes": 16}))
+            .await
+    });
+    assert_eq!(assert_ok(&reply).len(), 16);
+    drop(kms);
+
+    // tcp:HOST:PORT and the older HOST:PORT both listen on TCP.
+    for listen in ["tcp:127.0.0.1:0", "127.0.0.1:0"] {
+        let mut command = Command::new(bin("kmstool-sim"));
+        command.args(["kms", "--listen", listen]);
+        let kms = Process::spawn(command);
+        let addr = kms.wait_for_log_field("KMS emulator ready", "listen");
+        assert!(
+            addr.parse::<std::net::SocketAddr>().is_ok(),
+            "{listen}: {addr}"
+        );
+    }
+    // Addresses that are not TCP are refused where only TCP is served.
+    for args in [
+        &["imds", "--listen", "unix:/nonexistent/imds.sock"][..],
+        &[
+            "encrypt",
+            "--kms",
+            "vsock:3:8000",
+            "--ca",
+            "x",
+            "--key-id",
+            "k",
+            "--plaintext",
+            "p",
+        ],
+    ] {
+        let output = run("kmstool-sim", args, &[]);
+        let stderr = stderr_of(&output);
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("is not a TCP address: use tcp:HOST:PORT"),
+            "{stderr}"
+        );
+    }
+    let output = run("kmstool-sim", &["kms", "--listen", "bogus"], &[]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr_of(&output).contains("expected vsock:CID:PORT, tcp:HOST:PORT or unix:PATH"),
+        "{}",
+        stderr_of(&output)
+    );
+}

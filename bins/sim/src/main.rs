@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::{Args as ClapArgs, Parser, Subcommand};
+use kmstool_core::address::Address;
 use kmstool_core::nsm::Nsm;
 use kmstool_enclave::LogFormat;
 use kmstool_sim::nsm::{SimConfig, SimNsm, system_clock};
@@ -88,9 +89,10 @@ enum Command {
 
 #[derive(Debug, ClapArgs)]
 struct KmsArgs {
-    /// Address to listen on (TCP).
-    #[arg(long, default_value = "127.0.0.1:8443")]
-    listen: std::net::SocketAddr,
+    /// Address to listen on: tcp:HOST:PORT, unix:PATH or vsock:CID:PORT (HOST:PORT alone
+    /// means tcp:HOST:PORT).
+    #[arg(long, value_name = "ADDR", default_value = "tcp:127.0.0.1:8443", value_parser = parse_listen_address)]
+    listen: Address,
 
     /// Region of this emulated KMS (requests must be signed for it).
     #[arg(long, default_value = "us-east-1")]
@@ -144,8 +146,8 @@ struct KmsArgs {
 
 #[derive(Debug, ClapArgs)]
 struct EncryptArgs {
-    /// The emulator's address.
-    #[arg(long, default_value = "127.0.0.1:8443")]
+    /// The emulator's address: tcp:HOST:PORT (or HOST:PORT).
+    #[arg(long, value_name = "ADDR", default_value = "tcp:127.0.0.1:8443", value_parser = parse_tcp_address)]
     kms: std::net::SocketAddr,
 
     /// The emulator's CA certificate (`kms --ca-out`).
@@ -175,8 +177,8 @@ struct EncryptArgs {
 
 #[derive(Debug, ClapArgs)]
 struct ImdsArgs {
-    /// Address to listen on (TCP, plain HTTP).
-    #[arg(long, default_value = "127.0.0.1:1338")]
+    /// Address to listen on (plain HTTP): tcp:HOST:PORT (or HOST:PORT).
+    #[arg(long, value_name = "ADDR", default_value = "tcp:127.0.0.1:1338", value_parser = parse_tcp_address)]
     listen: std::net::SocketAddr,
 
     /// Role name to serve.
@@ -329,6 +331,35 @@ fn main() -> ExitCode {
     }
 }
 
+/// Parses a listen address as every binary spells it (`tcp:HOST:PORT`, `unix:PATH`,
+/// `vsock:CID:PORT`), and the older bare `HOST:PORT` as TCP.
+fn parse_listen_address(text: &str) -> Result<Address, String> {
+    match text.parse::<Address>() {
+        Ok(address) => Ok(address),
+        Err(error) => match text.parse::<std::net::SocketAddr>() {
+            Ok(addr) => Ok(Address::Tcp {
+                host: addr.ip().to_string(),
+                port: addr.port(),
+            }),
+            Err(_) => Err(error.to_string()),
+        },
+    }
+}
+
+/// Parses a TCP address given as `tcp:HOST:PORT` or `HOST:PORT` (the host is resolved now);
+/// other kinds are refused: these servers and clients speak TCP only.
+fn parse_tcp_address(text: &str) -> Result<std::net::SocketAddr, String> {
+    use std::net::ToSocketAddrs as _;
+    match parse_listen_address(text)? {
+        Address::Tcp { host, port } => (host.as_str(), port)
+            .to_socket_addrs()
+            .map_err(|e| format!("cannot resolve {host:?}: {e}"))?
+            .next()
+            .ok_or_else(|| format!("{host:?} has no address")),
+        other => Err(format!("{other} is not a TCP address: use tcp:HOST:PORT")),
+    }
+}
+
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -340,7 +371,11 @@ async fn serve_kms(args: KmsArgs) -> anyhow::Result<()> {
     use kmstool_sim::kms::{Faults, KmsConfig, KmsEmulator, parse_credentials_file};
     kmstool_core::kms::endpoint::validate_region(&args.region)
         .with_context(|| format!("--region {:?}", args.region))?;
-    let mut config = KmsConfig::new(args.listen, &args.region);
+    let mut config = KmsConfig::new(
+        std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        &args.region,
+    );
+    config.listen_at = Some(args.listen.clone());
     for path in &args.credentials {
         let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
         let parsed = parse_credentials_file(&bytes, &config.account_id)
@@ -387,7 +422,12 @@ async fn serve_kms(args: KmsArgs) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("creating {alias}: {e:?}"))?;
         println!("{alias} {}", key.arn);
     }
-    tracing::info!(listen = %handle.local_addr(), region = %args.region, "KMS emulator ready");
+    // A TCP address is logged as HOST:PORT, as `kmstool-sim encrypt --kms` takes it.
+    let listen = match handle.local_address() {
+        Address::Tcp { .. } => handle.local_addr().to_string(),
+        other => other.to_string(),
+    };
+    tracing::info!(listen = %listen, region = %args.region, "KMS emulator ready");
     kmstool_runtime_tokio::server::shutdown_signal().await;
     handle.shutdown().await;
     Ok(())

@@ -727,3 +727,33 @@ fn the_kms_process_listens_on_every_address_syntax() {
         stderr_of(&output)
     );
 }
+
+#[test]
+fn every_kms_emulator_flag_has_a_help_line() {
+    let output = run("kmstool-sim", &["kms", "--help"], &[]);
+    assert_eq!(output.status.code(), Some(0));
+    let help = String::from_utf8_lossy(&output.stdout).into_owned();
+    let flags = [
+        "--listen <ADDR>",
+        "--region <REGION>",
+        "--ca-out <FILE>",
+        "--credentials <FILE>",
+        "--nsm-root <FILE>",
+        "--nsm-state-dir <DIR>",
+        "--require-pcr0 <HEX>",
+        "--create-key <ALIAS>",
+        "--latency-ms <MS>",
+        "--drop-first <N>",
+        "--throttle-first <N>",
+        "--fail-first <N>",
+    ];
+    for flag in flags {
+        let line = help
+            .lines()
+            .find(|l| l.trim_start().starts_with(flag))
+            .unwrap_or_else(|| panic!("{flag} is not in the help: {help}"));
+        let text = line.trim_start()[flag.len()..].trim();
+        assert!(text.len() > 20, "{flag} has no help line: {line:?}");
+    }
+    assert!(help.contains("Exit status: 0 "), "{help}");
+}

@@ -60,14 +60,19 @@ impl Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Runs the whole flow on loopback (KMS emulator, enclave, instance) and explains it.
+    #[command(after_help = EXIT_STATUS_HELP)]
     Demo,
     /// The KMS emulator: KMS's JSON 1.1 API over HTTPS, attestation-aware.
+    #[command(after_help = EXIT_STATUS_HELP)]
     Kms(KmsArgs),
     /// A fake EC2 instance metadata service (IMDSv2) serving role credentials.
+    #[command(after_help = EXIT_STATUS_HELP)]
     Imds(ImdsArgs),
     /// Encrypts with the emulator (like `aws kms encrypt`) and prints the ciphertext, base64.
+    #[command(after_help = EXIT_STATUS_HELP)]
     Encrypt(EncryptArgs),
     /// The real enclave server (kmstool-enclave's flags) with a simulated NSM.
+    #[command(after_help = kmstool_enclave::EXIT_STATUS_HELP)]
     Enclave {
         #[command(flatten)]
         nsm: NsmArgs,
@@ -102,14 +107,15 @@ struct KmsArgs {
     #[arg(long, value_name = "FILE")]
     ca_out: Option<PathBuf>,
 
-    /// Credentials to accept: JSON, a list of {"AccessKeyId","SecretAccessKey","SessionToken"}
-    /// or an IMDS credentials document.
+    /// Credentials to accept (repeatable): a JSON file holding a list of
+    /// {"AccessKeyId","SecretAccessKey","SessionToken"} or an IMDS credentials document (imds
+    /// --credentials-out writes one). Without any, every request is refused.
     #[arg(long, value_name = "FILE")]
     credentials: Vec<PathBuf>,
 
     /// Root certificate (PEM) attestation documents must chain to (kmstool-sim enclave
     /// --nsm-root-out writes it). Without it or --nsm-state-dir, requests with a Recipient are
-    /// refused.
+    /// refused. Not with --nsm-state-dir.
     #[arg(long, value_name = "FILE", conflicts_with = "nsm_state_dir")]
     nsm_root: Option<PathBuf>,
 
@@ -119,29 +125,30 @@ struct KmsArgs {
     #[arg(long, value_name = "DIR")]
     nsm_state_dir: Option<PathBuf>,
 
-    /// Refuse Recipient requests whose attested PCR0 differs (kms:RecipientAttestation:ImageSha384).
+    /// Refuse Recipient requests whose attested PCR0 differs, as a key policy's
+    /// kms:RecipientAttestation:ImageSha384 condition does (96 hex digits).
     #[arg(long, value_name = "HEX")]
     require_pcr0: Option<String>,
 
-    /// Create a key with this alias (e.g. alias/demo) at start and print its ARN.
+    /// Create a key with this alias (e.g. alias/demo) at start and print "ALIAS ARN" on stdout.
     #[arg(long, value_name = "ALIAS")]
     create_key: Option<String>,
 
-    /// Added latency per request, in milliseconds.
-    #[arg(long, default_value_t = 0)]
+    /// Fault injection: added latency per request, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 0)]
     latency_ms: u64,
 
-    /// Answer the first N requests with ThrottlingException.
-    #[arg(long, default_value_t = 0)]
+    /// Fault injection: drop the connection of the first N requests without answering.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    drop_first: u32,
+
+    /// Fault injection: then answer the next N requests with HTTP 400 ThrottlingException.
+    #[arg(long, value_name = "N", default_value_t = 0)]
     throttle_first: u32,
 
-    /// Answer the first N requests with a 500 KMSInternalException.
-    #[arg(long, default_value_t = 0)]
+    /// Fault injection: then answer the next N requests with HTTP 500 KMSInternalException.
+    #[arg(long, value_name = "N", default_value_t = 0)]
     fail_first: u32,
-
-    /// Drop the connection of the first N requests without answering.
-    #[arg(long, default_value_t = 0)]
-    drop_first: u32,
 }
 
 #[derive(Debug, ClapArgs)]

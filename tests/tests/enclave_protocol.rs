@@ -1,5 +1,5 @@
-//! The enclave server over TCP against the KMS emulator (issue 4): SetClient and the three
-//! KMS operations with their optional fields, the region rules of SPEC §1, RequestId echo, and
+//! The enclave server over TCP against the KMS emulator: SetClient and the three
+//! KMS operations with their optional fields, the region rules, RequestId echo, and
 //! pipelined commands.
 
 use kmstool_core::secret::{Credentials, SecretString};

@@ -1,4 +1,4 @@
-//! The whole system as separate processes (issues 3 and 4): `kmstool-sim kms`, `kmstool-sim
+//! The whole system as separate processes: `kmstool-sim kms`, `kmstool-sim
 //! enclave` and the real `kmstool-instance`, wired by their command lines and files; the
 //! demo; and the documents a `kmstool-sim enclave` process sends, checked against the root it
 //! writes.

@@ -1,4 +1,4 @@
-//! Socket addresses as kmstool's command lines spell them (SPEC §4): `vsock:CID:PORT`,
+//! Socket addresses as kmstool's command lines spell them: `vsock:CID:PORT`,
 //! `tcp:HOST:PORT`, `unix:PATH`. Parsing is shared by both runtimes; they do the connecting.
 
 use std::fmt;

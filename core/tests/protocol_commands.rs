@@ -135,11 +135,19 @@ fn argument_errors_have_upstream_texts() {
         ),
         (
             r#"{"Operation":"Decrypt","Ciphertext":"AAAA","EncryptionAlgorithm":"ROT13"}"#,
-            "Invalid parameter",
+            "Could not decrypt ciphertext: EncryptionAlgorithm must be SYMMETRIC_DEFAULT, RSAES_OAEP_SHA_1 or RSAES_OAEP_SHA_256",
         ),
         (
             r#"{"Operation":"Decrypt","Ciphertext":""}"#,
-            "Invalid parameter",
+            "Could not decrypt ciphertext: Ciphertext must decode to 1 to 6144 bytes",
+        ),
+        (
+            r#"{"Operation":"Decrypt","Ciphertext":"AAAA","KeyId":""}"#,
+            "Could not decrypt ciphertext: KeyId must be 1 to 2048 characters",
+        ),
+        (
+            r#"{"Operation":"Decrypt","Ciphertext":"AAAA","GrantTokens":["1","2","3","4","5","6","7","8","9","10","11"]}"#,
+            "Could not decrypt ciphertext: GrantTokens must hold at most 10 tokens",
         ),
         (
             r#"{"Operation":"GenerateDataKey"}"#,
@@ -147,11 +155,11 @@ fn argument_errors_have_upstream_texts() {
         ),
         (
             r#"{"Operation":"GenerateDataKey","KeyId":"k","KeySpec":"AES_512"}"#,
-            "Invalid parameter",
+            "JSON is wrong type: KeySpec must be AES_256 or AES_128",
         ),
         (
             r#"{"Operation":"GenerateDataKey","KeyId":"k","KeySpec":"AES_256","NumberOfBytes":32}"#,
-            "Invalid parameter",
+            "JSON is wrong type",
         ),
         (
             r#"{"Operation":"GenerateRandom"}"#,
@@ -159,15 +167,15 @@ fn argument_errors_have_upstream_texts() {
         ),
         (
             r#"{"Operation":"GenerateRandom","NumberOfBytes":0}"#,
-            "Invalid parameter",
+            "JSON is wrong type: NumberOfBytes must be an integer from 1 to 1024",
         ),
         (
             r#"{"Operation":"GenerateRandom","NumberOfBytes":1025}"#,
-            "Invalid parameter",
+            "JSON is wrong type",
         ),
         (
             r#"{"Operation":"GenerateRandom","NumberOfBytes":1.5}"#,
-            "Invalid parameter",
+            "JSON is wrong type",
         ),
         (
             r#"{"Operation":"GenerateRandom","NumberOfBytes":"32"}"#,
@@ -185,6 +193,41 @@ fn argument_errors_have_upstream_texts() {
             "{frame}: got {got:?}, want {text:?}"
         );
     }
+}
+
+/// Every text upstream's enclave replies with; each of our error messages starts with one.
+const UPSTREAM_TEXTS: &[&str] = &[
+    "Message size too large.",
+    "Error reading JSON object",
+    "JSON is wrong type",
+    "JSON structure incomplete",
+    "Operation is wrong type",
+    "Could not read credentials",
+    "Could not set region correctly, check configuration.",
+    "Could not create new client",
+    "Client not initialized",
+    "Message does not contain a Ciphertext",
+    "Ciphertext not a base64 string",
+    "Could not decrypt ciphertext",
+    "Operation not recognized",
+];
+
+fn starts_with_upstream_text(message: &str) -> bool {
+    UPSTREAM_TEXTS
+        .iter()
+        .any(|text| message == *text || message.starts_with(&format!("{text}: ")))
+}
+
+#[test]
+fn request_id_too_long_has_an_upstream_text() {
+    let frame = format!(
+        r#"{{"Operation":"Decrypt","Ciphertext":"AAAA","RequestId":"{}"}}"#,
+        "r".repeat(257)
+    );
+    assert_eq!(
+        error_text(frame.as_bytes()).as_deref(),
+        Some("JSON is wrong type: RequestId must be a string of at most 256 characters")
+    );
 }
 
 #[test]
@@ -323,6 +366,14 @@ proptest! {
     fn parser_never_panics_on_json(value in arbitrary_json()) {
         let text = serde_json::to_vec(&value).unwrap();
         let _ = parse_command(&text);
+    }
+
+    #[test]
+    fn every_error_text_starts_with_an_upstream_text(value in arbitrary_json()) {
+        let text = serde_json::to_vec(&value).unwrap();
+        if let Some(message) = error_text(&text) {
+            prop_assert!(starts_with_upstream_text(&message), "{message}");
+        }
     }
 }
 

@@ -1,4 +1,4 @@
-//! Failures between the enclave and KMS reach the client as typed error replies (issue 4):
+//! Failures between the enclave and KMS reach the client as typed error replies:
 //! KMS's own errors with `KmsErrorType` and `KmsStatus`, retried throttling and server errors,
 //! and transport failures that come back promptly, well before the 10 s call deadline.
 

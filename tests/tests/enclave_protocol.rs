@@ -1,5 +1,5 @@
-//! The enclave server over TCP against the KMS emulator (issue 4): SetClient and the three
-//! KMS operations with their optional fields, the region rules of SPEC §1, RequestId echo, and
+//! The enclave server over TCP against the KMS emulator: SetClient and the three
+//! KMS operations with their optional fields, the region rules, RequestId echo, and
 //! pipelined commands.
 
 use kmstool_core::secret::{Credentials, SecretString};
@@ -143,7 +143,7 @@ async fn generate_data_key_and_random() {
         let reply = conn
             .call(&json!({"Operation": "GenerateRandom", "NumberOfBytes": n}))
             .await;
-        assert_error(&reply, "BadRequest", "Invalid parameter: NumberOfBytes");
+        assert_error(&reply, "BadRequest", "JSON is wrong type: NumberOfBytes");
     }
     // A GenerateDataKey without KeyId does not reach KMS.
     let before = local.kms.stats().requests;
@@ -537,11 +537,11 @@ async fn invalid_commands_are_refused_without_calling_kms() {
         ),
         (
             json!({"Operation": "Decrypt", "Ciphertext": ""}),
-            "Invalid parameter: Ciphertext",
+            "Could not decrypt ciphertext: Ciphertext",
         ),
         (
             json!({"Operation": "Decrypt", "Ciphertext": b64(&[1; 6145])}),
-            "Invalid parameter: Ciphertext",
+            "Could not decrypt ciphertext: Ciphertext",
         ),
         (
             json!({"Operation": "Decrypt", "Ciphertext": "AAAA", "EncryptionContext": {"k": 1}}),
@@ -553,7 +553,7 @@ async fn invalid_commands_are_refused_without_calling_kms() {
         ),
         (
             json!({"Operation": "Decrypt", "Ciphertext": "AAAA", "GrantTokens": eleven}),
-            "Invalid parameter: GrantTokens",
+            "Could not decrypt ciphertext: GrantTokens",
         ),
         (
             json!({"Operation": "Decrypt", "Ciphertext": "AAAA", "GrantTokens": "g"}),
@@ -561,19 +561,19 @@ async fn invalid_commands_are_refused_without_calling_kms() {
         ),
         (
             json!({"Operation": "Decrypt", "Ciphertext": "AAAA", "KeyId": ""}),
-            "Invalid parameter: KeyId",
+            "Could not decrypt ciphertext: KeyId",
         ),
         (
             json!({"Operation": "Decrypt", "Ciphertext": "AAAA", "EncryptionAlgorithm": "ROT13"}),
-            "Invalid parameter: EncryptionAlgorithm",
+            "Could not decrypt ciphertext: EncryptionAlgorithm",
         ),
         (
             json!({"Operation": "GenerateDataKey", "KeyId": "k", "KeySpec": "AES_512"}),
-            "Invalid parameter: KeySpec",
+            "JSON is wrong type: KeySpec",
         ),
         (
             json!({"Operation": "GenerateDataKey", "KeyId": "k", "KeySpec": "AES_128", "NumberOfBytes": 16}),
-            "Invalid parameter: KeySpec",
+            "JSON is wrong type: KeySpec",
         ),
         (
             json!({"Operation": "GenerateDataKey", "KeyId": "k", "NumberOfBytes": "16"}),
@@ -581,11 +581,11 @@ async fn invalid_commands_are_refused_without_calling_kms() {
         ),
         (
             json!({"Operation": "GenerateRandom", "NumberOfBytes": 1.5}),
-            "Invalid parameter: NumberOfBytes",
+            "JSON is wrong type: NumberOfBytes",
         ),
         (
             json!({"Operation": "GenerateRandom", "NumberOfBytes": -1}),
-            "Invalid parameter: NumberOfBytes",
+            "JSON is wrong type: NumberOfBytes",
         ),
     ];
     for (command, prefix) in cases {

@@ -528,7 +528,7 @@ async fn every_field_with_every_wrong_type_gets_its_documented_error() {
         let reply = client
             .call(&json!({"Operation": "GenerateRandom", "NumberOfBytes": n}))
             .await;
-        assert_error(&reply, "BadRequest", "Invalid parameter: NumberOfBytes");
+        assert_error(&reply, "BadRequest", "JSON is wrong type: NumberOfBytes");
     }
     // None of the refused SetClients replaced the client set first.
     canary.served_more(1).await;
@@ -558,7 +558,7 @@ async fn huge_strings_are_refused_without_being_echoed() {
         ),
         (
             with(&generate_random(8), "RequestId", &huge),
-            "Invalid parameter: RequestId",
+            "JSON is wrong type: RequestId",
         ),
         (
             with(&good_set_client, "AwsAccessKeyId", &huge),
@@ -578,20 +578,23 @@ async fn huge_strings_are_refused_without_being_echoed() {
         ),
         (
             with(&decrypt, "Ciphertext", &huge_base64),
-            "Invalid parameter: Ciphertext",
+            "Could not decrypt ciphertext: Ciphertext",
         ),
         (
             with(&decrypt, "Ciphertext", &not_base64),
             "Ciphertext not a base64 string",
         ),
-        (with(&decrypt, "KeyId", &huge), "Invalid parameter: KeyId"),
+        (
+            with(&decrypt, "KeyId", &huge),
+            "Could not decrypt ciphertext: KeyId",
+        ),
         (
             with(&decrypt, "EncryptionAlgorithm", &huge),
-            "Invalid parameter: EncryptionAlgorithm",
+            "Could not decrypt ciphertext: EncryptionAlgorithm",
         ),
         (
             with(&data_key, "KeySpec", &huge),
-            "Invalid parameter: KeySpec",
+            "JSON is wrong type: KeySpec",
         ),
     ];
     for (command, expected) in cases {

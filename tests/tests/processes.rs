@@ -1,4 +1,4 @@
-//! The whole system as separate processes (issues 3 and 4): `kmstool-sim kms`, `kmstool-sim
+//! The whole system as separate processes: `kmstool-sim kms`, `kmstool-sim
 //! enclave` and the real `kmstool-instance`, wired by their command lines and files; the
 //! demo; and the documents a `kmstool-sim enclave` process sends, checked against the root it
 //! writes.
@@ -235,11 +235,40 @@ fn the_demo_exits_0_and_prints_the_message() {
         "{stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(
-        stdout
-            .lines()
-            .any(|l| l == "7. Decrypted message: Hello, KMS!"),
+    assert_eq!(
+        stdout.lines().last(),
+        Some("7. Decrypted message: Hello, KMS!"),
         "{stdout}"
+    );
+    // The PCR0 shown is explained as the simulator's, and the real one's source named.
+    assert!(
+        stdout.contains("simulator's stand-in measurements")
+            && stdout.contains("`nitro-cli build-enclave` prints your image's real PCR0"),
+        "{stdout}"
+    );
+    // The attestation time reads as RFC 3339 UTC beside the raw milliseconds.
+    let timestamp = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("   timestamp     "))
+        .unwrap_or_else(|| panic!("no timestamp line: {stdout}"));
+    let (readable, raw) = timestamp.split_once(" (").expect("two forms");
+    let millis: u64 = raw
+        .strip_suffix(" ms since 1970)")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{timestamp}"));
+    let shape: String = readable
+        .chars()
+        .map(|c| if c.is_ascii_digit() { '0' } else { c })
+        .collect();
+    assert_eq!(shape, "0000-00-00T00:00:00.000Z", "{timestamp}");
+    assert!(
+        readable.ends_with(&format!(".{:03}Z", millis % 1000)),
+        "{timestamp}"
+    );
+    let seconds_of_minute = (millis / 1000) % 60;
+    assert!(
+        readable.contains(&format!(":{seconds_of_minute:02}.")),
+        "{timestamp}"
     );
 }
 
@@ -337,4 +366,394 @@ fn an_enclave_process_documents_verify_against_the_root_it_writes() {
         Err(VerifyError::UnknownRoot)
     );
     runtime.block_on(kms.shutdown());
+}
+
+/// Runs a workspace binary to completion with `args`, `KMSTOOL_LOG` and `RUST_LOG` unset
+/// unless `env` sets them.
+fn run(name: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(bin(name));
+    command
+        .env_remove("KMSTOOL_LOG")
+        .env_remove("KMSTOOL_LOG_FORMAT")
+        .env_remove("RUST_LOG")
+        .env_remove("REGION")
+        .env_remove("ENDPOINT")
+        .env("NO_COLOR", "1")
+        .args(args);
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    command.output().expect("running the binary")
+}
+
+fn stderr_of(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn a_log_filter_naming_no_level_and_no_crate_of_ours_is_a_usage_error() {
+    let refused = "is neither a level (off, error, warn, info, debug, trace) nor one of our crates";
+    for (name, args) in [
+        ("kmstool-enclave", &[][..]),
+        (
+            "kmstool-sim",
+            &["enclave", "--listen", "tcp:127.0.0.1:0"][..],
+        ),
+    ] {
+        for (flag, env) in [
+            (Some("chatty"), None),
+            (Some("info,chatty"), None),
+            (None, Some(("KMSTOOL_LOG", "chatty"))),
+        ] {
+            let mut all = args.to_vec();
+            if let Some(filter) = flag {
+                all.extend(["--log-level", filter]);
+            }
+            let output = run(name, &all, env.as_slice());
+            let stderr = stderr_of(&output);
+            assert_eq!(output.status.code(), Some(1), "{name} {all:?}: {stderr}");
+            assert!(
+                stderr.starts_with("error: invalid value ") && stderr.contains(refused),
+                "{name} {all:?}: {stderr}"
+            );
+        }
+        // A value that does not parse as a directive at all.
+        let mut all = args.to_vec();
+        all.extend(["--log-level", "kmstool_core=loud"]);
+        let output = run(name, &all, &[]);
+        assert_eq!(output.status.code(), Some(1), "{}", stderr_of(&output));
+        assert!(
+            stderr_of(&output).contains("does not parse"),
+            "{}",
+            stderr_of(&output)
+        );
+    }
+    // RUST_LOG is read when neither the flag nor KMSTOOL_LOG is given, and checked alike.
+    let output = run(
+        "kmstool-sim",
+        &["enclave", "--listen", "tcp:127.0.0.1:0"],
+        &[("RUST_LOG", "chatty")],
+    );
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        stderr_of(&output),
+        format!(
+            "Error: invalid log filter in RUST_LOG: \"chatty\" {refused} (kmstool_core, kmstool_runtime_tokio, kmstool_runtime_smol, kmstool_enclave, kmstool_enclave_cli, kmstool_instance, kmstool_sim, kmstool_tests); other targets need TARGET=LEVEL\n"
+        )
+    );
+}
+
+/// `kmstool-sim enclave` on an ephemeral port with this environment; returns it once ready.
+fn start_enclave_with_env(args: &[&str], env: &[(&str, &str)]) -> Process {
+    let mut command = Command::new(bin("kmstool-sim"));
+    command
+        .env_remove("KMSTOOL_LOG")
+        .env_remove("RUST_LOG")
+        .arg("enclave")
+        .args(["--listen", "tcp:127.0.0.1:0", "--region", "us-east-1"])
+        .args(args);
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let process = Process::spawn(command);
+    process.wait_for(false, |text| {
+        text.contains("kmstool-enclave ready").then_some(())
+    });
+    process
+}
+
+#[test]
+fn the_log_filter_comes_from_the_flag_then_kmstool_log_then_rust_log() {
+    // RUST_LOG alone is honoured: the key generation is logged at debug level.
+    let enclave = start_enclave_with_env(&[], &[("RUST_LOG", "debug")]);
+    enclave.wait_for(false, |text| {
+        text.contains("DEBUG kmstool_runtime_tokio::keys: enclave key generated")
+            .then_some(())
+    });
+    drop(enclave);
+    // KMSTOOL_LOG wins over a RUST_LOG that would be refused, the flag over both.
+    start_enclave_with_env(&[], &[("KMSTOOL_LOG", "info"), ("RUST_LOG", "chatty")]);
+    start_enclave_with_env(
+        &["--log-level", "info"],
+        &[("KMSTOOL_LOG", "chatty"), ("RUST_LOG", "chatty")],
+    );
+    // -v raises the level to debug whatever KMSTOOL_LOG says.
+    let enclave = start_enclave_with_env(&["-v"], &[("KMSTOOL_LOG", "warn")]);
+    enclave.wait_for(false, |text| {
+        text.contains("DEBUG kmstool_runtime_tokio::keys: enclave key generated")
+            .then_some(())
+    });
+}
+
+#[test]
+fn log_format_json_writes_one_json_object_per_line() {
+    let enclave = start_enclave_with_env(&["--log-format", "json"], &[]);
+    let log = enclave.stderr();
+    let ready = log
+        .lines()
+        .find(|line| line.contains("kmstool-enclave ready"))
+        .expect("the ready line");
+    let value: serde_json::Value = serde_json::from_str(ready).expect("a JSON log line");
+    assert_eq!(value["level"], "INFO", "{ready}");
+    assert_eq!(
+        value["fields"]["message"], "kmstool-enclave ready",
+        "{ready}"
+    );
+    assert!(
+        value["fields"]["listen"]
+            .as_str()
+            .is_some_and(|l| l.starts_with("tcp:127.0.0.1:")),
+        "{ready}"
+    );
+    let output = run("kmstool-enclave", &["--log-format", "xml"], &[]);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr_of(&output));
+}
+
+#[test]
+fn a_missing_nsm_device_is_reported_once() {
+    if std::path::Path::new("/dev/nsm").exists() {
+        return; // Inside a real enclave the server would start.
+    }
+    let output = run("kmstool-enclave", &["--listen", "tcp:127.0.0.1:0"], &[]);
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        stderr_of(&output),
+        "Error: cannot open /dev/nsm: not running in a Nitro enclave (use kmstool-sim for \
+         development)\n"
+    );
+}
+
+#[test]
+fn usage_errors_exit_1_and_help_and_version_exit_0() {
+    for name in ["kmstool-enclave", "kmstool-sim"] {
+        for flag in ["--help", "--version"] {
+            let output = run(name, &[flag], &[]);
+            assert_eq!(output.status.code(), Some(0), "{name} {flag}");
+            assert!(!output.stdout.is_empty(), "{name} {flag}");
+        }
+        let output = run(name, &["--no-such-flag"], &[]);
+        assert_eq!(output.status.code(), Some(1), "{name}");
+        assert!(stderr_of(&output).starts_with("error: unexpected argument"));
+        // --verbose is a flag of both, never answered with clap's "did you mean --version".
+        let output = run(name, &["--verbose", "--no-such-flag"], &[]);
+        assert_eq!(output.status.code(), Some(1), "{name}");
+        assert!(
+            !stderr_of(&output).contains("--version"),
+            "{}",
+            stderr_of(&output)
+        );
+        let help = String::from_utf8_lossy(&run(name, &["--help"], &[]).stdout).into_owned();
+        assert!(help.contains("Exit status: 0 "), "{help}");
+        assert!(help.contains("-v, --verbose"), "{help}");
+    }
+    for subcommand in ["kms", "imds", "encrypt", "enclave", "demo"] {
+        let output = run("kmstool-sim", &[subcommand, "--no-such-flag"], &[]);
+        assert_eq!(output.status.code(), Some(1), "{subcommand}");
+    }
+}
+
+#[test]
+fn the_enclave_help_reads_addresses_then_kms_then_limits_then_logging() {
+    let help =
+        String::from_utf8_lossy(&run("kmstool-enclave", &["--help"], &[]).stdout).into_owned();
+    let at = |heading: &str| {
+        help.find(&format!("\n{heading}:\n"))
+            .unwrap_or_else(|| panic!("no {heading} heading: {help}"))
+    };
+    assert!(at("Addresses") < at("KMS and trust"));
+    assert!(at("KMS and trust") < at("Limits and timeouts"));
+    assert!(at("Limits and timeouts") < at("Logging"));
+    assert!(help.find("--listen").unwrap() < at("KMS and trust"));
+    assert!(help.find("--log-format").unwrap() > at("Logging"));
+}
+
+#[test]
+fn listen_with_port_and_proxy_with_proxy_port_are_refused() {
+    for name in ["kmstool-enclave", "kmstool-sim"] {
+        let prefix: &[&str] = if name == "kmstool-sim" {
+            &["enclave"]
+        } else {
+            &[]
+        };
+        for pair in [
+            ["--listen", "tcp:127.0.0.1:0", "--port", "3000"],
+            ["--proxy", "tcp:127.0.0.1:1", "--proxy-port", "8000"],
+        ] {
+            let args = [prefix, &pair[..]].concat();
+            let output = run(name, &args, &[]);
+            let stderr = stderr_of(&output);
+            assert_eq!(output.status.code(), Some(1), "{name} {args:?}: {stderr}");
+            assert!(stderr.contains("cannot be used with"), "{stderr}");
+        }
+    }
+}
+
+#[test]
+fn configuration_errors_exit_1_before_anything_is_bound() {
+    let dir = TempDir::new("kmstool-config-errors");
+    let socket = dir.join("enclave.sock");
+    let listen = format!("unix:{}", socket.display());
+    let missing = dir.join("missing.pem");
+    let missing = missing.display().to_string();
+    let cases: [(&[&str], &str); 4] = [
+        (&["--region", "us east"], "Error: --region \"us east\": "),
+        (
+            &["--endpoint", "kms example"],
+            "Error: --endpoint \"kms example\": ",
+        ),
+        (&["--ca-bundle", &missing], "Error: reading --ca-bundle "),
+        (
+            &["--max-message-bytes", "100"],
+            "Error: --max-message-bytes must be at least 1024\n",
+        ),
+    ];
+    for (bad, expected) in cases {
+        for name in ["kmstool-enclave", "kmstool-sim"] {
+            let prefix: &[&str] = if name == "kmstool-sim" {
+                &["enclave"]
+            } else {
+                &[]
+            };
+            let args = [prefix, &["--listen", &listen], bad].concat();
+            let output = run(name, &args, &[]);
+            let stderr = stderr_of(&output);
+            assert_eq!(output.status.code(), Some(1), "{name} {args:?}: {stderr}");
+            assert!(stderr.starts_with(expected), "{name} {args:?}: {stderr}");
+            assert!(!socket.exists(), "{name} {args:?} bound its socket");
+        }
+    }
+    let output = run(
+        "kmstool-sim",
+        &["kms", "--listen", "127.0.0.1:0", "--region", "us east"],
+        &[],
+    );
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr_of(&output).starts_with("Error: --region \"us east\": "),
+        "{}",
+        stderr_of(&output)
+    );
+}
+
+#[test]
+fn the_kms_process_listens_on_every_address_syntax() {
+    let dir = TempDir::new("kmstool-kms-listen");
+    let state = dir.join("nsm");
+    let root = dir.join("nsm-root.pem");
+    nsm_state(&state, &root);
+    let credentials = random_credentials();
+    let creds_file = dir.join("creds.json");
+    std::fs::write(
+        &creds_file,
+        kmstool_tests::enclave::credentials_json(&[&credentials]),
+    )
+    .expect("creds.json");
+    let socket = dir.join("kms.sock");
+    let kms_listen = format!("unix:{}", socket.display());
+    let ca_file = dir.join("kms-ca.pem");
+    let mut command = Command::new(bin("kmstool-sim"));
+    command
+        .env_remove("KMSTOOL_LOG")
+        .env_remove("RUST_LOG")
+        .args(["kms", "--listen", &kms_listen, "--ca-out"])
+        .arg(&ca_file)
+        .arg("--credentials")
+        .arg(&creds_file)
+        .arg("--nsm-root")
+        .arg(&root);
+    let kms = Process::spawn(command);
+    assert_eq!(
+        kms.wait_for_log_field("KMS emulator ready", "listen"),
+        kms_listen
+    );
+    // The enclave reaches it through the Unix socket, as it would through a proxy.
+    let (_enclave, listen) = start_enclave(&[
+        "--state-dir",
+        &state.display().to_string(),
+        "--proxy",
+        &kms_listen,
+        "--ca-bundle",
+        &ca_file.display().to_string(),
+    ]);
+    let address: Address = listen.parse().expect("enclave address");
+    let reply = kmstool_tests::enclave::block_on(async {
+        let mut conn = Conn::connect(&address).await;
+        conn.set_client(&credentials, None).await;
+        conn.call(&json!({"Operation": "GenerateRandom", "NumberOfBytes": 16}))
+            .await
+    });
+    assert_eq!(assert_ok(&reply).len(), 16);
+    drop(kms);
+
+    // tcp:HOST:PORT and the older HOST:PORT both listen on TCP.
+    for listen in ["tcp:127.0.0.1:0", "127.0.0.1:0"] {
+        let mut command = Command::new(bin("kmstool-sim"));
+        command.args(["kms", "--listen", listen]);
+        let kms = Process::spawn(command);
+        let addr = kms.wait_for_log_field("KMS emulator ready", "listen");
+        assert!(
+            addr.parse::<std::net::SocketAddr>().is_ok(),
+            "{listen}: {addr}"
+        );
+    }
+    // Addresses that are not TCP are refused where only TCP is served.
+    for args in [
+        &["imds", "--listen", "unix:/nonexistent/imds.sock"][..],
+        &[
+            "encrypt",
+            "--kms",
+            "vsock:3:8000",
+            "--ca",
+            "x",
+            "--key-id",
+            "k",
+            "--plaintext",
+            "p",
+        ],
+    ] {
+        let output = run("kmstool-sim", args, &[]);
+        let stderr = stderr_of(&output);
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("is not a TCP address: use tcp:HOST:PORT"),
+            "{stderr}"
+        );
+    }
+    let output = run("kmstool-sim", &["kms", "--listen", "bogus"], &[]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr_of(&output).contains("expected vsock:CID:PORT, tcp:HOST:PORT or unix:PATH"),
+        "{}",
+        stderr_of(&output)
+    );
+}
+
+#[test]
+fn every_kms_emulator_flag_has_a_help_line() {
+    let output = run("kmstool-sim", &["kms", "--help"], &[]);
+    assert_eq!(output.status.code(), Some(0));
+    let help = String::from_utf8_lossy(&output.stdout).into_owned();
+    let flags = [
+        "--listen <ADDR>",
+        "--region <REGION>",
+        "--ca-out <FILE>",
+        "--credentials <FILE>",
+        "--nsm-root <FILE>",
+        "--nsm-state-dir <DIR>",
+        "--require-pcr0 <HEX>",
+        "--create-key <ALIAS>",
+        "--latency-ms <MS>",
+        "--drop-first <N>",
+        "--throttle-first <N>",
+        "--fail-first <N>",
+    ];
+    for flag in flags {
+        let line = help
+            .lines()
+            .find(|l| l.trim_start().starts_with(flag))
+            .unwrap_or_else(|| panic!("{flag} is not in the help: {help}"));
+        let text = line.trim_start()[flag.len()..].trim();
+        assert!(text.len() > 20, "{flag} has no help line: {line:?}");
+    }
+    assert!(help.contains("Exit status: 0 "), "{help}");
 }

@@ -460,7 +460,7 @@ fn check_expectations(scenario: Scenario, transcript: &[String]) {
             let starts = [
                 "Message does not contain a Ciphertext",
                 "Ciphertext not a base64 string",
-                "Invalid parameter",
+                "JSON is wrong type: NumberOfBytes",
                 "JSON structure incomplete",
                 "Could not set region correctly, check configuration.",
             ];

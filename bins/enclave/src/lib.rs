@@ -2,8 +2,10 @@
 //! `kmstool-sim enclave` runs the same [`Args`] and [`run`] with a simulated NSM.
 #![deny(missing_docs)]
 
+pub mod logging;
+
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,6 +19,12 @@ use kmstool_core::tls;
 use kmstool_runtime_tokio::keys::KeyService;
 use kmstool_runtime_tokio::kms::{KmsConnector, KmsTransportConfig};
 use kmstool_runtime_tokio::server::{Server, ServerLimits, Shared, Stats};
+pub use logging::{LogFormat, check_logging, init_logging};
+
+/// What `--help` says about exit statuses.
+pub const EXIT_STATUS_HELP: &str = "Exit status: 0 after a clean shutdown (SIGTERM or SIGINT) \
+and for --help/--version; 1 for a usage or configuration error (reported on stderr before \
+anything is bound) and when the server cannot start or fails.";
 
 /// Command line of `kmstool-enclave` (upstream flags plus ours).
 #[derive(Debug, Clone, Parser)]
@@ -24,81 +32,139 @@ use kmstool_runtime_tokio::server::{Server, ServerLimits, Shared, Stats};
     name = "kmstool-enclave",
     version,
     about = "Serves AWS KMS Decrypt, GenerateDataKey and GenerateRandom to the parent instance, \
-             with attestation, from inside a Nitro enclave"
+             with attestation, from inside a Nitro enclave",
+    after_help = EXIT_STATUS_HELP
 )]
 pub struct Args {
-    /// AWS region of the enclave (a client's AwsRegion must match it when both are set).
-    #[arg(short = 'r', long, env = "REGION")]
-    pub region: Option<String>,
-
-    /// vsock port to listen on (ignored with --listen).
-    #[arg(short = 'p', long, default_value_t = 3000)]
+    /// vsock port to listen on, as --listen vsock:any:PORT (not with --listen).
+    #[arg(
+        short = 'p',
+        long,
+        default_value_t = 3000,
+        conflicts_with = "listen",
+        help_heading = "Addresses"
+    )]
     pub port: u32,
 
-    /// vsock port of the parent's vsock-proxy (CID 3; ignored with --proxy).
-    #[arg(short = 'x', long = "proxy-port", default_value_t = 8000)]
+    /// vsock port of the parent's vsock-proxy (CID 3), as --proxy vsock:3:PORT (not with
+    /// --proxy).
+    #[arg(
+        short = 'x',
+        long = "proxy-port",
+        default_value_t = 8000,
+        conflicts_with = "proxy",
+        help_heading = "Addresses"
+    )]
     pub proxy_port: u32,
 
     /// Listen address: vsock:CID:PORT, tcp:HOST:PORT or unix:PATH [default: vsock:any:<port>].
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", help_heading = "Addresses")]
     pub listen: Option<Address>,
 
     /// Where to reach KMS through: vsock:CID:PORT, tcp:HOST:PORT or unix:PATH
     /// [default: vsock:3:<proxy-port>].
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", help_heading = "Addresses")]
     pub proxy: Option<Address>,
 
+    /// AWS region of the enclave (a client's AwsRegion must match it when both are set).
+    #[arg(short = 'r', long, env = "REGION", help_heading = "KMS and trust")]
+    pub region: Option<String>,
+
     /// KMS host name to use instead of the region's (TLS name and Host header).
-    #[arg(long, env = "ENDPOINT", value_name = "HOST")]
+    #[arg(
+        long,
+        env = "ENDPOINT",
+        value_name = "HOST",
+        help_heading = "KMS and trust"
+    )]
     pub endpoint: Option<String>,
 
     /// Extra trust roots for KMS's certificate (PEM), added to the compiled-in Mozilla roots.
-    #[arg(long, value_name = "PEM")]
+    #[arg(long, value_name = "PEM", help_heading = "KMS and trust")]
     pub ca_bundle: Option<PathBuf>,
 
+    /// Replace the enclave's RSA key this often, in seconds (0: never).
+    #[arg(long, default_value_t = 3600, help_heading = "KMS and trust")]
+    pub key_rotation_secs: u64,
+
+    /// Reuse an attestation document for this many seconds (0: a fresh one per KMS call).
+    #[arg(long, default_value_t = 0, help_heading = "KMS and trust")]
+    pub attestation_reuse_secs: u64,
+
     /// Connections served at once; more are refused with an error reply.
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = 1024, help_heading = "Limits and timeouts")]
     pub max_connections: usize,
 
-    /// Largest message from a client, terminator included.
-    #[arg(long, default_value_t = DEFAULT_MAX_MESSAGE_BYTES)]
+    /// Largest message from a client, terminator included (at least 1024).
+    #[arg(long, default_value_t = DEFAULT_MAX_MESSAGE_BYTES, help_heading = "Limits and timeouts")]
     pub max_message_bytes: usize,
 
     /// Close a connection idle for this many seconds (0: never).
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = 300, help_heading = "Limits and timeouts")]
     pub idle_timeout_secs: u64,
 
     /// A message must arrive whole within this many seconds of its first byte; a client
     /// trickling bytes is closed after its earlier commands are answered (0: no limit).
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = 30, help_heading = "Limits and timeouts")]
     pub message_timeout_secs: u64,
 
     /// Deadline for connecting to the proxy plus the TLS handshake, in milliseconds.
-    #[arg(long, default_value_t = 3000)]
+    #[arg(long, default_value_t = 3000, help_heading = "Limits and timeouts")]
     pub connect_timeout_ms: u64,
 
     /// Deadline for one KMS call, all attempts and backoff included, in milliseconds.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = 10_000, help_heading = "Limits and timeouts")]
     pub kms_timeout_ms: u64,
 
     /// Attempts per KMS call (throttling, 5xx and dropped connections are retried).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, help_heading = "Limits and timeouts")]
     pub max_attempts: u32,
 
-    /// Replace the enclave's RSA key this often, in seconds (0: never).
-    #[arg(long, default_value_t = 3600)]
-    pub key_rotation_secs: u64,
+    /// Log filter: a level (off, error, warn, info, debug, trace), one of our crates
+    /// (kmstool_core, kmstool_runtime_tokio, ...) or TARGET=LEVEL directives, comma-separated
+    /// [default: RUST_LOG if set, else info].
+    #[arg(
+        long,
+        env = "KMSTOOL_LOG",
+        value_name = "FILTER",
+        value_parser = logging::parse_filter,
+        help_heading = "Logging"
+    )]
+    pub log_level: Option<String>,
 
-    /// Reuse an attestation document for this many seconds (0: a fresh one per KMS call).
-    #[arg(long, default_value_t = 0)]
-    pub attestation_reuse_secs: u64,
+    /// Log at debug level (overrides --log-level, KMSTOOL_LOG and RUST_LOG).
+    #[arg(short = 'v', long, help_heading = "Logging")]
+    pub verbose: bool,
 
-    /// Log filter (error, warn, info, debug, trace, or a tracing directive).
-    #[arg(long, env = "KMSTOOL_LOG", default_value = "info")]
-    pub log_level: String,
+    /// Log line format on stderr.
+    #[arg(
+        long,
+        env = "KMSTOOL_LOG_FORMAT",
+        value_enum,
+        default_value_t = LogFormat::Text,
+        help_heading = "Logging"
+    )]
+    pub log_format: LogFormat,
 }
 
 impl Args {
+    /// The log filter the command line (or `KMSTOOL_LOG`) asks for, if any.
+    pub fn log_filter(&self) -> Option<&str> {
+        match (self.verbose, &self.log_level) {
+            (true, _) => Some("debug"),
+            (false, Some(filter)) => Some(filter),
+            (false, None) => None,
+        }
+    }
+
+    /// Checks the configuration (region, endpoint, message cap, CA bundle) without binding or
+    /// opening anything else, so that a mistake is reported before the server starts.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        self.session_config()?;
+        read_ca_bundle(self.ca_bundle.as_deref())?;
+        Ok(())
+    }
+
     /// The listen address.
     pub fn listen_address(&self) -> Address {
         self.listen.clone().unwrap_or(Address::Vsock {
@@ -141,18 +207,6 @@ impl Args {
             ..SessionConfig::default()
         })
     }
-}
-
-/// Sets up logging to stderr with `filter`.
-pub fn init_logging(filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    use std::io::IsTerminal as _;
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .try_init();
 }
 
 /// A server ready to run: bound, its key generated or being generated.
@@ -217,15 +271,7 @@ fn shared_state(
     setup: &KmsSetup,
     nsm: Arc<dyn Nsm>,
 ) -> anyhow::Result<Arc<Shared>> {
-    let extra_roots = match &setup.ca_bundle {
-        Some(path) => Some(
-            std::fs::read(path)
-                .with_context(|| format!("reading --ca-bundle {}", path.display()))?,
-        ),
-        None => None,
-    };
-    let tls = tls::client_config(tls::Roots::MozillaAndExtra, extra_roots.as_deref())
-        .context("TLS setup")?;
+    let tls = read_ca_bundle(setup.ca_bundle.as_deref())?;
     let kms = KmsConnector::new(KmsTransportConfig {
         proxy: setup.proxy.clone(),
         tls,
@@ -241,6 +287,23 @@ fn shared_state(
         keys,
         stats: Stats::default(),
     }))
+}
+
+/// Reads `--ca-bundle` (if any) and builds the TLS settings for KMS with it.
+fn read_ca_bundle(path: Option<&Path>) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    let extra_roots = match path {
+        Some(path) => Some(
+            std::fs::read(path)
+                .with_context(|| format!("reading --ca-bundle {}", path.display()))?,
+        ),
+        None => None,
+    };
+    tls::client_config(tls::Roots::MozillaAndExtra, extra_roots.as_deref()).with_context(|| {
+        match path {
+            Some(path) => format!("--ca-bundle {}", path.display()),
+            None => "TLS setup".to_owned(),
+        }
+    })
 }
 
 /// Binds the listener and starts generating the enclave key. The server accepts connections

@@ -97,9 +97,12 @@ pub async fn run(out: &mut dyn std::io::Write) -> anyhow::Result<String> {
     say(String::new());
 
     let message = String::from_utf8(plaintext).context("plaintext is not UTF-8")?;
-    say(format!("7. Decrypted message: {message}"));
+    say(format!(
+        "   whole demo    {:.2} s, start-up included",
+        started.elapsed().as_secs_f64()
+    ));
     say(String::new());
-    say(format!("Done in {:.2} s.", started.elapsed().as_secs_f64()));
+    say(format!("7. Decrypted message: {message}"));
     local.stop().await?;
     Ok(message)
 }
@@ -153,12 +156,17 @@ fn describe_document(document: &[u8], say: &mut dyn FnMut(String)) -> anyhow::Re
         document.len()
     ));
     say(format!("   module id     {}", doc.module_id));
-    say(format!("   timestamp     {} ms since 1970", doc.timestamp));
+    say(format!(
+        "   timestamp     {} ({} ms since 1970)",
+        rfc3339_millis(doc.timestamp).unwrap_or_else(|| "out of range".to_owned()),
+        doc.timestamp
+    ));
     for index in [0u16, 1, 2] {
         if let Some(value) = doc.pcrs.get(&index) {
             say(format!("   PCR{index}          {}", short_hex(value)));
         }
     }
+    say(PCR0_NOTE.into());
     if let Some(public_key) = &doc.public_key {
         say(format!(
             "   public key    RSA-2048, SPKI SHA-256 {} (KMS encrypts to it)",
@@ -172,6 +180,31 @@ fn describe_document(document: &[u8], say: &mut dyn FnMut(String)) -> anyhow::Re
     Ok(())
 }
 
+/// What the demo says about the PCR0 it shows.
+pub const PCR0_NOTE: &str = "   (these PCRs are the simulator's stand-in measurements, not an \
+enclave image's: on Nitro, `nitro-cli build-enclave` prints your image's real PCR0, the value a \
+key policy's kms:RecipientAttestation:ImageSha384 names)";
+
+/// Formats milliseconds since 1970 as RFC 3339 UTC with milliseconds
+/// (`2026-12-05T19:40:01.123Z`); `None` past the year 9999.
+pub fn rfc3339_millis(millis: u64) -> Option<String> {
+    let nanos = i128::from(millis) * 1_000_000;
+    let at = time::OffsetDateTime::from_unix_timestamp_nanos(nanos).ok()?;
+    if at.year() > 9999 {
+        return None;
+    }
+    Some(format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        at.year(),
+        u8::from(at.month()),
+        at.day(),
+        at.hour(),
+        at.minute(),
+        at.second(),
+        at.millisecond()
+    ))
+}
+
 fn short_hex(bytes: &[u8]) -> String {
     let full = hex::encode(bytes);
     let mut out = String::new();
@@ -181,4 +214,27 @@ fn short_hex(bytes: &[u8]) -> String {
         out.push_str(&full);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rfc3339_millis;
+
+    #[test]
+    fn timestamps_read_as_rfc3339_utc_with_milliseconds() {
+        assert_eq!(
+            rfc3339_millis(0).as_deref(),
+            Some("1970-01-01T00:00:00.000Z")
+        );
+        assert_eq!(
+            rfc3339_millis(1_796_499_601_123).as_deref(),
+            Some("2026-12-05T19:40:01.123Z")
+        );
+        assert_eq!(
+            rfc3339_millis(253_402_300_799_999).as_deref(),
+            Some("9999-12-31T23:59:59.999Z")
+        );
+        assert_eq!(rfc3339_millis(253_402_300_800_000), None);
+        assert_eq!(rfc3339_millis(u64::MAX), None);
+    }
 }

@@ -8,31 +8,71 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::{Args as ClapArgs, Parser, Subcommand};
+use kmstool_core::address::Address;
 use kmstool_core::nsm::Nsm;
+use kmstool_enclave::LogFormat;
 use kmstool_sim::nsm::{SimConfig, SimNsm, system_clock};
+
+/// What `--help` says about exit statuses.
+const EXIT_STATUS_HELP: &str = "Exit status: 0 on success (a server: after SIGTERM or SIGINT) \
+and for --help/--version; 1 for a usage or configuration error (reported on stderr before \
+anything is bound) and when the command fails; enclave-cli keeps kmstool-enclave-cli's statuses \
+(255 when the operation fails).";
 
 #[derive(Debug, Parser)]
 #[command(
     name = "kmstool-sim",
     version,
-    about = "Run kmstool without Nitro hardware: simulated NSM, KMS emulator, fake IMDS, demo"
+    about = "Run kmstool without Nitro hardware: simulated NSM, KMS emulator, fake IMDS, demo",
+    after_help = EXIT_STATUS_HELP,
+    subcommand_help_heading = "Subcommands"
 )]
 struct Cli {
+    /// Log filter of the servers (kms, imds, enclave): a level (off, error, warn, info, debug,
+    /// trace), one of our crates or TARGET=LEVEL directives [default: KMSTOOL_LOG if set, else
+    /// RUST_LOG if set, else info]; `enclave --log-level` wins over it.
+    #[arg(
+        long,
+        value_name = "FILTER",
+        value_parser = kmstool_enclave::logging::parse_filter
+    )]
+    log_level: Option<String>,
+
+    /// Log at debug level (overrides --log-level, KMSTOOL_LOG and RUST_LOG).
+    #[arg(short = 'v', long)]
+    verbose: bool,
+
     #[command(subcommand)]
     command: Command,
+}
+
+impl Cli {
+    /// The log filter asked for by the top-level flags, if any.
+    fn log_filter(&self) -> Option<&str> {
+        match (self.verbose, &self.log_level) {
+            (true, _) => Some("debug"),
+            (false, Some(filter)) => Some(filter),
+            (false, None) => None,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Runs the whole flow on loopback (KMS emulator, enclave, instance) and explains it.
+    #[command(after_help = EXIT_STATUS_HELP)]
     Demo,
     /// The KMS emulator: KMS's JSON 1.1 API over HTTPS, attestation-aware.
+    #[command(after_help = EXIT_STATUS_HELP)]
     Kms(KmsArgs),
     /// A fake EC2 instance metadata service (IMDSv2) serving role credentials.
+    #[command(after_help = EXIT_STATUS_HELP)]
     Imds(ImdsArgs),
     /// Encrypts with the emulator (like `aws kms encrypt`) and prints the ciphertext, base64.
+    #[command(after_help = EXIT_STATUS_HELP)]
     Encrypt(EncryptArgs),
     /// The real enclave server (kmstool-enclave's flags) with a simulated NSM.
+    #[command(after_help = kmstool_enclave::EXIT_STATUS_HELP)]
     Enclave {
         #[command(flatten)]
         nsm: NsmArgs,
@@ -54,9 +94,10 @@ enum Command {
 
 #[derive(Debug, ClapArgs)]
 struct KmsArgs {
-    /// Address to listen on (TCP).
-    #[arg(long, default_value = "127.0.0.1:8443")]
-    listen: std::net::SocketAddr,
+    /// Address to listen on: tcp:HOST:PORT, unix:PATH or vsock:CID:PORT (HOST:PORT alone
+    /// means tcp:HOST:PORT).
+    #[arg(long, value_name = "ADDR", default_value = "tcp:127.0.0.1:8443", value_parser = parse_listen_address)]
+    listen: Address,
 
     /// Region of this emulated KMS (requests must be signed for it).
     #[arg(long, default_value = "us-east-1")]
@@ -66,14 +107,15 @@ struct KmsArgs {
     #[arg(long, value_name = "FILE")]
     ca_out: Option<PathBuf>,
 
-    /// Credentials to accept: JSON, a list of {"AccessKeyId","SecretAccessKey","SessionToken"}
-    /// or an IMDS credentials document.
+    /// Credentials to accept (repeatable): a JSON file holding a list of
+    /// {"AccessKeyId","SecretAccessKey","SessionToken"} or an IMDS credentials document (imds
+    /// --credentials-out writes one). Without any, every request is refused.
     #[arg(long, value_name = "FILE")]
     credentials: Vec<PathBuf>,
 
     /// Root certificate (PEM) attestation documents must chain to (kmstool-sim enclave
     /// --nsm-root-out writes it). Without it or --nsm-state-dir, requests with a Recipient are
-    /// refused.
+    /// refused. Not with --nsm-state-dir.
     #[arg(long, value_name = "FILE", conflicts_with = "nsm_state_dir")]
     nsm_root: Option<PathBuf>,
 
@@ -83,35 +125,36 @@ struct KmsArgs {
     #[arg(long, value_name = "DIR")]
     nsm_state_dir: Option<PathBuf>,
 
-    /// Refuse Recipient requests whose attested PCR0 differs (kms:RecipientAttestation:ImageSha384).
+    /// Refuse Recipient requests whose attested PCR0 differs, as a key policy's
+    /// kms:RecipientAttestation:ImageSha384 condition does (96 hex digits).
     #[arg(long, value_name = "HEX")]
     require_pcr0: Option<String>,
 
-    /// Create a key with this alias (e.g. alias/demo) at start and print its ARN.
+    /// Create a key with this alias (e.g. alias/demo) at start and print "ALIAS ARN" on stdout.
     #[arg(long, value_name = "ALIAS")]
     create_key: Option<String>,
 
-    /// Added latency per request, in milliseconds.
-    #[arg(long, default_value_t = 0)]
+    /// Fault injection: added latency per request, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 0)]
     latency_ms: u64,
 
-    /// Answer the first N requests with ThrottlingException.
-    #[arg(long, default_value_t = 0)]
+    /// Fault injection: drop the connection of the first N requests without answering.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    drop_first: u32,
+
+    /// Fault injection: then answer the next N requests with HTTP 400 ThrottlingException.
+    #[arg(long, value_name = "N", default_value_t = 0)]
     throttle_first: u32,
 
-    /// Answer the first N requests with a 500 KMSInternalException.
-    #[arg(long, default_value_t = 0)]
+    /// Fault injection: then answer the next N requests with HTTP 500 KMSInternalException.
+    #[arg(long, value_name = "N", default_value_t = 0)]
     fail_first: u32,
-
-    /// Drop the connection of the first N requests without answering.
-    #[arg(long, default_value_t = 0)]
-    drop_first: u32,
 }
 
 #[derive(Debug, ClapArgs)]
 struct EncryptArgs {
-    /// The emulator's address.
-    #[arg(long, default_value = "127.0.0.1:8443")]
+    /// The emulator's address: tcp:HOST:PORT (or HOST:PORT).
+    #[arg(long, value_name = "ADDR", default_value = "tcp:127.0.0.1:8443", value_parser = parse_tcp_address)]
     kms: std::net::SocketAddr,
 
     /// The emulator's CA certificate (`kms --ca-out`).
@@ -141,8 +184,8 @@ struct EncryptArgs {
 
 #[derive(Debug, ClapArgs)]
 struct ImdsArgs {
-    /// Address to listen on (TCP, plain HTTP).
-    #[arg(long, default_value = "127.0.0.1:1338")]
+    /// Address to listen on (plain HTTP): tcp:HOST:PORT (or HOST:PORT).
+    #[arg(long, value_name = "ADDR", default_value = "tcp:127.0.0.1:1338", value_parser = parse_tcp_address)]
     listen: std::net::SocketAddr,
 
     /// Role name to serve.
@@ -241,29 +284,42 @@ fn main() -> ExitCode {
             };
         }
     };
+    let top_filter = cli.log_filter().map(str::to_owned);
+    let top_verbose = cli.verbose;
+    let start_logging = |flag: Option<&str>, format| {
+        kmstool_enclave::init_logging(flag, format).map_err(anyhow::Error::new)
+    };
     match cli.command {
         Command::Demo => exit(runtime().and_then(|rt| {
             let mut stdout = std::io::stdout();
             rt.block_on(kmstool_sim::demo::run(&mut stdout)).map(|_| ())
         })),
-        Command::Kms(args) => {
-            kmstool_enclave::init_logging("info");
-            exit(runtime().and_then(|rt| rt.block_on(serve_kms(args))))
-        }
+        Command::Kms(args) => exit(
+            start_logging(top_filter.as_deref(), LogFormat::Text)
+                .and_then(|()| runtime())
+                .and_then(|rt| rt.block_on(serve_kms(args))),
+        ),
         Command::Encrypt(args) => exit(runtime().and_then(|rt| rt.block_on(encrypt(args)))),
-        Command::Imds(args) => {
-            kmstool_enclave::init_logging("info");
-            exit(runtime().and_then(|rt| rt.block_on(serve_imds(args))))
-        }
+        Command::Imds(args) => exit(
+            start_logging(top_filter.as_deref(), LogFormat::Text)
+                .and_then(|()| runtime())
+                .and_then(|rt| rt.block_on(serve_imds(args))),
+        ),
         Command::Enclave { nsm, enclave } => {
-            kmstool_enclave::init_logging(&enclave.log_level);
-            let result = nsm.build().and_then(|nsm| {
-                let runtime = tokio::runtime::Builder::new_multi_thread()
-                    .enable_all()
-                    .build()
-                    .context("tokio runtime")?;
-                runtime.block_on(kmstool_enclave::run(enclave, nsm as Arc<dyn Nsm>))
-            });
+            let filter = match top_verbose {
+                true => top_filter.as_deref(),
+                false => enclave.log_filter().or(top_filter.as_deref()),
+            };
+            let result = start_logging(filter, enclave.log_format)
+                .and_then(|()| enclave.validate())
+                .and_then(|()| nsm.build())
+                .and_then(|nsm| {
+                    let runtime = tokio::runtime::Builder::new_multi_thread()
+                        .enable_all()
+                        .build()
+                        .context("tokio runtime")?;
+                    runtime.block_on(kmstool_enclave::run(enclave, nsm as Arc<dyn Nsm>))
+                });
             exit(result)
         }
         Command::Bench(args) => exit(runtime().and_then(|rt| {
@@ -282,6 +338,35 @@ fn main() -> ExitCode {
     }
 }
 
+/// Parses a listen address as every binary spells it (`tcp:HOST:PORT`, `unix:PATH`,
+/// `vsock:CID:PORT`), and the older bare `HOST:PORT` as TCP.
+fn parse_listen_address(text: &str) -> Result<Address, String> {
+    match text.parse::<Address>() {
+        Ok(address) => Ok(address),
+        Err(error) => match text.parse::<std::net::SocketAddr>() {
+            Ok(addr) => Ok(Address::Tcp {
+                host: addr.ip().to_string(),
+                port: addr.port(),
+            }),
+            Err(_) => Err(error.to_string()),
+        },
+    }
+}
+
+/// Parses a TCP address given as `tcp:HOST:PORT` or `HOST:PORT` (the host is resolved now);
+/// other kinds are refused: these servers and clients speak TCP only.
+fn parse_tcp_address(text: &str) -> Result<std::net::SocketAddr, String> {
+    use std::net::ToSocketAddrs as _;
+    match parse_listen_address(text)? {
+        Address::Tcp { host, port } => (host.as_str(), port)
+            .to_socket_addrs()
+            .map_err(|e| format!("cannot resolve {host:?}: {e}"))?
+            .next()
+            .ok_or_else(|| format!("{host:?} has no address")),
+        other => Err(format!("{other} is not a TCP address: use tcp:HOST:PORT")),
+    }
+}
+
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -291,7 +376,13 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 async fn serve_kms(args: KmsArgs) -> anyhow::Result<()> {
     use kmstool_sim::kms::{Faults, KmsConfig, KmsEmulator, parse_credentials_file};
-    let mut config = KmsConfig::new(args.listen, &args.region);
+    kmstool_core::kms::endpoint::validate_region(&args.region)
+        .with_context(|| format!("--region {:?}", args.region))?;
+    let mut config = KmsConfig::new(
+        std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        &args.region,
+    );
+    config.listen_at = Some(args.listen.clone());
     for path in &args.credentials {
         let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
         let parsed = parse_credentials_file(&bytes, &config.account_id)
@@ -338,7 +429,12 @@ async fn serve_kms(args: KmsArgs) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("creating {alias}: {e:?}"))?;
         println!("{alias} {}", key.arn);
     }
-    tracing::info!(listen = %handle.local_addr(), region = %args.region, "KMS emulator ready");
+    // A TCP address is logged as HOST:PORT, as `kmstool-sim encrypt --kms` takes it.
+    let listen = match handle.local_address() {
+        Address::Tcp { .. } => handle.local_addr().to_string(),
+        other => other.to_string(),
+    };
+    tracing::info!(listen = %listen, region = %args.region, "KMS emulator ready");
     kmstool_runtime_tokio::server::shutdown_signal().await;
     handle.shutdown().await;
     Ok(())

@@ -264,7 +264,7 @@ fn take_request_id(object: &mut Map<String, Value>) -> Result<Option<String>, Co
         Some(Value::String(id)) if id.chars().count() <= MAX_REQUEST_ID_CHARS => Ok(Some(id)),
         Some(Value::String(_)) => Err(CommandError::InvalidValue {
             field: "RequestId",
-            reason: format!("must be at most {MAX_REQUEST_ID_CHARS} characters"),
+            reason: format!("must be a string of at most {MAX_REQUEST_ID_CHARS} characters"),
         }),
         Some(_) => Err(CommandError::WrongType {
             field: "RequestId",
@@ -369,7 +369,7 @@ fn parse_decrypt(object: &mut Map<String, Value>) -> Result<Decrypt, CommandErro
         }
     };
     if ciphertext.is_empty() || ciphertext.len() > MAX_CIPHERTEXT_BYTES {
-        return Err(CommandError::InvalidValue {
+        return Err(CommandError::DecryptParameter {
             field: "Ciphertext",
             reason: format!("must decode to 1 to {MAX_CIPHERTEXT_BYTES} bytes"),
         });
@@ -378,7 +378,7 @@ fn parse_decrypt(object: &mut Map<String, Value>) -> Result<Decrypt, CommandErro
         None | Some(Value::Null) => None,
         Some(Value::String(name)) => {
             Some(EncryptionAlgorithm::from_wire(name).ok_or_else(|| {
-                CommandError::InvalidValue {
+                CommandError::DecryptParameter {
                     field: "EncryptionAlgorithm",
                     reason: "must be SYMMETRIC_DEFAULT, RSAES_OAEP_SHA_1 or RSAES_OAEP_SHA_256"
                         .into(),
@@ -395,10 +395,21 @@ fn parse_decrypt(object: &mut Map<String, Value>) -> Result<Decrypt, CommandErro
     Ok(Decrypt {
         ciphertext,
         encryption_context: parse_encryption_context(object)?,
-        key_id: parse_key_id(object)?,
+        key_id: parse_key_id(object).map_err(as_decrypt_parameter)?,
         encryption_algorithm,
-        grant_tokens: parse_grant_tokens(object)?,
+        grant_tokens: parse_grant_tokens(object).map_err(as_decrypt_parameter)?,
     })
+}
+
+/// A `Decrypt` field whose value KMS would refuse gets upstream's `Could not decrypt
+/// ciphertext`; wrong types keep `JSON is wrong type`.
+fn as_decrypt_parameter(error: CommandError) -> CommandError {
+    match error {
+        CommandError::InvalidValue { field, reason } => {
+            CommandError::DecryptParameter { field, reason }
+        }
+        other => other,
+    }
 }
 
 fn parse_generate_data_key(

@@ -95,6 +95,14 @@ pub enum CommandError {
         /// What it must be.
         expected: &'static str,
     },
+    /// A `Decrypt` field has a value KMS would refuse (an empty `Ciphertext`, an unknown
+    /// `EncryptionAlgorithm`, ...): upstream reports these as a failed decryption.
+    DecryptParameter {
+        /// The field.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A field has an invalid value.
     InvalidValue {
         /// The field.
@@ -110,7 +118,9 @@ impl CommandError {
         match self {
             Self::MessageTooLarge => "Message size too large.",
             Self::NotJson(_) => "Error reading JSON object",
-            Self::NotAnObject | Self::WrongType { .. } => "JSON is wrong type",
+            Self::NotAnObject | Self::WrongType { .. } | Self::InvalidValue { .. } => {
+                "JSON is wrong type"
+            }
             Self::MissingOperation | Self::MissingField(_) => "JSON structure incomplete",
             Self::OperationNotString => "Operation is wrong type",
             Self::UnknownOperation => "Operation not recognized",
@@ -120,7 +130,7 @@ impl CommandError {
             Self::ClientNotInitialized => "Client not initialized",
             Self::MissingCiphertext => "Message does not contain a Ciphertext",
             Self::CiphertextNotBase64(_) => "Ciphertext not a base64 string",
-            Self::InvalidValue { .. } => "Invalid parameter",
+            Self::DecryptParameter { .. } => "Could not decrypt ciphertext",
         }
     }
 
@@ -148,7 +158,9 @@ impl fmt::Display for CommandError {
             }
             Self::MissingField(field) => write!(f, ": {field} is required"),
             Self::WrongType { field, expected } => write!(f, ": {field} must be {expected}"),
-            Self::InvalidValue { field, reason } => write!(f, ": {field} {reason}"),
+            Self::InvalidValue { field, reason } | Self::DecryptParameter { field, reason } => {
+                write!(f, ": {field} {reason}")
+            }
             _ => Ok(()),
         }
     }

@@ -1,6 +1,6 @@
 //! The enclave protocol: typed commands from the parent, typed replies from the enclave.
 //!
-//! Wire format (SPEC §1): each message is a UTF-8 JSON object framed by [`crate::framing`].
+//! Wire format: each message is a UTF-8 JSON object framed by [`crate::framing`].
 //! Commands carry `"Operation"`; replies carry `"Status"`. Unknown fields are ignored both ways,
 //! and a reader accepts compact and spaced JSON alike.
 

@@ -8,8 +8,8 @@ use crate::http::HttpLimits;
 /// Settings of every [`super::EnclaveSession`] of one server.
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
-    /// The enclave's region (`--region`, `REGION`); see SPEC §1 for how it combines with the
-    /// client's.
+    /// The enclave's region (`--region`, `REGION`): with a client's `AwsRegion` they must be
+    /// equal, either alone is used, neither means `us-east-1`.
     pub region: Option<String>,
     /// KMS host name overriding the region's (`--endpoint`, `ENDPOINT`).
     pub endpoint: Option<String>,

@@ -63,6 +63,7 @@ impl EnclaveProcess {
             .arg(&spec.region)
             .args(&spec.extra_args)
             .env_remove("KMSTOOL_LOG")
+            .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());

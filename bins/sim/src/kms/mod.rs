@@ -41,6 +41,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use kmstool_core::address::Address;
+use kmstool_runtime_tokio::net::Listener;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -73,8 +75,11 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 512 * 1024;
 /// How to run the emulator.
 #[derive(Debug, Clone)]
 pub struct KmsConfig {
-    /// Address to listen on (tests use `127.0.0.1:0`).
+    /// TCP address to listen on (tests use `127.0.0.1:0`), unless `listen_at` is set.
     pub listen: SocketAddr,
+    /// Any address to listen on instead of `listen`: `tcp:HOST:PORT`, `unix:PATH` (a stale
+    /// socket file is replaced) or `vsock:CID:PORT`.
+    pub listen_at: Option<Address>,
     /// The region served: credential scopes must name it, key ARNs carry it.
     pub region: String,
     /// The account owning the keys.
@@ -106,6 +111,7 @@ impl KmsConfig {
     pub fn new(listen: SocketAddr, region: &str) -> Self {
         Self {
             listen,
+            listen_at: None,
             region: region.to_owned(),
             account_id: DEFAULT_ACCOUNT_ID.to_owned(),
             credentials: Vec::new(),
@@ -148,8 +154,15 @@ impl KmsEmulator {
             .with_no_client_auth()
             .with_cert_resolver(Arc::new(resolver));
         tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let listener = TcpListener::bind(config.listen).await?;
-        let local_addr = listener.local_addr()?;
+        let listener = match &config.listen_at {
+            Some(address) => Listener::bind(address).await?,
+            None => Listener::Tcp(TcpListener::bind(config.listen).await?),
+        };
+        let local_address = listener.local_address()?;
+        let local_addr = match &listener {
+            Listener::Tcp(tcp) => tcp.local_addr()?,
+            Listener::Unix(_) | Listener::Vsock(_) => SocketAddr::from(([0, 0, 0, 0], 0)),
+        };
         let shared = Arc::new(Shared {
             keystore: Mutex::new(Keystore::new(&config.region, &config.account_id)),
             credentials: RwLock::new(config.credentials),
@@ -172,6 +185,7 @@ impl KmsEmulator {
         ));
         Ok(KmsHandle {
             local_addr,
+            local_address,
             ca,
             shared,
             stop,
@@ -184,6 +198,7 @@ impl KmsEmulator {
 #[derive(Debug)]
 pub struct KmsHandle {
     local_addr: SocketAddr,
+    local_address: Address,
     ca: Arc<CertAuthority>,
     shared: Arc<Shared>,
     stop: watch::Sender<bool>,
@@ -191,9 +206,15 @@ pub struct KmsHandle {
 }
 
 impl KmsHandle {
-    /// The address it listens on.
+    /// The TCP address it listens on (`0.0.0.0:0` when it listens on a Unix or vsock socket:
+    /// see [`KmsHandle::local_address`]).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The address it listens on, of any kind (with the real port when port 0 was asked for).
+    pub fn local_address(&self) -> &Address {
+        &self.local_address
     }
 
     /// The CA certificate clients must trust, PEM.

@@ -1,4 +1,4 @@
-//! The emulator's IO: a TCP listener, TLS (rustls, ALPN `http/1.1`), keep-alive connections
+//! The emulator's IO: a TCP (or Unix, or vsock) listener, TLS (rustls, ALPN `http/1.1`), keep-alive connections
 //! carrying many requests, and for each request: faults, protocol checks, SigV4, the
 //! operation, and an answer shaped like KMS's.
 
@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use kmstool_runtime_tokio::net::{Listener, Stream};
 use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
@@ -258,7 +258,7 @@ impl Shared {
 
 /// Accepts connections until `shutdown` turns true, then waits for open connections to end.
 pub(super) async fn serve(
-    listener: TcpListener,
+    listener: Listener,
     acceptor: TlsAcceptor,
     shared: Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
@@ -267,11 +267,11 @@ pub(super) async fn serve(
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let Ok((tcp, _peer)) = accepted else { continue };
+                let Ok((stream, _peer)) = accepted else { continue };
                 let acceptor = acceptor.clone();
                 let shared = Arc::clone(&shared);
                 let shutdown = shutdown.clone();
-                connections.spawn(connection(tcp, acceptor, shared, shutdown));
+                connections.spawn(connection(stream, acceptor, shared, shutdown));
             }
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             _ = shutdown.changed() => break,
@@ -281,13 +281,13 @@ pub(super) async fn serve(
 }
 
 async fn connection(
-    tcp: TcpStream,
+    stream: Stream,
     acceptor: TlsAcceptor,
     shared: Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let _ = tcp.set_nodelay(true);
-    let handshake = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp));
+    // The listener has set TCP_NODELAY on TCP streams.
+    let handshake = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream));
     let Ok(Ok(mut tls)) = handshake.await else {
         return;
     };

@@ -521,7 +521,8 @@ fn the_region_comes_from_the_flag_environment_then_the_config_file() {
     .unwrap();
     let config = config.display().to_string();
     let home = dir.path().display().to_string();
-    let cases: Vec<(Vec<&str>, Vec<(&str, &str)>, &str)> = vec![
+    type Case<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Case<'_>> = vec![
         (vec![], vec![], "kms.us-east-1.amazonaws.com"),
         (vec![], vec![("HOME", &home)], "kms.us-east-1.amazonaws.com"),
         (

@@ -208,10 +208,7 @@ mod tests {
             let json = format!(
                 r#"{{"Version":1,"AccessKeyId":"A","SecretAccessKey":"hunter2","Expiration":"{expiration}"}}"#
             );
-            assert!(
-                parse_output(json.as_bytes(), now()).is_ok(),
-                "{expiration}"
-            );
+            assert!(parse_output(json.as_bytes(), now()).is_ok(), "{expiration}");
         }
     }
 

@@ -203,7 +203,8 @@ mod tests {
 
     #[test]
     fn order_is_aws_region_aws_default_region_then_the_profile() {
-        let cases: Vec<(Vec<(&str, &str)>, Result<Option<Region>, RegionLookupError>)> = vec![
+        type Expected = Result<Option<Region>, RegionLookupError>;
+        let cases: Vec<(Vec<(&str, &str)>, Expected)> = vec![
             (
                 vec![
                     ("HOME", "/h"),
@@ -229,7 +230,10 @@ mod tests {
                 found("ap-south-1", in_profile("prod", "/h/.aws/config")),
             ),
             (
-                vec![("AWS_CONFIG_FILE", "/etc/aws-config"), ("AWS_PROFILE", "prod")],
+                vec![
+                    ("AWS_CONFIG_FILE", "/etc/aws-config"),
+                    ("AWS_PROFILE", "prod"),
+                ],
                 found("ap-south-1", in_profile("prod", "/etc/aws-config")),
             ),
             (vec![("HOME", "/h"), ("AWS_PROFILE", "none")], Ok(None)),
@@ -247,8 +251,8 @@ mod tests {
 
     #[test]
     fn a_bad_region_or_file_is_an_error_that_says_where() {
-        let error = lookup_region(lookup(&[("AWS_REGION", "Mars")]), config(""))
-            .expect_err("not a region");
+        let error =
+            lookup_region(lookup(&[("AWS_REGION", "Mars")]), config("")).expect_err("not a region");
         assert_eq!(
             error.to_string(),
             "invalid region \"Mars\" from AWS_REGION: region name must look like us-east-1"
@@ -274,7 +278,9 @@ mod tests {
         })
         .expect_err("unreadable");
         assert!(
-            error.to_string().starts_with("cannot read /h/.aws/config: "),
+            error
+                .to_string()
+                .starts_with("cannot read /h/.aws/config: "),
             "{error}"
         );
     }

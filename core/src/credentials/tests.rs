@@ -231,8 +231,7 @@ fn config_file_profiles_give_static_keys() {
         }
     );
     // `[staging]` is credentials-file syntax: in the config file it is not the profile.
-    let StaticLookup::Failed(tried) = lookup_static(home_with(Some("staging")), tree(FILES))
-    else {
+    let StaticLookup::Failed(tried) = lookup_static(home_with(Some("staging")), tree(FILES)) else {
         panic!("an explicit profile found nowhere stops the chain");
     };
     assert!(
@@ -313,7 +312,10 @@ fn unsupported_settings_are_refused_naming_the_setting_and_the_file() {
         ),
         (
             "credential_source",
-            &[(CONFIG, "[profile prod]\ncredential_source = Ec2InstanceMetadata\n")][..],
+            &[(
+                CONFIG,
+                "[profile prod]\ncredential_source = Ec2InstanceMetadata\n",
+            )][..],
         ),
     ] {
         let files: &'static [(&str, &str)] = files;
@@ -337,8 +339,7 @@ fn unsupported_settings_are_refused_naming_the_setting_and_the_file() {
 #[test]
 fn a_profile_with_only_a_region_moves_on() {
     static FILES: &[(&str, &str)] = &[(CONFIG, "[profile prod]\nregion = eu-west-1\n")];
-    let StaticLookup::NotFound(tried) = lookup_static(home_with(Some("prod")), tree(FILES))
-    else {
+    let StaticLookup::NotFound(tried) = lookup_static(home_with(Some("prod")), tree(FILES)) else {
         panic!("moves on to the container and IMDS");
     };
     assert!(

@@ -1,13 +1,17 @@
-//! Drives `kmstool_core`'s HTTP credential sources (the container endpoint and IMDSv2) over
-//! TCP on smol.
+//! Drives `kmstool_core`'s HTTP credential sources (the container endpoint and IMDSv2, and
+//! IMDS's region) over TCP on smol, and runs a profile's `credential_process`.
 
 use std::time::{Duration, Instant};
 
 use kmstool_core::credentials::container::{
     ContainerClient, ContainerCredentials, ContainerEndpoint, ContainerError,
 };
-use kmstool_core::credentials::imds::{ImdsClient, ImdsCredentials, ImdsEndpoint, ImdsError};
+use kmstool_core::credentials::imds::{
+    DEFAULT_STEP_TIMEOUT, ImdsClient, ImdsCredentials, ImdsEndpoint, ImdsError, ImdsRegionClient,
+};
+use kmstool_core::credentials::process::{self, ProcessCredentials, ProcessError};
 use kmstool_core::credentials::{CredentialFetch, FetchOutput};
+use kmstool_core::secret::SecretString;
 use smol::future::{self, FutureExt as _};
 use smol::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use smol::net::TcpStream;
@@ -16,6 +20,46 @@ use zeroize::Zeroizing;
 /// Fetches the instance role's credentials from IMDSv2 at `endpoint`.
 pub async fn fetch_imds(endpoint: ImdsEndpoint) -> Result<ImdsCredentials, ImdsError> {
     fetch(ImdsClient::new(endpoint, Instant::now())).await
+}
+
+/// Asks IMDSv2 at `endpoint` for the instance's region (`Ok(None)` if it does not know it).
+pub async fn fetch_imds_region(endpoint: ImdsEndpoint) -> Result<Option<String>, ImdsError> {
+    fetch(ImdsRegionClient::new(
+        endpoint,
+        DEFAULT_STEP_TIMEOUT,
+        Instant::now(),
+    ))
+    .await
+}
+
+/// Runs a profile's `credential_process` as the AWS CLI does on Unix (`sh -c COMMAND`), stdin
+/// closed, stderr passed through, killed after `timeout`, and parses what it prints.
+pub async fn run_credential_process(
+    command: &SecretString,
+    timeout: Duration,
+) -> Result<ProcessCredentials, ProcessError> {
+    let child = smol::process::Command::new("sh")
+        .arg("-c")
+        .arg(command.expose())
+        .stdin(smol::process::Stdio::null())
+        .stdout(smol::process::Stdio::piped())
+        .stderr(smol::process::Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| ProcessError::Spawn(e.to_string()))?;
+    let output = async { child.output().await.map(Some) }
+        .or(async {
+            smol::Timer::after(timeout).await;
+            Ok(None)
+        })
+        .await
+        .map_err(|e| ProcessError::Io(e.to_string()))?
+        .ok_or(ProcessError::Timeout(timeout))?;
+    let stdout = Zeroizing::new(output.stdout);
+    if !output.status.success() {
+        return Err(ProcessError::Status(output.status.to_string()));
+    }
+    process::parse_output(&stdout, std::time::SystemTime::now())
 }
 
 /// Fetches credentials from the container endpoint (ECS task role, EKS Pod Identity), allowed

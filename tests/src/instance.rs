@@ -28,6 +28,7 @@ pub struct Instance {
     secrets: Vec<String>,
     home: tempfile::TempDir,
     stdout_to_full_device: bool,
+    stdin: Option<Vec<u8>>,
 }
 
 impl Instance {
@@ -47,6 +48,7 @@ impl Instance {
             secrets: Vec::new(),
             home,
             stdout_to_full_device: false,
+            stdin: None,
         }
     }
 
@@ -125,6 +127,20 @@ impl Instance {
         self.env("AWS_SHARED_CREDENTIALS_FILE", path.display().to_string())
     }
 
+    /// Gives the run these bytes on standard input (else stdin is closed).
+    pub fn stdin(mut self, bytes: impl Into<Vec<u8>>) -> Self {
+        self.stdin = Some(bytes.into());
+        self
+    }
+
+    /// Writes `contents` to `$HOME/.aws/config` (the file's default place).
+    pub fn default_config_file(self, contents: &str) -> Self {
+        let dir = self.home().join(".aws");
+        std::fs::create_dir_all(&dir).expect("creating ~/.aws");
+        std::fs::write(dir.join("config"), contents).expect("writing ~/.aws/config");
+        self
+    }
+
     /// Sends stdout to `/dev/full`, where every write fails (the outcome's stdout is then
     /// empty).
     pub fn stdout_to_full_device(mut self) -> Self {
@@ -133,14 +149,18 @@ impl Instance {
     }
 
     /// Runs the binary to its end and checks that no watched secret was printed.
-    pub async fn run(self) -> Outcome {
+    pub async fn run(mut self) -> Outcome {
         let mut command = tokio::process::Command::new(crate::bin("kmstool-instance"));
         command
             .args(&self.args)
             .env_clear()
             .envs(&self.env)
             .current_dir(self.home.path())
-            .stdin(Stdio::null())
+            .stdin(if self.stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(if self.stdout_to_full_device {
                 let full = std::fs::OpenOptions::new().write(true).open("/dev/full");
                 Stdio::from(full.expect("opening /dev/full"))
@@ -149,7 +169,12 @@ impl Instance {
             })
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        let child = command.spawn().expect("starting kmstool-instance");
+        let mut child = command.spawn().expect("starting kmstool-instance");
+        if let (Some(bytes), Some(mut stdin)) = (self.stdin.take(), child.stdin.take()) {
+            // The binary may exit before reading everything: a failed write is not the test's.
+            let _ = stdin.write_all(&bytes).await;
+            drop(stdin);
+        }
         // On a timeout the child is dropped, hence killed (kill_on_drop) and reaped by tokio.
         let output = tokio::time::timeout(RUN_LIMIT, child.wait_with_output())
             .await
@@ -213,8 +238,8 @@ impl Outcome {
         &self.stdout
     }
 
-    /// Checks for exit 1, nothing on stdout and exactly one `Error: …` line on stderr;
-    /// returns the text after `Error: `.
+    /// Checks for exit 1, nothing on stdout and exactly one `Error: …` line on stderr,
+    /// optionally followed by one `Hint: …` line; returns the text after `Error: `.
     pub fn failure(&self) -> &str {
         assert_eq!(
             self.code,
@@ -228,17 +253,51 @@ impl Outcome {
             "{:?} failed but wrote on stdout",
             self.args
         );
-        let message = self
+        self.error_line()
+    }
+
+    /// The text after `Error: ` on stderr's first line, checking that stderr is that line and
+    /// at most one `Hint: …` line.
+    pub fn error_line(&self) -> &str {
+        let (message, rest) = self
             .stderr
             .strip_prefix("Error: ")
-            .and_then(|rest| rest.strip_suffix('\n'))
-            .unwrap_or_else(|| panic!("stderr is not one `Error: …` line: {:?}", self.stderr));
+            .and_then(|rest| rest.split_once('\n'))
+            .unwrap_or_else(|| panic!("stderr is not an `Error: …` line: {:?}", self.stderr));
+        let hint_ok = rest.is_empty()
+            || rest
+                .strip_prefix("Hint: ")
+                .and_then(|hint| hint.strip_suffix('\n'))
+                .is_some_and(|hint| !hint.contains('\n'));
         assert!(
-            !message.contains('\n'),
-            "stderr has more than one line: {:?}",
+            hint_ok,
+            "stderr is more than an Error line and a Hint line: {:?}",
             self.stderr
         );
         message
+    }
+
+    /// The text after `Hint: ` on stderr, if there is such a line.
+    pub fn hint(&self) -> Option<&str> {
+        self.stderr
+            .lines()
+            .find_map(|line| line.strip_prefix("Hint: "))
+    }
+
+    /// Checks for exit 1 and returns stdout parsed as one JSON object (the `--output json`
+    /// form of a failure), after checking stderr as [`Outcome::failure`] does.
+    pub fn json_failure(&self) -> serde_json::Value {
+        assert_eq!(
+            self.code,
+            Some(1),
+            "{:?}; stderr: {}",
+            self.args,
+            self.stderr
+        );
+        self.error_line();
+        let text = std::str::from_utf8(&self.stdout).expect("UTF-8 stdout");
+        assert_eq!(text.matches('\n').count(), 1, "one line: {text:?}");
+        serde_json::from_str(text).expect("stdout is one JSON object")
     }
 }
 

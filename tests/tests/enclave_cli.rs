@@ -321,7 +321,7 @@ fn bad_arguments_exit_1() {
         (
             "genkey",
             &["--key-id", "alias/test", "--key-spec", "AES-512"][..],
-            "AES-256",
+            "expected AES_256 or AES_128",
         ),
         (
             "genkey",
@@ -369,10 +369,12 @@ fn failed_operations_exit_255_with_kms_error_on_stderr() {
         "decrypt",
         &["--ciphertext", &ciphertext, "--encryption-context", "k=w"],
     ));
-    assert_eq!(
-        failure(&output, 255),
-        "Error: Could not decrypt ciphertext: InvalidCiphertextException\n"
+    let err = failure(&output, 255);
+    assert!(
+        err.starts_with("Error: Could not decrypt ciphertext: InvalidCiphertextException\nHint: "),
+        "{err}"
     );
+    assert!(err.contains("--encryption-context"), "{err}");
 
     // Unknown credentials.
     let output = run(setup.cli(
@@ -476,4 +478,211 @@ fn an_empty_session_token_flag_means_none() {
         success(&output),
         format!("PLAINTEXT: {}\n", b64(b"scripted"))
     );
+}
+
+/// `kmstool-sim enclave-cli genrandom` against a closed proxy port, with `args` and `env`:
+/// stderr of the failed run, which names the KMS host (hence the region) it tried.
+fn kms_host_tried(setup: &Setup, args: &[&str], env: &[(&str, &str)]) -> String {
+    let port = closed_port();
+    let mut command = Command::new(kmstool_tests::bin("kmstool-sim"));
+    command
+        .env_clear()
+        .envs(env.iter().copied())
+        .args(["enclave-cli", "--state-dir"])
+        .arg(&setup.state_dir)
+        .args(["genrandom", "--length", "8"])
+        .args(["--proxy", &format!("tcp:127.0.0.1:{port}")])
+        .args([
+            "--aws-access-key-id",
+            "AKID",
+            "--aws-secret-access-key",
+            "S",
+        ])
+        .args(args);
+    let err = failure(&run(command), 255);
+    let host = err
+        .split("could not connect to KMS (")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .unwrap_or_else(|| panic!("{err}"));
+    assert!(err.contains("\nHint: is vsock-proxy running"), "{err}");
+    host.to_owned()
+}
+
+#[test]
+fn the_region_comes_from_the_flag_environment_then_the_config_file() {
+    let setup = Setup::start();
+    let dir = TempDir::new("kmstool-enclave-cli-config");
+    let config = dir.join("config");
+    std::fs::write(
+        &config,
+        "[default]\nregion = ap-south-1\n[profile prod]\nregion = eu-north-1\n",
+    )
+    .unwrap();
+    let config = config.display().to_string();
+    let home = dir.path().display().to_string();
+    type Case<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Case<'_>> = vec![
+        (vec![], vec![], "kms.us-east-1.amazonaws.com"),
+        (vec![], vec![("HOME", &home)], "kms.us-east-1.amazonaws.com"),
+        (
+            vec![],
+            vec![("AWS_CONFIG_FILE", &config)],
+            "kms.ap-south-1.amazonaws.com",
+        ),
+        (
+            vec![],
+            vec![("AWS_CONFIG_FILE", &config), ("AWS_PROFILE", "prod")],
+            "kms.eu-north-1.amazonaws.com",
+        ),
+        (
+            vec![],
+            vec![
+                ("AWS_CONFIG_FILE", &config),
+                ("AWS_DEFAULT_REGION", "us-west-1"),
+            ],
+            "kms.us-west-1.amazonaws.com",
+        ),
+        (
+            vec![],
+            vec![
+                ("AWS_DEFAULT_REGION", "us-west-1"),
+                ("AWS_REGION", "us-east-2"),
+            ],
+            "kms.us-east-2.amazonaws.com",
+        ),
+        (
+            vec!["--region", "ca-central-1"],
+            vec![("AWS_REGION", "us-east-2")],
+            "kms.ca-central-1.amazonaws.com",
+        ),
+    ];
+    for (args, env, expected) in cases {
+        assert_eq!(
+            kms_host_tried(&setup, &args, &env),
+            expected,
+            "{args:?} {env:?}"
+        );
+    }
+}
+
+#[test]
+fn configuration_errors_exit_1_before_any_kms_work() {
+    let setup = Setup::start();
+    let ciphertext = setup.encrypt(b"x", &[]);
+    let mut bad_region = setup.cli_as_user("genrandom", &["--length", "4"]);
+    bad_region.env("AWS_REGION", "Mars");
+    assert_eq!(
+        failure(&run(bad_region), 1),
+        "Error: invalid region \"Mars\" from AWS_REGION: region name must look like us-east-1\n"
+    );
+    let mut flag = setup.cli_as_user("genrandom", &["--length", "4", "--region", "eu_west_1"]);
+    flag.env_clear();
+    assert!(
+        failure(&run(flag), 1).starts_with("Error: invalid region \"eu_west_1\" from --region")
+    );
+
+    // An unreadable --ca-bundle is configuration, not a failed KMS call.
+    let mut command = Command::new(kmstool_tests::bin("kmstool-sim"));
+    command
+        .env_clear()
+        .args(["enclave-cli", "--state-dir"])
+        .arg(&setup.state_dir)
+        .args(["genrandom", "--length", "4", "--proxy", &setup.kms.proxy()])
+        .args(["--ca-bundle", "/nonexistent/ca.pem"])
+        .args([
+            "--aws-access-key-id",
+            "AKID",
+            "--aws-secret-access-key",
+            "S",
+        ]);
+    let err = failure(&run(command), 1);
+    assert!(
+        err.starts_with("Error: cannot read --ca-bundle /nonexistent/ca.pem: "),
+        "{err}"
+    );
+
+    let output = run(setup.cli_as_user(
+        "decrypt",
+        &[
+            "--ciphertext",
+            &ciphertext,
+            "--encryption-context",
+            "k=1",
+            "--encryption-context",
+            "k=2",
+        ],
+    ));
+    assert_eq!(
+        failure(&output, 1),
+        "Error: --encryption-context key \"k\" given twice\n"
+    );
+}
+
+#[test]
+fn the_ciphertext_comes_from_stdin_or_a_file() {
+    use std::io::Write as _;
+    let setup = Setup::start();
+    let ciphertext = setup.encrypt(b"piped", &[]);
+    let expected = format!("PLAINTEXT: {}\n", b64(b"piped"));
+
+    let mut command = setup.cli_as_user("decrypt", &["--ciphertext", "-"]);
+    command
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = command.spawn().unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("  {ciphertext}\n\n").as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(success(&output), expected);
+
+    let dir = TempDir::new("kmstool-enclave-cli-ct");
+    let file = dir.join("ct.b64");
+    std::fs::write(&file, format!("{ciphertext}\n")).unwrap();
+    let file = file.display().to_string();
+    let output = run(setup.cli_as_user("decrypt", &["--ciphertext-file", &file]));
+    assert_eq!(success(&output), expected);
+
+    let output = run(setup.cli_as_user(
+        "decrypt",
+        &["--ciphertext-file", &file, "--ciphertext", &ciphertext],
+    ));
+    assert!(failure(&output, 1).contains("cannot be used with"));
+}
+
+#[test]
+fn help_gives_the_orders_and_the_exit_status_and_verbose_is_a_flag() {
+    let setup = Setup::start();
+    let help = success(&run(setup.cli("decrypt", &["--help"])));
+    let at = |text: &str| {
+        help.find(text)
+            .unwrap_or_else(|| panic!("{text} not in help:\n{help}"))
+    };
+    assert!(at("Address:") < at("Credentials:"));
+    assert!(at("Credentials:") < at("Request:"));
+    assert!(at("Request:") < at("Output:"));
+    assert!(at("--proxy <ADDR>") < at("--proxy-port"));
+    assert!(at("--proxy-port") < at("--aws-access-key-id"));
+    assert!(at("--aws-access-key-id") < at("--region"));
+    assert!(at("--region") < at("--verbose"));
+    at("Exit status: 0 success, 1 bad arguments or configuration, 255 operation failed.");
+    at("Region, first found: --region; AWS_REGION; AWS_DEFAULT_REGION;");
+
+    let ciphertext = setup.encrypt(b"v", &[]);
+    let output = run(setup.cli_as_user("decrypt", &["--ciphertext", &ciphertext, "-v"]));
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(stdout(&output), format!("PLAINTEXT: {}\n", b64(b"v")));
+    let err = stderr(&output);
+    assert!(err.contains("region"), "{err}");
+    for secret in [
+        setup.credentials.secret_access_key.expose(),
+        setup.credentials.session_token.as_ref().unwrap().expose(),
+    ] {
+        assert!(!err.contains(secret), "a secret in the log");
+    }
 }

@@ -135,7 +135,12 @@ async fn environment_wins_over_the_credentials_file_and_imds() {
     instance.watch(&unknown);
     instance.watch(imds.credentials());
     assert_eq!(instance.run().await.success(), b"Hello, KMS!\n");
-    assert_eq!(imds.stats().tokens_issued, 0, "IMDS was not asked");
+    // IMDS is asked for the region only (no region is configured), not for credentials.
+    assert_eq!(
+        imds.stats().credentials_served,
+        0,
+        "IMDS credentials were not asked"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -204,8 +209,10 @@ async fn decrypts_with_imds_credentials() {
     instance.watch(imds.credentials());
     assert_eq!(instance.run().await.success(), b"Hello, KMS!\n");
     let stats = imds.stats();
-    assert_eq!(stats.tokens_issued, 1);
+    // One token for the credentials, one for the region.
+    assert_eq!(stats.tokens_issued, 2);
     assert_eq!(stats.credentials_served, 1);
+    assert_eq!(stats.regions_served, 1);
     assert_eq!(stats.unauthorized, 0, "every read carried the token");
 }
 
@@ -238,7 +245,10 @@ async fn decrypts_with_container_credentials_as_eks_pod_identity_and_ecs() {
     assert_eq!(instance.run().await.success(), b"Hello, KMS!\n");
     let stats = agent.stats();
     assert_eq!(stats.container_credentials_served, 1);
-    assert_eq!(stats.tokens_issued, 0, "IMDS was not asked");
+    assert_eq!(
+        stats.credentials_served, 0,
+        "IMDS credentials were not asked"
+    );
 
     // The ECS form: a path under /v2/credentials/ (on 169.254.170.2 in ECS; here the full URI
     // points at the same kind of path on loopback), the token from the environment.
@@ -312,8 +322,8 @@ fn nothing_static(home: &std::path::Path) -> String {
 /// Environment and credentials file, both empty.
 fn nothing_local(home: &std::path::Path) -> String {
     format!(
-        "no credentials: environment (AWS_ACCESS_KEY_ID unset), profile \"default\" in {}/.aws/credentials (file not found), ",
-        home.display()
+        "no credentials: environment (AWS_ACCESS_KEY_ID unset), profile \"default\" in {home}/.aws/credentials (file not found), profile \"default\" in {home}/.aws/config (file not found), ",
+        home = home.display()
     )
 }
 
@@ -391,8 +401,8 @@ async fn broken_credential_configuration_stops_the_chain() {
         .default_credentials_file(&credentials_file(&[("default", &someone)]));
     instance.watch(&someone);
     let expected = format!(
-        "no credentials: environment (AWS_ACCESS_KEY_ID unset), profile \"nope\" in {}/.aws/credentials (no [nope] section)",
-        instance.home().display()
+        "no credentials: environment (AWS_ACCESS_KEY_ID unset), profile \"nope\" in {home}/.aws/credentials (no [nope] section), profile \"nope\" in {home}/.aws/config (file not found)",
+        home = instance.home().display()
     );
     assert_eq!(instance.run().await.failure(), expected);
 }
@@ -632,7 +642,15 @@ async fn generate_data_key_output_formats_are_byte_exact() {
         .concat(),
     )
     .await;
-    assert_eq!(base64, format!("{}\n", B64.encode(&key)).into_bytes());
+    // Both the encrypted copy and the key, as kmstool-enclave-cli genkey prints them.
+    assert_eq!(
+        String::from_utf8(base64).unwrap(),
+        format!(
+            "CIPHERTEXT: {}\nPLAINTEXT: {}\n",
+            B64.encode(b"encrypted data key"),
+            B64.encode(&key)
+        )
+    );
     assert_eq!(
         command,
         json!({
@@ -870,4 +888,555 @@ async fn works_with_the_upstream_enclave_and_sends_what_upstream_sends() {
             .collect();
         assert_eq!(sent, upstream, "session {index}");
     }
+}
+
+// --- region, profiles, input, failures as JSON, usage -----------------------------------------
+
+/// The `SetClient` frame a run sent to a fake enclave that accepts it and answers the decrypt.
+async fn set_client_of(instance: Instance) -> Value {
+    let reply = frame(&json!({"Status": "Ok", "Message": B64.encode(b"pt")}));
+    let fake = FakeEnclave::start(vec![Step::Reply(ok_frame()), Step::Reply(reply)]).await;
+    let out = instance
+        .args(["--connect", fake.address(), "AAAA"])
+        .env_credentials(&random_credentials())
+        .run()
+        .await;
+    assert_eq!(out.success(), b"pt\n");
+    parse(&fake.finish().await.frames[0])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_region_comes_from_the_flag_environment_config_file_then_imds() {
+    let config = "[default]\nregion = ap-south-1\n[profile prod]\nregion = eu-north-1\n";
+    let cases: Vec<(Instance, Option<&str>)> = vec![
+        (Instance::new(), None),
+        (
+            Instance::new().default_config_file(config),
+            Some("ap-south-1"),
+        ),
+        (
+            Instance::new()
+                .default_config_file(config)
+                .args(["--profile", "prod"]),
+            Some("eu-north-1"),
+        ),
+        (
+            Instance::new()
+                .default_config_file(config)
+                .env("AWS_PROFILE", "prod"),
+            Some("eu-north-1"),
+        ),
+        (
+            Instance::new()
+                .default_config_file(config)
+                .env("AWS_DEFAULT_REGION", "us-west-1"),
+            Some("us-west-1"),
+        ),
+        (
+            Instance::new()
+                .default_config_file(config)
+                .env("AWS_DEFAULT_REGION", "us-west-1")
+                .env("AWS_REGION", "us-east-2"),
+            Some("us-east-2"),
+        ),
+        (
+            Instance::new()
+                .env("AWS_REGION", "us-east-2")
+                .args(["--region", "ca-central-1"]),
+            Some("ca-central-1"),
+        ),
+    ];
+    for (instance, expected) in cases {
+        let set_client = set_client_of(instance).await;
+        assert_eq!(
+            set_client.get("AwsRegion").and_then(Value::as_str),
+            expected,
+            "{set_client}"
+        );
+    }
+
+    // IMDS last, when it is on and nothing else gives one.
+    let mut config = ImdsConfig::new("127.0.0.1:0".parse().unwrap());
+    config.region = Some("sa-east-1".to_owned());
+    let imds = Imds::start(config).await.unwrap();
+    let set_client = set_client_of(Instance::new().imds(&imds.endpoint())).await;
+    assert_eq!(set_client["AwsRegion"], "sa-east-1");
+    assert_eq!(imds.stats().credentials_served, 0);
+    let set_client = set_client_of(
+        Instance::new()
+            .imds(&imds.endpoint())
+            .env("AWS_REGION", "eu-west-3"),
+    )
+    .await;
+    assert_eq!(set_client["AwsRegion"], "eu-west-3");
+    assert_eq!(imds.stats().regions_served, 1, "IMDS is not asked then");
+}
+
+#[tokio::test]
+async fn a_malformed_region_is_a_usage_error_naming_its_source() {
+    for (instance, expected) in [
+        (
+            Instance::new().env("AWS_REGION", "Mars"),
+            "invalid region \"Mars\" from AWS_REGION: region name must look like us-east-1",
+        ),
+        (
+            Instance::new().args(["--region", "us_east_1"]),
+            "invalid region \"us_east_1\" from --region: region name must look like us-east-1",
+        ),
+    ] {
+        let out = instance
+            .args(["--connect", "tcp:127.0.0.1:9", "AAAA"])
+            .env_credentials(&random_credentials())
+            .run()
+            .await;
+        assert_eq!(out.failure(), expected);
+    }
+    let instance = Instance::new().default_config_file("[default]\nregion = eu west\n");
+    let path = instance.home().join(".aws/config");
+    let out = instance
+        .args(["--connect", "tcp:127.0.0.1:9", "AAAA"])
+        .env_credentials(&random_credentials())
+        .run()
+        .await;
+    assert_eq!(
+        out.failure(),
+        format!(
+            "invalid region \"eu west\" from profile \"default\" in {}: region name must look like us-east-1",
+            path.display()
+        )
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pinned_enclave_refuses_a_configured_region_and_the_error_says_where_it_came_from() {
+    let setup = Setup::start().await;
+    let out = setup
+        .decrypt()
+        .env("AWS_REGION", "eu-west-1")
+        .env_credentials(&setup.local.credentials)
+        .run()
+        .await;
+    let message = out.failure();
+    assert!(
+        message
+            .starts_with("SetClient failed: Could not set region correctly, check configuration."),
+        "{message}"
+    );
+    assert!(
+        message.ends_with(" (region \"eu-west-1\" from AWS_REGION)"),
+        "{message}"
+    );
+}
+
+/// A config-file profile with `credentials`' static keys.
+fn config_profile(name: &str, credentials: &Credentials) -> String {
+    let header = if name == "default" {
+        "[default]".to_owned()
+    } else {
+        format!("[profile {name}]")
+    };
+    let body = credentials_file(&[("x", credentials)]);
+    format!("{header}{}", body.strip_prefix("[x]").unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_file_profiles_give_credentials_and_the_credentials_file_wins() {
+    let setup = Setup::start().await;
+    let good = setup.new_identity();
+    let unknown = random_credentials();
+
+    // Static keys in the config file, [profile NAME].
+    let mut instance = setup
+        .decrypt()
+        .args(["--profile", "prod"])
+        .default_config_file(&config_profile("prod", &good));
+    instance.watch(&good);
+    assert_eq!(instance.run().await.success(), b"Hello, KMS!\n");
+
+    // Both files set keys for the profile: the credentials file's are used.
+    let mut instance = setup
+        .decrypt()
+        .env("AWS_PROFILE", "prod")
+        .default_credentials_file(&credentials_file(&[("prod", &good)]))
+        .default_config_file(&config_profile("prod", &unknown));
+    instance.watch(&good);
+    instance.watch(&unknown);
+    assert_eq!(instance.run().await.success(), b"Hello, KMS!\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credential_process_is_run_through_sh_and_its_failures_are_clear() {
+    let setup = Setup::start().await;
+    let good = setup.new_identity();
+    let dir = tempfile::tempdir().unwrap();
+    let document = json!({
+        "Version": 1,
+        "AccessKeyId": good.access_key_id,
+        "SecretAccessKey": good.secret_access_key.expose(),
+        "SessionToken": good.session_token.as_ref().unwrap().expose(),
+        "Expiration": "2999-01-01T00:00:00Z",
+    });
+    let json_path = dir.path().join("creds.json");
+    std::fs::write(&json_path, document.to_string()).unwrap();
+    let config = format!(
+        "[default]\ncredential_process = cat '{}' # a comment\n\
+         [profile failing]\ncredential_process = echo oops >&2; exit 3\n\
+         [profile stale]\ncredential_process = echo '{{\"Version\":1,\"AccessKeyId\":\"A\",\"SecretAccessKey\":\"hunter2\",\"Expiration\":\"2001-01-01T00:00:00Z\"}}'\n\
+         [profile role]\nrole_arn = arn:aws:iam::111122223333:role/r\nsource_profile = default\n",
+        json_path.display()
+    );
+    let mut instance = setup.decrypt().default_config_file(&config);
+    instance.watch(&good);
+    assert_eq!(instance.run().await.success(), b"Hello, KMS!\n");
+
+    for (profile, says) in [
+        (
+            "failing",
+            "(credential_process failed (exit status: 3))".to_owned(),
+        ),
+        (
+            "stale",
+            "(credential_process returned credentials that expired at 2001-01-01T00:00:00Z)"
+                .to_owned(),
+        ),
+        (
+            "role",
+            "(profile \"role\" uses role_arn, which is not supported (static keys and \
+             credential_process are))"
+                .to_owned(),
+        ),
+    ] {
+        let instance = setup
+            .decrypt()
+            .args(["--profile", profile])
+            .default_config_file(&config);
+        let path = instance.home().join(".aws/config");
+        let out = instance.run().await;
+        assert_eq!(out.code, Some(1));
+        // The process's own stderr passes through; the error is the last line.
+        let message = out
+            .stderr
+            .lines()
+            .find_map(|line| line.strip_prefix("Error: "))
+            .unwrap_or_else(|| panic!("no Error line: {}", out.stderr));
+        assert!(
+            message.ends_with(&format!(
+                "profile \"{profile}\" in {} {says}",
+                path.display()
+            )),
+            "{message}"
+        );
+        assert!(!out.stderr.contains("hunter2"), "{}", out.stderr);
+    }
+}
+
+#[tokio::test]
+async fn failures_as_json_carry_the_enclave_fields_and_a_hint() {
+    let error = frame(&json!({
+        "Status": "Error",
+        "Message": "Could not decrypt ciphertext: AccessDeniedException: not allowed",
+        "ErrorKind": "Kms",
+        "KmsErrorType": "AccessDeniedException",
+        "KmsStatus": 400,
+    }));
+    let fake = FakeEnclave::start(vec![Step::Reply(ok_frame()), Step::Reply(error)]).await;
+    let out = Instance::new()
+        .args(["--connect", fake.address(), "--output", "json", "AAAA"])
+        .env_credentials(&random_credentials())
+        .run()
+        .await;
+    let json = out.json_failure();
+    assert_eq!(
+        json["Message"],
+        "Could not decrypt ciphertext: AccessDeniedException: not allowed"
+    );
+    assert_eq!(json["ErrorKind"], "Kms");
+    assert_eq!(json["KmsErrorType"], "AccessDeniedException");
+    assert_eq!(json["KmsStatus"], 400);
+    let hint = out.hint().expect("a hint");
+    assert_eq!(json["Hint"], hint);
+    assert!(
+        hint.contains("kms:RecipientAttestation:ImageSha384"),
+        "{hint}"
+    );
+    assert!(hint.contains("PCR0"), "{hint}");
+
+    // A local failure: the enclave's fields are null.
+    let out = Instance::new()
+        .args(["--connect", "tcp:127.0.0.1:9", "--output", "json", "AAAA"])
+        .run()
+        .await;
+    let json = out.json_failure();
+    assert!(
+        json["Message"]
+            .as_str()
+            .unwrap()
+            .starts_with("no credentials: ")
+    );
+    for field in ["ErrorKind", "KmsErrorType", "KmsStatus"] {
+        assert_eq!(json[field], Value::Null, "{field}");
+    }
+}
+
+#[tokio::test]
+async fn common_failures_get_a_hint() {
+    let cases = [
+        (
+            json!({"Status": "Error", "Message": "Could not decrypt ciphertext: InvalidCiphertextException", "ErrorKind": "Kms", "KmsErrorType": "InvalidCiphertextException", "KmsStatus": 400}),
+            "--encryption-context",
+        ),
+        (
+            json!({"Status": "Error", "Message": "Could not decrypt ciphertext: could not connect to KMS (kms.us-east-1.amazonaws.com): TLS: invalid peer certificate: UnknownIssuer", "ErrorKind": "Transport"}),
+            "--ca-bundle",
+        ),
+        (
+            json!({"Status": "Error", "Message": "Could not decrypt ciphertext: could not connect to KMS (kms.us-east-1.amazonaws.com): proxy vsock:3:8000: Connection refused (os error 111)", "ErrorKind": "Transport"}),
+            "vsock-proxy",
+        ),
+    ];
+    for (reply, says) in cases {
+        let fake =
+            FakeEnclave::start(vec![Step::Reply(ok_frame()), Step::Reply(frame(&reply))]).await;
+        let out = Instance::new()
+            .args(["--connect", fake.address(), "AAAA"])
+            .env_credentials(&random_credentials())
+            .run()
+            .await;
+        assert_eq!(out.failure(), reply["Message"].as_str().unwrap());
+        let hint = out.hint().expect("a hint");
+        assert!(hint.contains(says), "{hint}");
+    }
+    let out = Instance::new()
+        .args([
+            "--connect",
+            &format!("tcp:{}", closed_address().await),
+            "AAAA",
+        ])
+        .env_credentials(&random_credentials())
+        .run()
+        .await;
+    out.failure();
+    assert!(out.hint().expect("a hint").contains("enclave running"));
+}
+
+#[tokio::test]
+async fn the_ciphertext_comes_from_stdin_or_a_file() {
+    let reply = frame(&json!({"Status": "Ok", "Message": B64.encode(b"pt")}));
+    let ciphertext = B64.encode(b"some ciphertext");
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), format!("\n  {ciphertext}\n\n")).unwrap();
+    let file_path = file.path().display().to_string();
+    for (args, stdin) in [
+        (vec!["-"], Some(format!(" {ciphertext}\n"))),
+        (vec!["decrypt", "-"], Some(format!("{ciphertext}\r\n"))),
+        (vec!["--ciphertext-file", &file_path], None),
+        (vec!["decrypt", "--ciphertext-file", &file_path], None),
+        (vec!["--ciphertext-file", &file_path, "decrypt"], None),
+    ] {
+        let fake =
+            FakeEnclave::start(vec![Step::Reply(ok_frame()), Step::Reply(reply.clone())]).await;
+        let mut instance = Instance::new()
+            .args(["--connect", fake.address()])
+            .args(args.iter().copied())
+            .env_credentials(&random_credentials());
+        if let Some(stdin) = stdin {
+            instance = instance.stdin(stdin);
+        }
+        assert_eq!(instance.run().await.success(), b"pt\n", "{args:?}");
+        let frames = fake.finish().await.frames;
+        assert_eq!(parse(&frames[1])["Ciphertext"], ciphertext.as_str());
+    }
+
+    // Both, or an unreadable file, or bad text: usage errors.
+    let out = Instance::new()
+        .args(["--connect", "tcp:127.0.0.1:9", "decrypt", &ciphertext])
+        .args(["--ciphertext-file", &file_path])
+        .run()
+        .await;
+    assert_eq!(
+        out.failure(),
+        "give the ciphertext either as an argument or with --ciphertext-file, not both"
+    );
+    let out = Instance::new()
+        .args(["--connect", "tcp:127.0.0.1:9", &ciphertext])
+        .args(["--ciphertext-file", &file_path])
+        .run()
+        .await;
+    assert_eq!(out.code, Some(1));
+    assert!(out.stderr.contains("cannot be used with"), "{}", out.stderr);
+    let out = Instance::new()
+        .args([
+            "--connect",
+            "tcp:127.0.0.1:9",
+            "--ciphertext-file",
+            "/nonexistent/ct",
+        ])
+        .env_credentials(&random_credentials())
+        .run()
+        .await;
+    assert!(
+        out.failure()
+            .starts_with("cannot read --ciphertext-file /nonexistent/ct: "),
+        "{}",
+        out.stderr
+    );
+    let out = Instance::new()
+        .args(["--connect", "tcp:127.0.0.1:9", "-"])
+        .stdin("not base64!")
+        .run()
+        .await;
+    assert_eq!(
+        out.failure(),
+        "the ciphertext from standard input is not standard base64"
+    );
+}
+
+#[tokio::test]
+async fn conflicting_or_ambiguous_input_is_refused_with_exit_1() {
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["--cid", "16", "--connect", "tcp:127.0.0.1:9", "AAAA"],
+            "--cid and --connect both give the enclave's address: give one",
+        ),
+        (
+            vec![
+                "--connect",
+                "tcp:127.0.0.1:9",
+                "--encryption-context",
+                "a=1",
+                "--encryption-context",
+                "a=2",
+                "AAAA",
+            ],
+            "--encryption-context key \"a\" given twice",
+        ),
+        (
+            vec![
+                "--connect",
+                "tcp:127.0.0.1:9",
+                "--encryption-context",
+                "a=1",
+                "decrypt",
+                "AAAA",
+                "--encryption-context",
+                "a=1",
+            ],
+            "--encryption-context key \"a\" given twice",
+        ),
+        (
+            vec!["--connect", "tcp:127.0.0.1:9", "generate-data-key"],
+            "generate-data-key needs --key-id (the KMS key: id, ARN or alias/NAME)",
+        ),
+    ];
+    for (args, expected) in cases {
+        let out = Instance::new().args(args.iter().copied()).run().await;
+        assert_eq!(out.failure(), expected, "{args:?}");
+    }
+    // Clap's own usage errors exit 1 too.
+    for args in [
+        vec!["--connect", "tcp:127.0.0.1:9"],
+        vec!["--frobnicate"],
+        vec!["generate-random", "--number-of-bytes", "0"],
+    ] {
+        let out = Instance::new().args(args.iter().copied()).run().await;
+        assert_eq!(out.code, Some(1), "{args:?}");
+        assert!(out.stdout.is_empty());
+    }
+}
+
+#[tokio::test]
+async fn options_before_the_subcommand_are_accepted_or_the_error_names_it() {
+    let reply =
+        json!({"Status": "Ok", "Message": B64.encode(b"k"), "CiphertextBlob": B64.encode(b"c")});
+    let fake = FakeEnclave::start(vec![Step::Reply(ok_frame()), Step::Reply(frame(&reply))]).await;
+    let out = Instance::new()
+        .args(["--connect", fake.address(), "--key-id", "alias/app"])
+        .args(["--encryption-context", "a=b", "generate-data-key"])
+        .env_credentials(&random_credentials())
+        .run()
+        .await;
+    out.success();
+    let command = parse(&fake.finish().await.frames[1]);
+    assert_eq!(command["KeyId"], "alias/app");
+    assert_eq!(command["EncryptionContext"], json!({"a": "b"}));
+
+    let out = Instance::new()
+        .args([
+            "--key-spec",
+            "AES_128",
+            "generate-data-key",
+            "--key-id",
+            "k",
+        ])
+        .run()
+        .await;
+    assert_eq!(out.code, Some(1));
+    assert!(
+        out.stderr.contains(
+            "Hint: --key-spec is an option of generate-data-key: put it after the subcommand's name"
+        ),
+        "{}",
+        out.stderr
+    );
+    let out = Instance::new()
+        .args([
+            "generate-data-key",
+            "--key-id",
+            "k",
+            "--key-spec",
+            "AES-512",
+        ])
+        .run()
+        .await;
+    assert!(
+        out.stderr.contains("expected AES_256 or AES_128"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[tokio::test]
+async fn help_gives_the_orders_and_the_exit_status() {
+    let out = Instance::new().args(["--help"]).run().await;
+    assert_eq!(out.code, Some(0));
+    let help = String::from_utf8(out.stdout.clone()).unwrap();
+    let at = |text: &str| {
+        help.find(text)
+            .unwrap_or_else(|| panic!("{text} not in help:\n{help}"))
+    };
+    assert!(at("Address:") < at("Credentials:"));
+    assert!(at("Credentials:") < at("Request:"));
+    assert!(at("Request:") < at("Output:"));
+    assert!(at("--cid") < at("--profile"));
+    assert!(at("--profile") < at("--region"));
+    assert!(at("--region") < at("--output"));
+    at("Exit status: 0 success, 1 usage or configuration error or failed operation");
+    at("credential_process");
+    at("Region (sent as AwsRegion), first found: --region; AWS_REGION; AWS_DEFAULT_REGION;");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verbose_logs_sources_and_the_address_never_secrets() {
+    let reply = frame(&json!({"Status": "Ok", "Message": B64.encode(b"pt")}));
+    let fake = FakeEnclave::start(vec![Step::Reply(ok_frame()), Step::Reply(reply)]).await;
+    let credentials = random_credentials();
+    let out = Instance::new()
+        .args(["--connect", fake.address(), "-v", "AAAA"])
+        .env("AWS_REGION", "eu-west-1")
+        .env_credentials(&credentials)
+        .run()
+        .await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(out.stdout, b"pt\n");
+    for says in [
+        "source=environment",
+        "region \"eu-west-1\" from AWS_REGION",
+        fake.address(),
+        "elapsed_ms",
+    ] {
+        assert!(out.stderr.contains(says), "{says} in {}", out.stderr);
+    }
+    // Without -v, nothing.
+    let quiet = set_client_of(Instance::new()).await;
+    assert!(quiet.get("AwsRegion").is_none());
 }

@@ -7,8 +7,8 @@
 //! an [`InstanceClient`] to an `EnclaveSession`.
 #![deny(missing_docs)]
 
-use std::io::Write;
-use std::path::PathBuf;
+use std::io::{Read as _, Write};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,6 +16,7 @@ use base64::Engine as _;
 use clap::{Args as ClapArgs, Parser, Subcommand};
 use kmstool_core::address::{Address, PARENT_CID};
 use kmstool_core::credentials;
+use kmstool_core::credentials::region::{Region, RegionSource, lookup_region};
 use kmstool_core::instance::{InstanceClient, InstanceError, InstanceRequest};
 use kmstool_core::nsm::Nsm;
 use kmstool_core::protocol::{EncryptionAlgorithm, EncryptionContext, KeySpec};
@@ -28,12 +29,28 @@ pub const EXIT_FAILED: u8 = 255;
 /// Exit status for bad arguments.
 pub const EXIT_USAGE: u8 = 1;
 
+const AFTER_HELP: &str = "\
+Region, first found: --region; AWS_REGION; AWS_DEFAULT_REGION; the profile's region (AWS_PROFILE,
+else \"default\") in the config file (AWS_CONFIG_FILE or ~/.aws/config); us-east-1.
+Credentials: --aws-access-key-id/--aws-secret-access-key[/--aws-session-token], else
+AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY[/AWS_SESSION_TOKEN].
+Ciphertext (decrypt): base64 with --ciphertext (- reads standard input) or --ciphertext-file;
+surrounding whitespace is ignored.
+
+Exit status: 0 success, 1 bad arguments or configuration, 255 operation failed.";
+
+const ADDRESS: &str = "Address";
+const CREDENTIALS: &str = "Credentials";
+const REQUEST: &str = "Request";
+const OUTPUT: &str = "Output";
+
 /// Command line of `kmstool-enclave-cli`.
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "kmstool-enclave-cli",
     version,
-    about = "Calls AWS KMS with attestation from inside a Nitro enclave and prints the result"
+    about = "Calls AWS KMS with attestation from inside a Nitro enclave and prints the result",
+    after_help = AFTER_HELP
 )]
 pub struct Cli {
     /// The operation.
@@ -45,51 +62,58 @@ pub struct Cli {
 #[derive(Debug, Clone, Subcommand)]
 pub enum Command {
     /// Decrypts a KMS ciphertext; prints `PLAINTEXT: <base64>`.
+    #[command(after_help = AFTER_HELP)]
     Decrypt(DecryptArgs),
     /// Generates a data key; prints `CIPHERTEXT: <base64>` then `PLAINTEXT: <base64>`.
+    #[command(after_help = AFTER_HELP)]
     Genkey(GenkeyArgs),
     /// Generates random bytes; prints `PLAINTEXT: <base64>`.
+    #[command(after_help = AFTER_HELP)]
     Genrandom(GenrandomArgs),
 }
 
 /// Options every operation takes.
 #[derive(Debug, Clone, ClapArgs)]
 pub struct CommonArgs {
-    /// AWS region.
-    #[arg(long, default_value = "us-east-1")]
-    pub region: String,
-
-    /// vsock port of the parent's vsock-proxy (CID 3; ignored with --proxy).
-    #[arg(long = "proxy-port", default_value_t = 8000)]
-    pub proxy_port: u32,
-
     /// Where to reach KMS through: vsock:CID:PORT, tcp:HOST:PORT or unix:PATH.
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", help_heading = ADDRESS, display_order = 1)]
     pub proxy: Option<Address>,
 
+    /// vsock port of the parent's vsock-proxy (CID 3; ignored with --proxy).
+    #[arg(long = "proxy-port", default_value_t = 8000, help_heading = ADDRESS, display_order = 2)]
+    pub proxy_port: u32,
+
     /// KMS host name to use instead of the region's.
-    #[arg(long, env = "ENDPOINT", value_name = "HOST")]
+    #[arg(long, env = "ENDPOINT", value_name = "HOST", help_heading = ADDRESS, display_order = 3)]
     pub endpoint: Option<String>,
 
     /// Extra trust roots for KMS's certificate (PEM).
-    #[arg(long, value_name = "PEM")]
+    #[arg(long, value_name = "PEM", help_heading = ADDRESS, display_order = 4)]
     pub ca_bundle: Option<PathBuf>,
 
+    /// Deadline for the KMS call, all attempts included, in milliseconds.
+    #[arg(long, default_value_t = 10_000, help_heading = ADDRESS, display_order = 5)]
+    pub kms_timeout_ms: u64,
+
     /// Access key id [default: $AWS_ACCESS_KEY_ID].
-    #[arg(long = "aws-access-key-id", value_name = "ID")]
+    #[arg(long = "aws-access-key-id", value_name = "ID", help_heading = CREDENTIALS, display_order = 10)]
     pub access_key_id: Option<String>,
 
     /// Secret access key [default: $AWS_SECRET_ACCESS_KEY].
-    #[arg(long = "aws-secret-access-key", value_name = "SECRET", value_parser = secret_arg)]
+    #[arg(long = "aws-secret-access-key", value_name = "SECRET", value_parser = secret_arg, help_heading = CREDENTIALS, display_order = 11)]
     pub secret_access_key: Option<SecretString>,
 
     /// Session token, for temporary credentials [default: $AWS_SESSION_TOKEN].
-    #[arg(long = "aws-session-token", value_name = "TOKEN", value_parser = secret_arg)]
+    #[arg(long = "aws-session-token", value_name = "TOKEN", value_parser = secret_arg, help_heading = CREDENTIALS, display_order = 12)]
     pub session_token: Option<SecretString>,
 
-    /// Deadline for the KMS call, all attempts included, in milliseconds.
-    #[arg(long, default_value_t = 10_000)]
-    pub kms_timeout_ms: u64,
+    /// AWS region [default: see Region below, else us-east-1].
+    #[arg(long, help_heading = REQUEST, display_order = 20)]
+    pub region: Option<String>,
+
+    /// Diagnostics on stderr: -v debug, -vv trace (never secrets).
+    #[arg(short, long, action = clap::ArgAction::Count, help_heading = OUTPUT, display_order = 30)]
+    pub verbose: u8,
 }
 
 /// `decrypt`.
@@ -98,17 +122,20 @@ pub struct DecryptArgs {
     /// Options every operation takes.
     #[command(flatten)]
     pub common: CommonArgs,
-    /// The ciphertext, base64.
-    #[arg(long)]
-    pub ciphertext: String,
+    /// The ciphertext, base64; - reads it from standard input.
+    #[arg(long, required_unless_present = "ciphertext_file", conflicts_with = "ciphertext_file", help_heading = REQUEST, display_order = 21)]
+    pub ciphertext: Option<String>,
+    /// Read the base64 ciphertext from this file.
+    #[arg(long, value_name = "PATH", help_heading = REQUEST, display_order = 22)]
+    pub ciphertext_file: Option<PathBuf>,
     /// Key id (needed for asymmetric keys).
-    #[arg(long)]
+    #[arg(long, help_heading = REQUEST, display_order = 23)]
     pub key_id: Option<String>,
     /// SYMMETRIC_DEFAULT, RSAES_OAEP_SHA_1 or RSAES_OAEP_SHA_256.
-    #[arg(long, value_parser = parse_algorithm)]
+    #[arg(long, value_parser = parse_algorithm, help_heading = REQUEST, display_order = 24)]
     pub encryption_algorithm: Option<EncryptionAlgorithm>,
-    /// Encryption context entry, KEY=VALUE (repeatable).
-    #[arg(long = "encryption-context", value_name = "KEY=VALUE", value_parser = parse_context_entry)]
+    /// Encryption context entry, KEY=VALUE (repeatable; a key at most once).
+    #[arg(long = "encryption-context", value_name = "KEY=VALUE", value_parser = parse_context_entry, help_heading = REQUEST, display_order = 25)]
     pub encryption_context: Vec<(String, String)>,
 }
 
@@ -119,16 +146,16 @@ pub struct GenkeyArgs {
     #[command(flatten)]
     pub common: CommonArgs,
     /// The KMS key to generate under.
-    #[arg(long)]
+    #[arg(long, help_heading = REQUEST, display_order = 21)]
     pub key_id: String,
-    /// AES-256 or AES-128 [default: AES-256 unless --number-of-bytes].
-    #[arg(long, value_parser = parse_key_spec, conflicts_with = "number_of_bytes")]
+    /// AES_256 or AES_128 (AES-256, AES-128 too) [default: AES_256 unless --number-of-bytes].
+    #[arg(long, value_parser = parse_key_spec, conflicts_with = "number_of_bytes", help_heading = REQUEST, display_order = 22)]
     pub key_spec: Option<KeySpec>,
     /// Data key length in bytes (1 to 1024) instead of --key-spec.
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024), help_heading = REQUEST, display_order = 23)]
     pub number_of_bytes: Option<u32>,
-    /// Encryption context entry, KEY=VALUE (repeatable).
-    #[arg(long = "encryption-context", value_name = "KEY=VALUE", value_parser = parse_context_entry)]
+    /// Encryption context entry, KEY=VALUE (repeatable; a key at most once).
+    #[arg(long = "encryption-context", value_name = "KEY=VALUE", value_parser = parse_context_entry, help_heading = REQUEST, display_order = 24)]
     pub encryption_context: Vec<(String, String)>,
 }
 
@@ -139,7 +166,7 @@ pub struct GenrandomArgs {
     #[command(flatten)]
     pub common: CommonArgs,
     /// Number of random bytes (1 to 1024).
-    #[arg(long, visible_alias = "number-of-bytes", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    #[arg(long, help_heading = REQUEST, display_order = 21, visible_alias = "number-of-bytes", value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub length: u32,
 }
 
@@ -150,9 +177,9 @@ fn parse_algorithm(text: &str) -> Result<EncryptionAlgorithm, String> {
 
 fn parse_key_spec(text: &str) -> Result<KeySpec, String> {
     match text {
-        "AES-256" | "AES_256" => Ok(KeySpec::Aes256),
-        "AES-128" | "AES_128" => Ok(KeySpec::Aes128),
-        _ => Err("expected AES-256 or AES-128".into()),
+        "AES_256" | "AES-256" => Ok(KeySpec::Aes256),
+        "AES_128" | "AES-128" => Ok(KeySpec::Aes128),
+        _ => Err("expected AES_256 or AES_128".into()),
     }
 }
 
@@ -173,13 +200,11 @@ impl Command {
         }
     }
 
-    fn request(&self) -> Result<InstanceRequest, String> {
+    fn request(&self, host: &Host<'_>) -> Result<InstanceRequest, String> {
         Ok(match self {
             Self::Decrypt(a) => InstanceRequest::Decrypt {
-                ciphertext: base64::engine::general_purpose::STANDARD
-                    .decode(a.ciphertext.trim())
-                    .map_err(|_| "--ciphertext is not base64".to_owned())?,
-                encryption_context: context(&a.encryption_context),
+                ciphertext: read_ciphertext(a, host)?,
+                encryption_context: context(&a.encryption_context)?,
                 key_id: a.key_id.clone(),
                 encryption_algorithm: a.encryption_algorithm,
                 grant_tokens: Vec::new(),
@@ -191,7 +216,7 @@ impl Command {
                     (spec, _) => spec,
                 },
                 number_of_bytes: a.number_of_bytes,
-                encryption_context: context(&a.encryption_context),
+                encryption_context: context(&a.encryption_context)?,
                 grant_tokens: Vec::new(),
             },
             Self::Genrandom(a) => InstanceRequest::GenerateRandom {
@@ -206,8 +231,88 @@ fn secret_arg(value: &str) -> Result<SecretString, std::convert::Infallible> {
     Ok(SecretString::from(value))
 }
 
-fn context(entries: &[(String, String)]) -> EncryptionContext {
-    entries.iter().cloned().collect()
+/// The encryption context, refusing a key given twice.
+fn context(entries: &[(String, String)]) -> Result<EncryptionContext, String> {
+    let mut context = EncryptionContext::new();
+    for (key, value) in entries {
+        if context.insert(key.clone(), value.clone()).is_some() {
+            return Err(format!("--encryption-context key \"{key}\" given twice"));
+        }
+    }
+    Ok(context)
+}
+
+/// The ciphertext's bytes from `--ciphertext` (`-`: standard input) or `--ciphertext-file`.
+fn read_ciphertext(args: &DecryptArgs, host: &Host<'_>) -> Result<Vec<u8>, String> {
+    let (text, from) = match (args.ciphertext.as_deref(), &args.ciphertext_file) {
+        (Some(_), Some(_)) => {
+            return Err("give --ciphertext or --ciphertext-file, not both".into());
+        }
+        (Some("-"), None) => (
+            (host.read_stdin)()
+                .map_err(|e| format!("cannot read the ciphertext from standard input: {e}"))?,
+            "the ciphertext from standard input".to_owned(),
+        ),
+        (Some(text), None) => (text.to_owned(), "--ciphertext".to_owned()),
+        (None, Some(path)) => (
+            (host.read_file)(path)
+                .map(|text| text.to_string())
+                .map_err(|e| format!("cannot read --ciphertext-file {}: {e}", path.display()))?,
+            format!("--ciphertext-file {}", path.display()),
+        ),
+        (None, None) => return Err("give --ciphertext or --ciphertext-file".into()),
+    };
+    base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .map_err(|_| format!("{from} is not base64"))
+}
+
+/// What `execute` reads from its surroundings: the environment, files, standard input.
+/// Tests inject their own.
+#[allow(missing_debug_implementations)]
+pub struct Host<'a> {
+    /// Looks up an environment variable.
+    pub env: &'a dyn Fn(&str) -> Option<String>,
+    /// Reads a whole file (text that may hold secrets, hence zeroized).
+    pub read_file: &'a dyn Fn(&Path) -> std::io::Result<zeroize::Zeroizing<String>>,
+    /// Reads all of standard input.
+    pub read_stdin: &'a dyn Fn() -> std::io::Result<String>,
+}
+
+/// The region: `--region`, `AWS_REGION`, `AWS_DEFAULT_REGION`, the profile's `region` in
+/// the config file, else `us-east-1` (upstream's default).
+fn region_of(common: &CommonArgs, host: &Host<'_>) -> Result<Region, String> {
+    if let Some(flag) = &common.region {
+        return Region::checked(flag, RegionSource::Flag).map_err(|e| e.to_string());
+    }
+    Ok(lookup_region(host.env, host.read_file)
+        .map_err(|e| e.to_string())?
+        .unwrap_or_else(|| Region {
+            name: "us-east-1".to_owned(),
+            source: RegionSource::Default,
+        }))
+}
+
+/// One line of advice for the common failures.
+fn hint(message: &str) -> Option<&'static str> {
+    let lower = message.to_ascii_lowercase();
+    if message.contains("InvalidCiphertextException") {
+        Some(
+            "KMS could not decrypt: check that the ciphertext is whole and was made under this key, and that --encryption-context gives exactly the pairs used to encrypt",
+        )
+    } else if message.contains("AccessDeniedException") {
+        Some(
+            "check the key policy: it must allow this principal, and its kms:RecipientAttestation:ImageSha384 condition must match the enclave's PCR0 (a debug-mode enclave has a PCR0 of zeros)",
+        )
+    } else if message.contains("UnknownIssuer") || message.contains("invalid peer certificate") {
+        Some("KMS's certificate is not trusted: give the CA that signed it with --ca-bundle")
+    } else if lower.contains("connection refused") || lower.contains("connection reset") {
+        Some(
+            "is vsock-proxy running on the parent instance (CID 3, --proxy-port, 8000 by default) and allowing the KMS endpoint?",
+        )
+    } else {
+        None
+    }
 }
 
 /// Credentials from the flags, else from the `AWS_*` environment variables.
@@ -246,19 +351,31 @@ fn credentials_from(
     }
 }
 
-/// Runs `command` with the NSM `nsm` opens (after the arguments are checked), writing the result lines to `out` and errors to `err`; returns
-/// the exit status.
+/// Runs `command` with the NSM `nsm` opens (after the arguments and the configuration are
+/// checked), writing the result lines to `out` and errors to `err`; returns the exit status.
 pub async fn execute(
     command: Command,
     nsm: impl FnOnce() -> Result<Arc<dyn Nsm>, String>,
-    env: &dyn Fn(&str) -> Option<String>,
+    host: &Host<'_>,
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> u8 {
-    let common = command.common().clone();
-    let prepared = credentials_from(&common, env).and_then(|creds| Ok((creds, command.request()?)));
+    let mut common = command.common().clone();
+    let prepared = (|| {
+        let region = region_of(&common, host)?;
+        tracing::debug!(%region, "region");
+        if let Some(path) = &common.ca_bundle {
+            (host.read_file)(path)
+                .map_err(|e| format!("cannot read --ca-bundle {}: {e}", path.display()))?;
+        }
+        let credentials = credentials_from(&common, host.env)?;
+        Ok::<_, String>((region, credentials, command.request(host)?))
+    })();
     let (credentials, request) = match prepared {
-        Ok(prepared) => prepared,
+        Ok((region, credentials, request)) => {
+            common.region = Some(region.name);
+            (credentials, request)
+        }
         Err(message) => {
             let _ = writeln!(err, "Error: {message}");
             return EXIT_USAGE;
@@ -279,6 +396,9 @@ pub async fn execute(
         }
         Err(message) => {
             let _ = writeln!(err, "Error: {message}");
+            if let Some(hint) = hint(&message) {
+                let _ = writeln!(err, "Hint: {hint}");
+            }
             EXIT_FAILED
         }
     }
@@ -292,7 +412,7 @@ async fn call(
 ) -> Result<SecretString, String> {
     let timeout = Duration::from_millis(common.kms_timeout_ms);
     let session = SessionConfig {
-        region: Some(common.region.clone()),
+        region: common.region.clone(),
         endpoint: common.endpoint.clone(),
         kms_call_timeout: timeout,
         idle_timeout: None,
@@ -368,8 +488,23 @@ pub fn run_parsed(command: Command, nsm: impl FnOnce() -> Result<Arc<dyn Nsm>, S
             return EXIT_FAILED;
         }
     };
+    match command.common().verbose {
+        0 => {}
+        1 => kmstool_enclave::init_logging("debug"),
+        _ => kmstool_enclave::init_logging("trace"),
+    }
     let env = |name: &str| std::env::var(name).ok();
+    let read_file = |path: &Path| std::fs::read_to_string(path).map(zeroize::Zeroizing::new);
+    let read_stdin = || {
+        let mut text = String::new();
+        std::io::stdin().read_to_string(&mut text).map(|_| text)
+    };
+    let host = Host {
+        env: &env,
+        read_file: &read_file,
+        read_stdin: &read_stdin,
+    };
     let mut stdout = std::io::stdout().lock();
     let mut stderr = std::io::stderr().lock();
-    runtime.block_on(execute(command, nsm, &env, &mut stdout, &mut stderr))
+    runtime.block_on(execute(command, nsm, &host, &mut stdout, &mut stderr))
 }

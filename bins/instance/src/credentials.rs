@@ -1,37 +1,75 @@
-//! The standard AWS credentials chain: environment, shared credentials file, container
-//! endpoint (ECS task role, EKS Pod Identity), IMDSv2.
+//! The standard AWS credentials chain: environment, the profile (shared credentials file and
+//! config file, with `credential_process`), container endpoint (ECS task role, EKS Pod
+//! Identity), IMDSv2; and the region: `--region`, `AWS_REGION`, `AWS_DEFAULT_REGION`, the
+//! profile's `region`, IMDSv2.
+
+use std::path::Path;
 
 use kmstool_core::credentials::container::{self, ContainerEndpoint};
 use kmstool_core::credentials::imds::ImdsEndpoint;
-use kmstool_core::credentials::{CredentialsError, Miss, Source, StaticLookup, lookup_static};
+use kmstool_core::credentials::region::{Region, RegionSource, lookup_region};
+use kmstool_core::credentials::{
+    CredentialsError, Miss, Source, StaticLookup, lookup_static, process,
+};
 use kmstool_core::secret::Credentials;
-use kmstool_runtime_smol::credentials::{fetch_container, fetch_imds};
+use kmstool_runtime_smol::credentials::{
+    fetch_container, fetch_imds, fetch_imds_region, run_credential_process,
+};
 use zeroize::Zeroizing;
 
 /// How an unconfigured container endpoint reads in the list of sources tried.
 const CONTAINER_VARS: &str = "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI and _FULL_URI";
 
-/// Credentials from the first source that has them; the error lists every source tried.
-pub async fn resolve(profile: Option<&str>) -> Result<Credentials, String> {
-    let get_env = |name: &str| {
+/// The process environment, with `--profile` standing in for `AWS_PROFILE`.
+fn environment(profile: Option<&str>) -> impl Fn(&str) -> Option<String> + '_ {
+    move |name: &str| {
         if name == "AWS_PROFILE"
             && let Some(profile) = profile
         {
             return Some(profile.to_owned());
         }
         std::env::var(name).ok()
-    };
-    let read_file = |path: &std::path::Path| std::fs::read_to_string(path).map(Zeroizing::new);
-    let mut tried = match lookup_static(get_env, read_file) {
-        StaticLookup::Found { credentials, .. } => return Ok(credentials),
+    }
+}
+
+fn read_file(path: &Path) -> std::io::Result<Zeroizing<String>> {
+    std::fs::read_to_string(path).map(Zeroizing::new)
+}
+
+/// Credentials from the first source that has them, and where they came from; the error
+/// lists every source tried.
+pub async fn resolve(profile: Option<&str>) -> Result<(Credentials, String), String> {
+    let get_env = environment(profile);
+    let mut tried = match lookup_static(&get_env, read_file) {
+        StaticLookup::Found {
+            credentials,
+            source,
+        } => return Ok((credentials, source.to_string())),
+        StaticLookup::Process {
+            command,
+            source,
+            mut tried,
+        } => {
+            tracing::debug!(%source, "running credential_process");
+            return match run_credential_process(&command, process::DEFAULT_TIMEOUT).await {
+                Ok(fetched) => Ok((
+                    fetched.credentials,
+                    format!("credential_process of {source}"),
+                )),
+                Err(error) => {
+                    tried.record(source, Miss::Failed(CredentialsError::Process(error)));
+                    Err(tried.to_string())
+                }
+            };
+        }
         StaticLookup::Failed(tried) => return Err(tried.to_string()),
         StaticLookup::NotFound(tried) => tried,
     };
     // A configured container endpoint is the answer or the error, as in the AWS SDKs.
-    match ContainerEndpoint::from_env(get_env, read_file) {
+    match ContainerEndpoint::from_env(&get_env, read_file) {
         Ok(None) => tried.record(Source::Container, Miss::Unset(CONTAINER_VARS)),
         Ok(Some(endpoint)) => match fetch_container(endpoint, container::DEFAULT_TIMEOUT).await {
-            Ok(fetched) => return Ok(fetched.credentials),
+            Ok(fetched) => return Ok((fetched.credentials, Source::Container.to_string())),
             Err(error) => {
                 let miss = Miss::Failed(CredentialsError::Container(error));
                 tried.record(Source::Container, miss);
@@ -43,13 +81,49 @@ pub async fn resolve(profile: Option<&str>) -> Result<Credentials, String> {
             return Err(tried.to_string());
         }
     }
-    match ImdsEndpoint::from_env(get_env) {
+    match ImdsEndpoint::from_env(&get_env) {
         Ok(None) => tried.record(Source::Imds, Miss::Disabled),
         Ok(Some(endpoint)) => match fetch_imds(endpoint).await {
-            Ok(imds) => return Ok(imds.credentials),
+            Ok(imds) => {
+                return Ok((imds.credentials, format!("IMDS (role {})", imds.role)));
+            }
             Err(error) => tried.record(Source::Imds, Miss::Failed(CredentialsError::Imds(error))),
         },
         Err(error) => tried.record(Source::Imds, Miss::Failed(error)),
     }
     Err(tried.to_string())
+}
+
+/// The region given or configured: `--region`, else `AWS_REGION`, `AWS_DEFAULT_REGION`, the
+/// profile's `region`; `None` when none is. A malformed region or config file is an error.
+pub fn configured_region(
+    flag: Option<&str>,
+    profile: Option<&str>,
+) -> Result<Option<Region>, String> {
+    if let Some(flag) = flag {
+        return Region::checked(flag, RegionSource::Flag)
+            .map(Some)
+            .map_err(|e| e.to_string());
+    }
+    lookup_region(environment(profile), read_file).map_err(|e| e.to_string())
+}
+
+/// The region IMDSv2 reports, when IMDS is on; `None` when it is off, does not know, or
+/// cannot be reached (the enclave then decides). A malformed answer is an error.
+pub async fn imds_region(profile: Option<&str>) -> Result<Option<Region>, String> {
+    let endpoint = match ImdsEndpoint::from_env(environment(profile)) {
+        Ok(Some(endpoint)) => endpoint,
+        // A bad endpoint is reported by the credential chain, which reads the same variables.
+        Ok(None) | Err(_) => return Ok(None),
+    };
+    match fetch_imds_region(endpoint).await {
+        Ok(Some(name)) => Region::checked(&name, RegionSource::Imds)
+            .map(Some)
+            .map_err(|e| e.to_string()),
+        Ok(None) => Ok(None),
+        Err(error) => {
+            tracing::debug!(%error, "no region from IMDS");
+            Ok(None)
+        }
+    }
 }

@@ -19,6 +19,12 @@ fn main() -> ExitCode {
         Ok(args) => args,
         Err(error) => {
             let _ = error.print();
+            if let Some((option, owners)) = cli::misplaced_option(&error) {
+                eprintln!(
+                    "Hint: {option} is an option of {}: put it after the subcommand's name",
+                    owners.join(" and ")
+                );
+            }
             return if error.use_stderr() {
                 ExitCode::FAILURE
             } else {
@@ -26,6 +32,8 @@ fn main() -> ExitCode {
             };
         }
     };
+    init_tracing(args.verbose);
+    let json_errors = args.json_errors();
     match smol::block_on(cli::run(args)) {
         Ok(output) => {
             let mut stdout = std::io::stdout().lock();
@@ -37,9 +45,36 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Err(message) => {
-            eprintln!("Error: {message}");
+        Err(failure) => {
+            eprintln!("Error: {}", failure.message);
+            if let Some(hint) = failure.hint {
+                eprintln!("Hint: {hint}");
+            }
+            if json_errors {
+                let mut stdout = std::io::stdout().lock();
+                let _ = stdout
+                    .write_all(failure.to_json().as_bytes())
+                    .and_then(|()| stdout.flush());
+            }
             ExitCode::FAILURE
         }
     }
+}
+
+/// Diagnostics on stderr for `-v` (debug) and `-vv` (trace), from kmstool's crates only.
+fn init_tracing(verbose: u8) {
+    let level = match verbose {
+        0 => return,
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::new(format!(
+        "kmstool_instance={level},kmstool_runtime_smol={level},kmstool_core={level}"
+    ));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(false)
+        .try_init();
 }

@@ -9,6 +9,7 @@
 //! `GET /latest/meta-data/iam/security-credentials/` lists the role name,
 //! `…/security-credentials/<role>` returns `Code`, `LastUpdated`, `Type` (`AWS-HMAC`),
 //! `AccessKeyId`, `SecretAccessKey`, `Token` and `Expiration` (ISO 8601 UTC).
+//! `GET /latest/meta-data/placement/region` returns [`ImdsConfig::region`] (404 when `None`).
 //! [`ImdsMode::V1Only`] makes it an IMDSv1-only service, for error-path tests.
 //!
 //! The same service also answers as a container credentials endpoint (ECS task role at
@@ -45,6 +46,8 @@ pub const EKS_CREDENTIALS_PATH: &str = "/v1/credentials";
 pub const TOKEN_PATH: &str = "/latest/api/token";
 /// The role listing; the role's credentials are at this path plus the role name.
 pub const CREDENTIALS_PATH: &str = "/latest/meta-data/iam/security-credentials/";
+/// The instance's region.
+pub const REGION_PATH: &str = "/latest/meta-data/placement/region";
 /// Header carrying the requested token lifetime.
 pub const TTL_HEADER: &str = "x-aws-ec2-metadata-token-ttl-seconds";
 /// Header carrying the token on reads.
@@ -87,6 +90,9 @@ pub struct ImdsConfig {
     /// The `Authorization` value the container credentials paths require; `None` requires
     /// none.
     pub container_token: Option<SecretString>,
+    /// The region served at [`REGION_PATH`]; `None` answers 404 (so a client that asks IMDS
+    /// for its region finds none unless a test sets one).
+    pub region: Option<String>,
 }
 
 impl ImdsConfig {
@@ -103,6 +109,7 @@ impl ImdsConfig {
             clock,
             account_id: DEFAULT_ACCOUNT_ID.to_owned(),
             container_token: None,
+            region: None,
         }
     }
 }
@@ -135,6 +142,8 @@ pub struct ImdsStats {
     pub credentials_served: u64,
     /// Credential documents served on the container paths.
     pub container_credentials_served: u64,
+    /// Region requests answered (with the region or 404).
+    pub regions_served: u64,
 }
 
 #[derive(Debug)]
@@ -349,6 +358,13 @@ fn read(shared: &Shared, request: &Request, path: &str) -> Response {
     if needs_token && !token_valid(shared, request) {
         count(shared, |s| s.unauthorized += 1);
         return text(401, "Unauthorized");
+    }
+    if path == REGION_PATH {
+        count(shared, |s| s.regions_served += 1);
+        return match &shared.config.region {
+            Some(region) => text(200, region),
+            None => text(404, "Not Found"),
+        };
     }
     let Some(role) = path.strip_prefix(CREDENTIALS_PATH) else {
         return text(404, "Not Found");

@@ -205,6 +205,10 @@ struct ImdsArgs {
     /// `AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE`; without it they need none.
     #[arg(long, value_name = "FILE")]
     container_token_file: Option<PathBuf>,
+
+    /// Region to serve at /latest/meta-data/placement/region (without it: 404).
+    #[arg(long)]
+    region: Option<String>,
 }
 
 /// How the simulated NSM is set up.
@@ -479,6 +483,7 @@ async fn serve_imds(args: ImdsArgs) -> anyhow::Result<()> {
     use kmstool_sim::imds::{Imds, ImdsConfig, ImdsMode};
     let mut config = ImdsConfig::new(args.listen);
     config.role_name = args.role;
+    config.region = args.region;
     if args.v1_only {
         config.mode = ImdsMode::V1Only { put_status: 403 };
     }

@@ -2,7 +2,8 @@
 //! TTL bounds, the credentials document, and the IMDSv1-only mode.
 
 use kmstool_sim::imds::{
-    CREDENTIALS_PATH, Imds, ImdsConfig, ImdsHandle, ImdsMode, MAX_TOKEN_TTL_SECS, TOKEN_PATH,
+    CREDENTIALS_PATH, Imds, ImdsConfig, ImdsHandle, ImdsMode, MAX_TOKEN_TTL_SECS, REGION_PATH,
+    TOKEN_PATH,
 };
 use kmstool_sim::kms::clock::parse_iso8601;
 use kmstool_sim::kms::parse_credentials_file;
@@ -191,5 +192,25 @@ async fn v1_only_mode_refuses_tokens_and_serves_without() {
     assert_eq!(token(&imds, "60").await.status, 405);
     let role = request(&imds, "GET", CREDENTIALS_PATH, &[]).await;
     assert_eq!((role.status, role.body.as_str()), (200, "app-role"));
+    imds.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_region_is_served_with_a_token_and_404_when_unset() {
+    let mut config = ImdsConfig::new("127.0.0.1:0".parse().expect("addr"));
+    config.region = Some("eu-west-1".to_owned());
+    let imds = Imds::start(config).await.expect("start");
+    assert_eq!(request(&imds, "GET", REGION_PATH, &[]).await.status, 401);
+    let tok = token(&imds, "60").await.body;
+    let auth = [("X-aws-ec2-metadata-token", tok.as_str())];
+    let region = request(&imds, "GET", REGION_PATH, &auth).await;
+    assert_eq!((region.status, region.body.as_str()), (200, "eu-west-1"));
+    assert_eq!(imds.stats().regions_served, 1);
+    imds.shutdown().await;
+
+    let imds = start(ImdsMode::V2Only).await;
+    let tok = token(&imds, "60").await.body;
+    let auth = [("X-aws-ec2-metadata-token", tok.as_str())];
+    assert_eq!(request(&imds, "GET", REGION_PATH, &auth).await.status, 404);
     imds.shutdown().await;
 }

@@ -37,6 +37,9 @@ pub const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(1);
 
 const TOKEN_PATH: &str = "/latest/api/token";
 const CREDENTIALS_PATH: &str = "/latest/meta-data/iam/security-credentials/";
+const REGION_PATH: &str = "/latest/meta-data/placement/region";
+/// Longest region name accepted from IMDS (the caller validates it further).
+const MAX_REGION_BYTES: usize = 64;
 /// Longest session token accepted (real ones are about 60 bytes).
 const MAX_TOKEN_BYTES: usize = 1024;
 /// Longest IAM role name.
@@ -183,6 +186,10 @@ pub enum ImdsStep {
     RoleName,
     /// `GET /latest/meta-data/iam/security-credentials/<role>`.
     Credentials,
+    /// `PUT /latest/api/token`, first of the two requests of a region fetch.
+    RegionToken,
+    /// `GET /latest/meta-data/placement/region`.
+    Region,
 }
 
 impl fmt::Display for ImdsStep {
@@ -191,6 +198,8 @@ impl fmt::Display for ImdsStep {
             Self::Token => "step 1/3 (PUT /latest/api/token)",
             Self::RoleName => "step 2/3 (GET /latest/meta-data/iam/security-credentials/)",
             Self::Credentials => "step 3/3 (GET /latest/meta-data/iam/security-credentials/<role>)",
+            Self::RegionToken => "region step 1/2 (PUT /latest/api/token)",
+            Self::Region => "region step 2/2 (GET /latest/meta-data/placement/region)",
         })
     }
 }
@@ -217,6 +226,8 @@ pub enum ImdsErrorKind {
     InvalidRoleName,
     /// The credentials document is not what IMDS sends (names the problem, never a value).
     Malformed(&'static str),
+    /// The region IMDS sent is empty, too long or not printable ASCII.
+    InvalidRegion,
     /// The credentials document's `Code` is not `Success`.
     Code(String),
     /// A request could not be built (a bug: every part is validated before).
@@ -237,6 +248,7 @@ impl fmt::Display for ImdsErrorKind {
             Self::Status(status) => write!(f, "unexpected HTTP {status}"),
             Self::InvalidToken => f.write_str("invalid session token"),
             Self::InvalidRoleName => f.write_str("invalid IAM role name"),
+            Self::InvalidRegion => f.write_str("invalid region name"),
             Self::Malformed(what) => write!(f, "malformed credentials document: {what}"),
             Self::Code(code) => write!(f, "credentials document says Code={code}"),
             Self::Request(error) => error.fmt(f),
@@ -256,7 +268,8 @@ pub struct ImdsError {
 impl fmt::Display for ImdsError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "IMDS {}: {}", self.step, self.kind)?;
-        if self.step == ImdsStep::Token && self.kind == ImdsErrorKind::Timeout {
+        let token_step = matches!(self.step, ImdsStep::Token | ImdsStep::RegionToken);
+        if token_step && self.kind == ImdsErrorKind::Timeout {
             // The classic cause: a container one hop further than the PUT response may travel.
             f.write_str(" (in a container, the instance's metadata hop limit may be too low)")?;
         }
@@ -435,21 +448,10 @@ impl ImdsClient {
     /// Builds the request for `step` (with the session token after step 1) and queues it with
     /// a fresh deadline.
     fn queue(&mut self, step: ImdsStep, method: &str, path: &str, now: Instant) {
-        let host = self.endpoint.host_header();
-        let mut headers: Vec<(&str, &str)> = vec![("Host", &host)];
-        match &self.token {
-            None => headers.push(("X-aws-ec2-metadata-token-ttl-seconds", TOKEN_TTL_SECONDS)),
-            Some(token) => headers.push(("X-aws-ec2-metadata-token", token.expose())),
-        }
-        if method == "PUT" {
-            headers.push(("Content-Length", "0"));
-        }
-        headers.push(("Connection", "close"));
-        let mut request = Zeroizing::new(Vec::new());
         self.deadline = now + self.step_timeout;
         self.step = step;
-        match http::write_request(&mut request, method, path, &headers, b"") {
-            Ok(()) => self.exchange = Exchange::Queued(request),
+        match build_request(&self.endpoint, self.token.as_ref(), method, path) {
+            Ok(request) => self.exchange = Exchange::Queued(request),
             Err(error) => self.fail(ImdsErrorKind::Request(error)),
         }
     }
@@ -476,6 +478,8 @@ impl ImdsClient {
                 self.role = role;
                 self.queue(ImdsStep::Credentials, "GET", &path, now);
             }
+            // Steps of `ImdsRegionClient`, never this client's.
+            ImdsStep::RegionToken | ImdsStep::Region => {}
             ImdsStep::Credentials => {
                 let (credentials, expiration) = read_credentials(response)?;
                 self.token = None;
@@ -487,6 +491,159 @@ impl ImdsClient {
             }
         }
         Ok(())
+    }
+}
+
+/// An IMDS request: the token `PUT` when `token` is `None`, else a read carrying the token.
+fn build_request(
+    endpoint: &ImdsEndpoint,
+    token: Option<&SecretString>,
+    method: &str,
+    path: &str,
+) -> Result<Zeroizing<Vec<u8>>, RequestError> {
+    let host = endpoint.host_header();
+    let mut headers: Vec<(&str, &str)> = vec![("Host", &host)];
+    match token {
+        None => headers.push(("X-aws-ec2-metadata-token-ttl-seconds", TOKEN_TTL_SECONDS)),
+        Some(token) => headers.push(("X-aws-ec2-metadata-token", token.expose())),
+    }
+    if method == "PUT" {
+        headers.push(("Content-Length", "0"));
+    }
+    headers.push(("Connection", "close"));
+    let mut request = Zeroizing::new(Vec::new());
+    http::write_request(&mut request, method, path, &headers, b"")?;
+    Ok(request)
+}
+
+/// The instance's region from IMDSv2, as a sans-IO state machine driven like [`ImdsClient`]
+/// (it implements [`CredentialFetch`]): `PUT /latest/api/token`, then
+/// `GET /latest/meta-data/placement/region` with the token. The result is `Ok(None)` when
+/// IMDS answers 404 for the region (a service that does not know it).
+pub struct ImdsRegionClient {
+    endpoint: ImdsEndpoint,
+    step_timeout: Duration,
+    step: ImdsStep,
+    exchange: Exchange<Result<Option<String>, ImdsError>>,
+    deadline: Instant,
+    token: Option<SecretString>,
+}
+
+impl fmt::Debug for ImdsRegionClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ImdsRegionClient")
+            .field("endpoint", &self.endpoint)
+            .field("step", &self.step)
+            .field("state", &self.exchange.describe(Result::is_ok))
+            .field("deadline", &self.deadline)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ImdsRegionClient {
+    /// A client that will ask `endpoint` for the region, each step allowed `step_timeout`;
+    /// the token request is queued at once.
+    pub fn new(endpoint: ImdsEndpoint, step_timeout: Duration, now: Instant) -> Self {
+        let mut client = Self {
+            endpoint,
+            step_timeout,
+            step: ImdsStep::RegionToken,
+            exchange: Exchange::Closed,
+            deadline: now,
+            token: None,
+        };
+        client.queue(ImdsStep::RegionToken, "PUT", TOKEN_PATH, now);
+        client
+    }
+
+    fn queue(&mut self, step: ImdsStep, method: &str, path: &str, now: Instant) {
+        self.deadline = now + self.step_timeout;
+        self.step = step;
+        match build_request(&self.endpoint, self.token.as_ref(), method, path) {
+            Ok(request) => self.exchange = Exchange::Queued(request),
+            Err(error) => self.fail(ImdsErrorKind::Request(error)),
+        }
+    }
+
+    fn fail(&mut self, kind: ImdsErrorKind) {
+        self.token = None;
+        let step = self.step;
+        self.exchange = Exchange::Finished(Err(ImdsError { step, kind }));
+    }
+
+    fn on_response(&mut self, response: Result<Response, HttpError>, now: Instant) {
+        let response = match response {
+            Ok(response) => response,
+            Err(error) => return self.fail(ImdsErrorKind::Http(error)),
+        };
+        let result = match self.step {
+            ImdsStep::RegionToken => read_token(&response).map(|token| {
+                self.token = Some(token);
+                self.queue(ImdsStep::Region, "GET", REGION_PATH, now);
+            }),
+            _ => read_region(&response).map(|region| {
+                self.token = None;
+                self.exchange = Exchange::Finished(Ok(region));
+            }),
+        };
+        if let Err(kind) = result {
+            self.fail(kind);
+        }
+    }
+}
+
+/// The region document: one line, the region's name.
+fn read_region(response: &Response) -> Result<Option<String>, ImdsErrorKind> {
+    match response.status {
+        200 => {}
+        404 => return Ok(None),
+        status => return Err(ImdsErrorKind::Status(status)),
+    }
+    let text = std::str::from_utf8(&response.body).map_err(|_| ImdsErrorKind::InvalidRegion)?;
+    let region = text.trim_ascii();
+    let valid = !region.is_empty()
+        && region.len() <= MAX_REGION_BYTES
+        && region.bytes().all(|b| b.is_ascii_graphic());
+    if !valid {
+        return Err(ImdsErrorKind::InvalidRegion);
+    }
+    Ok(Some(region.to_owned()))
+}
+
+impl CredentialFetch for ImdsRegionClient {
+    type Result = Result<Option<String>, ImdsError>;
+
+    fn poll_output(&mut self) -> Option<FetchOutput<Self::Result>> {
+        self.exchange
+            .poll_output(&self.endpoint.host, self.endpoint.port, LIMITS)
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.exchange.is_open().then_some(self.deadline)
+    }
+
+    fn handle_response(&mut self, now: Instant, bytes: &[u8]) {
+        if let Some(response) = self.exchange.feed(bytes) {
+            self.on_response(response, now);
+        }
+    }
+
+    fn handle_eof(&mut self, now: Instant) {
+        if let Some(response) = self.exchange.eof() {
+            self.on_response(response, now);
+        }
+    }
+
+    fn handle_transport_error(&mut self, error: &str) {
+        if self.exchange.is_open() {
+            self.fail(ImdsErrorKind::Transport(error.to_owned()));
+        }
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        if now >= self.deadline && self.exchange.is_open() {
+            self.fail(ImdsErrorKind::Timeout);
+        }
     }
 }
 

@@ -21,13 +21,15 @@ use std::time::Instant;
 
 use zeroize::Zeroizing;
 
-use crate::secret::Credentials;
+use crate::secret::{Credentials, SecretString};
 
 pub mod container;
 pub mod env;
 mod exchange;
 pub mod imds;
+pub mod process;
 pub mod profile;
+pub mod region;
 
 /// An HTTP credential source as a sans-IO state machine: [`imds::ImdsClient`] and
 /// [`container::ContainerClient`].
@@ -125,6 +127,13 @@ pub enum CredentialsError {
         /// The file has `[profile <name>]`, a header only the config file uses.
         config_style_header: bool,
     },
+    /// The config file has no `[profile <name>]` section (`[default]` for the default).
+    ConfigProfileNotFound {
+        /// The profile looked for.
+        profile: String,
+        /// The file has `[<name>]`, a header only the credentials file uses.
+        bare_header: bool,
+    },
     /// The profile has no value for a required setting.
     ProfileIncomplete {
         /// The profile.
@@ -132,7 +141,7 @@ pub enum CredentialsError {
         /// The missing setting, e.g. `aws_secret_access_key`.
         missing: &'static str,
     },
-    /// The profile gets credentials some other way (role assumption, SSO, a process), which
+    /// The profile gets credentials some other way (role assumption, SSO, web identity), which
     /// kmstool does not implement.
     ProfileUnsupported {
         /// The profile.
@@ -166,6 +175,8 @@ pub enum CredentialsError {
     },
     /// The container endpoint exchange failed.
     Container(container::ContainerError),
+    /// The profile's `credential_process` failed or printed something unusable.
+    Process(process::ProcessError),
 }
 
 impl fmt::Display for CredentialsError {
@@ -188,12 +199,28 @@ impl fmt::Display for CredentialsError {
                 }
                 Ok(())
             }
+            Self::ConfigProfileNotFound {
+                profile,
+                bare_header,
+            } => {
+                if profile == profile::DEFAULT_PROFILE {
+                    return f.write_str("no [default] section");
+                }
+                write!(f, "no [profile {profile}] section")?;
+                if *bare_header {
+                    write!(
+                        f,
+                        " ([{profile}] is credentials-file syntax; the config file uses [profile {profile}])"
+                    )?;
+                }
+                Ok(())
+            }
             Self::ProfileIncomplete { profile, missing } => {
                 write!(f, "profile \"{profile}\" has no {missing}")
             }
             Self::ProfileUnsupported { profile, setting } => write!(
                 f,
-                "profile \"{profile}\" uses {setting}, which is not supported (only static keys are)"
+                "profile \"{profile}\" uses {setting}, which is not supported (static keys and credential_process are)"
             ),
             Self::InvalidImdsEndpoint { value, reason } => {
                 write!(f, "invalid IMDS endpoint \"{value}\": {reason}")
@@ -204,6 +231,7 @@ impl fmt::Display for CredentialsError {
             }
             Self::ContainerToken { variable, reason } => write!(f, "{variable}: {reason}"),
             Self::Container(error) => error.fmt(f),
+            Self::Process(error) => error.fmt(f),
         }
     }
 }
@@ -215,7 +243,7 @@ impl std::error::Error for CredentialsError {}
 pub enum Source {
     /// `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` / `AWS_SESSION_TOKEN`.
     Environment,
-    /// A profile in the shared credentials file.
+    /// A profile in the shared credentials file or the config file.
     Profile {
         /// The profile name.
         name: String,
@@ -248,8 +276,9 @@ impl fmt::Display for Source {
 pub enum Miss {
     /// This environment variable is not set.
     Unset(&'static str),
-    /// Neither `AWS_SHARED_CREDENTIALS_FILE` nor `HOME` is set.
-    NoPath,
+    /// Neither the file's variable (`AWS_SHARED_CREDENTIALS_FILE`, `AWS_CONFIG_FILE`) nor
+    /// `HOME` is set.
+    NoPath(&'static str),
     /// The file does not exist.
     FileNotFound,
     /// The file could not be read (the I/O error's text).
@@ -264,7 +293,7 @@ impl fmt::Display for Miss {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Unset(variable) => write!(f, "{variable} unset"),
-            Self::NoPath => write!(f, "{} and HOME unset", profile::SHARED_CREDENTIALS_FILE_VAR),
+            Self::NoPath(variable) => write!(f, "{variable} and HOME unset"),
             Self::FileNotFound => f.write_str("file not found"),
             Self::Unreadable(error) => write!(f, "unreadable: {error}"),
             Self::Disabled => f.write_str("disabled"),
@@ -325,7 +354,7 @@ impl fmt::Display for Tried {
 
 impl std::error::Error for Tried {}
 
-/// Outcome of the sources that need no network: environment, then credentials file.
+/// Outcome of the sources that need no network: environment, then the profile.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StaticLookup {
     /// Credentials found.
@@ -335,6 +364,17 @@ pub enum StaticLookup {
         /// Where they came from.
         source: Source,
     },
+    /// The profile's `credential_process` gives the credentials: run `command` through
+    /// `sh -c`, parse its output with [`process::parse_output`]. A failure ends the chain (as
+    /// in the AWS CLI): record it in `tried` under `source`.
+    Process {
+        /// The command line (kept secret: it may carry arguments).
+        command: SecretString,
+        /// The profile and the file that set it.
+        source: Source,
+        /// The sources tried before.
+        tried: Tried,
+    },
     /// Neither source is configured: go on with IMDS.
     NotFound(Tried),
     /// A source is configured but broken (half-set environment, unreadable or invalid file,
@@ -343,15 +383,78 @@ pub enum StaticLookup {
     Failed(Tried),
 }
 
-/// Tries the environment, then the profile in the shared credentials file.
+/// One of the two shared files as read for a profile.
+struct ReadFile {
+    source: Source,
+    kind: profile::FileKind,
+    /// `None`: no path, or the file does not exist (the miss is in `miss`).
+    facts: Option<profile::ProfileFacts>,
+    miss: Option<Miss>,
+}
+
+/// Reads one shared file for `name`: `Err` (a recorded failure) for an unreadable or invalid
+/// file.
+fn read_shared_file(
+    name: &str,
+    path: Option<PathBuf>,
+    variable: &'static str,
+    kind: profile::FileKind,
+    read_file: &impl Fn(&Path) -> io::Result<Zeroizing<String>>,
+) -> Result<ReadFile, Attempt> {
+    let source = Source::Profile {
+        name: name.to_owned(),
+        path: path.clone(),
+    };
+    let absent = |source, miss| {
+        Ok(ReadFile {
+            source,
+            kind,
+            facts: None,
+            miss: Some(miss),
+        })
+    };
+    let Some(path) = path else {
+        return absent(source, Miss::NoPath(variable));
+    };
+    let contents = match read_file(&path) {
+        Ok(contents) => contents,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => {
+            return absent(source, Miss::FileNotFound);
+        }
+        Err(error) => {
+            return Err(Attempt {
+                source,
+                miss: Miss::Unreadable(error.to_string()),
+            });
+        }
+    };
+    match profile::read_profile(&contents, name, kind) {
+        Ok(facts) => Ok(ReadFile {
+            source,
+            kind,
+            facts: Some(facts),
+            miss: None,
+        }),
+        Err(error) => Err(Attempt {
+            source,
+            miss: Miss::Failed(error),
+        }),
+    }
+}
+
+/// Tries the environment, then the profile (`AWS_PROFILE`, else `default`) in the shared
+/// credentials file and the config file, read as the AWS CLI reads them.
 ///
 /// `get_env` looks up an environment variable; `read_file` reads a whole file (wrap the text
-/// in [`Zeroizing`]: it holds secret keys). A missing file, or a missing `default` profile,
-/// moves on; anything that looks like a configuration mistake stops the chain, as the AWS CLI
-/// does.
+/// in [`Zeroizing`]: it holds secret keys). Within the profile: a setting kmstool cannot
+/// follow (`role_arn`, SSO, …) in either file is refused, naming the setting and the file;
+/// then the credentials file's static keys; then `credential_process` (the credentials
+/// file's if both set one); then the config file's static keys. Missing files, or a missing
+/// `default` profile, move on; anything that looks like a configuration mistake stops the
+/// chain, as the AWS CLI does.
 pub fn lookup_static(
     get_env: impl Fn(&str) -> Option<String>,
-    read_file: impl FnOnce(&Path) -> io::Result<Zeroizing<String>>,
+    read_file: impl Fn(&Path) -> io::Result<Zeroizing<String>>,
 ) -> StaticLookup {
     let mut tried = Tried::new();
     match env::from_env(&get_env) {
@@ -370,39 +473,103 @@ pub fn lookup_static(
 
     let name = profile::profile_name(&get_env);
     let explicit_profile = env::non_empty(&get_env, profile::PROFILE_VAR).is_some();
-    let path = profile::credentials_file_path(&get_env);
-    let source = Source::Profile {
-        name: name.clone(),
-        path: path.clone(),
+    let mut files = Vec::with_capacity(2);
+    for (path, variable, kind) in [
+        (
+            profile::credentials_file_path(&get_env),
+            profile::SHARED_CREDENTIALS_FILE_VAR,
+            profile::FileKind::Credentials,
+        ),
+        (
+            profile::config_file_path(&get_env),
+            profile::CONFIG_FILE_VAR,
+            profile::FileKind::Config,
+        ),
+    ] {
+        match read_shared_file(&name, path, variable, kind, &read_file) {
+            Ok(file) => files.push(file),
+            Err(attempt) => {
+                tried.record(attempt.source, attempt.miss);
+                return StaticLookup::Failed(tried);
+            }
+        }
+    }
+    let failed = |mut tried: Tried, file: &ReadFile, error| {
+        tried.record(file.source.clone(), Miss::Failed(error));
+        StaticLookup::Failed(tried)
     };
-    let Some(path) = path else {
-        tried.record(source, Miss::NoPath);
-        return StaticLookup::NotFound(tried);
+    let seen = |file: &&ReadFile| file.facts.as_ref().is_some_and(|f| f.section_seen);
+    for file in &files {
+        if let Some(setting) = file.facts.as_ref().and_then(|f| f.unsupported) {
+            let error = CredentialsError::ProfileUnsupported {
+                profile: name.clone(),
+                setting,
+            };
+            return failed(tried, file, error);
+        }
+    }
+    let keys_of = |file: &ReadFile| {
+        file.facts
+            .as_ref()
+            .map_or(profile::Keys::Absent, |f| f.keys.clone())
     };
-    let contents = match read_file(&path) {
-        Ok(contents) => contents,
-        Err(error) if error.kind() == io::ErrorKind::NotFound => {
-            tried.record(source, Miss::FileNotFound);
-            return StaticLookup::NotFound(tried);
+    // The credentials file's keys, then a process from either file, then the config file's keys.
+    let (credentials_file, config_file) = (&files[0], &files[1]);
+    let process = files.iter().find_map(|file| {
+        let command = file.facts.as_ref()?.credential_process.clone()?;
+        Some((command, file))
+    });
+    let order = [
+        (credentials_file, false),
+        (credentials_file, true),
+        (config_file, false),
+    ];
+    for (file, process_step) in order {
+        if process_step {
+            if let Some((command, file)) = process {
+                return StaticLookup::Process {
+                    command,
+                    source: file.source.clone(),
+                    tried,
+                };
+            }
+            continue;
         }
-        Err(error) => {
-            tried.record(source, Miss::Unreadable(error.to_string()));
-            return StaticLookup::Failed(tried);
+        match keys_of(file) {
+            profile::Keys::Absent => {}
+            profile::Keys::Complete(credentials) => {
+                return StaticLookup::Found {
+                    credentials,
+                    source: file.source.clone(),
+                };
+            }
+            profile::Keys::Incomplete(missing) => {
+                let error = CredentialsError::ProfileIncomplete {
+                    profile: name.clone(),
+                    missing,
+                };
+                return failed(tried, file, error);
+            }
         }
-    };
-    match profile::from_credentials_file(&contents, &name) {
-        Ok(credentials) => StaticLookup::Found {
-            credentials,
-            source,
-        },
-        Err(error @ CredentialsError::ProfileNotFound { .. }) if !explicit_profile => {
-            tried.record(source, Miss::Failed(error));
-            StaticLookup::NotFound(tried)
-        }
-        Err(error) => {
-            tried.record(source, Miss::Failed(error));
-            StaticLookup::Failed(tried)
-        }
+    }
+    let any_seen = files.iter().any(|file| seen(&file));
+    for file in &files {
+        let miss = match (&file.miss, &file.facts) {
+            (Some(miss), _) => miss.clone(),
+            (None, Some(facts)) if !facts.section_seen => {
+                Miss::Failed(facts.not_found(&name, file.kind))
+            }
+            (None, _) => Miss::Failed(CredentialsError::ProfileIncomplete {
+                profile: name.clone(),
+                missing: "credentials",
+            }),
+        };
+        tried.record(file.source.clone(), miss);
+    }
+    if explicit_profile && !any_seen {
+        StaticLookup::Failed(tried)
+    } else {
+        StaticLookup::NotFound(tried)
     }
 }
 

@@ -1,6 +1,7 @@
-//! Credentials from the shared credentials file (`~/.aws/credentials`).
+//! Profiles of the shared credentials file (`~/.aws/credentials`) and the config file
+//! (`~/.aws/config`).
 //!
-//! The file is INI as the AWS CLI writes it:
+//! Both files are INI as the AWS CLI writes them:
 //!
 //! ```ini
 //! # comment
@@ -12,9 +13,10 @@
 //! aws_access_key_id=...
 //! ```
 //!
-//! Rules (those of the AWS SDKs' shared-file format): a section header is `[name]`, where the
-//! credentials file, unlike the config file, does *not* write `[profile name]` (such a section
-//! is not the profile `name`); lines whose first non-blank character is `#` or `;` are
+//! Rules (those of the AWS SDKs' shared-file format): a section header is `[name]` in the
+//! credentials file and `[profile name]` in the config file (where the default profile is
+//! `[default]`, or `[profile default]`); a section spelled the other file's way is not the
+//! profile; lines whose first non-blank character is `#` or `;` are
 //! comments; a setting is `name = value`, whitespace around both trimmed; a `#` or `;` preceded
 //! by whitespace starts a comment inside a value (and anywhere after a header's `]`); an
 //! indented line continues the previous setting (nested config settings) and is skipped;
@@ -30,32 +32,142 @@ use crate::secret::{Credentials, SecretString};
 
 /// The variable that names the credentials file.
 pub const SHARED_CREDENTIALS_FILE_VAR: &str = "AWS_SHARED_CREDENTIALS_FILE";
+/// The variable that names the config file.
+pub const CONFIG_FILE_VAR: &str = "AWS_CONFIG_FILE";
 /// The variable that names the profile.
 pub const PROFILE_VAR: &str = "AWS_PROFILE";
 /// The profile used when `AWS_PROFILE` is unset.
 pub const DEFAULT_PROFILE: &str = "default";
 
-/// Settings that mean the profile gets credentials in a way kmstool does not implement.
+/// Settings that mean the profile gets credentials in a way kmstool does not implement
+/// (role assumption, SSO, web identity). The AWS CLI gives them precedence over static keys.
 const UNSUPPORTED_SETTINGS: &[&str] = &[
     "role_arn",
-    "credential_process",
+    "source_profile",
+    "credential_source",
     "sso_session",
     "sso_start_url",
+    "sso_account_id",
     "web_identity_token_file",
-    "credential_source",
 ];
+
+/// Which of the two shared files a text comes from (they spell profile headers differently).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    /// The credentials file: `[name]`.
+    Credentials,
+    /// The config file: `[profile name]`, and `[default]` for the default profile.
+    Config,
+}
 
 /// The credentials file: `AWS_SHARED_CREDENTIALS_FILE` (a leading `~/` means `$HOME/`), else
 /// `$HOME/.aws/credentials`; `None` if neither variable is set.
 pub fn credentials_file_path(get_env: impl Fn(&str) -> Option<String>) -> Option<PathBuf> {
+    file_path(get_env, SHARED_CREDENTIALS_FILE_VAR, "credentials")
+}
+
+/// The config file: `AWS_CONFIG_FILE` (a leading `~/` means `$HOME/`), else
+/// `$HOME/.aws/config`; `None` if neither variable is set.
+pub fn config_file_path(get_env: impl Fn(&str) -> Option<String>) -> Option<PathBuf> {
+    file_path(get_env, CONFIG_FILE_VAR, "config")
+}
+
+fn file_path(
+    get_env: impl Fn(&str) -> Option<String>,
+    variable: &str,
+    default_name: &str,
+) -> Option<PathBuf> {
     let home = non_empty(&get_env, "HOME");
-    match non_empty(&get_env, SHARED_CREDENTIALS_FILE_VAR) {
+    match non_empty(&get_env, variable) {
         Some(path) => match (path.strip_prefix("~/"), home) {
             (Some(rest), Some(home)) => Some(PathBuf::from(home).join(rest)),
             _ => Some(PathBuf::from(path)),
         },
-        None => home.map(|home| PathBuf::from(home).join(".aws").join("credentials")),
+        None => home.map(|home| PathBuf::from(home).join(".aws").join(default_name)),
     }
+}
+
+/// The static keys a profile sets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Keys {
+    /// Neither `aws_access_key_id` nor `aws_secret_access_key`.
+    Absent,
+    /// Both (and the optional session token).
+    Complete(Credentials),
+    /// One of the two; names the missing setting.
+    Incomplete(&'static str),
+}
+
+/// What one file says about one profile. Never prints a secret (`Debug` of [`Credentials`]
+/// redacts; the process command is kept as a [`SecretString`] as it may carry arguments).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProfileFacts {
+    /// The file has a section for the profile.
+    pub section_seen: bool,
+    /// The file has the profile's section spelled the other file's way.
+    pub other_style_header: bool,
+    /// The static keys.
+    pub keys: Keys,
+    /// `credential_process`: a command line whose output is the credentials.
+    pub credential_process: Option<SecretString>,
+    /// `region`.
+    pub region: Option<String>,
+    /// The first setting that needs something kmstool does not implement, e.g. `role_arn`.
+    pub unsupported: Option<&'static str>,
+}
+
+impl ProfileFacts {
+    /// Whether the profile sets anything that gives credentials.
+    pub fn has_credentials(&self) -> bool {
+        self.keys != Keys::Absent || self.credential_process.is_some() || self.unsupported.is_some()
+    }
+
+    /// The error for a file without the profile's section.
+    pub fn not_found(&self, profile: &str, kind: FileKind) -> CredentialsError {
+        match kind {
+            FileKind::Credentials => CredentialsError::ProfileNotFound {
+                profile: profile.to_owned(),
+                config_style_header: self.other_style_header,
+            },
+            FileKind::Config => CredentialsError::ConfigProfileNotFound {
+                profile: profile.to_owned(),
+                bare_header: self.other_style_header,
+            },
+        }
+    }
+}
+
+/// Reads what `contents` (a credentials or config file, as `kind` says) sets for `profile`:
+/// static keys, `credential_process`, `region`, and settings kmstool cannot follow.
+///
+/// Errors are syntax errors, with line numbers, never values.
+pub fn read_profile(
+    contents: &str,
+    profile: &str,
+    kind: FileKind,
+) -> Result<ProfileFacts, CredentialsError> {
+    let found = scan(contents, profile, kind)?;
+    let keys = match (found.access_key_id, found.secret_access_key) {
+        (None, None) => Keys::Absent,
+        (Some(id), Some(secret)) => Keys::Complete(Credentials::new(
+            id,
+            SecretString::from(secret),
+            found
+                .session_token
+                .or(found.security_token)
+                .map(SecretString::from),
+        )),
+        (Some(_), None) => Keys::Incomplete("aws_secret_access_key"),
+        (None, Some(_)) => Keys::Incomplete("aws_access_key_id"),
+    };
+    Ok(ProfileFacts {
+        section_seen: found.section_seen,
+        other_style_header: found.config_style_header,
+        keys,
+        credential_process: found.credential_process.map(SecretString::from),
+        region: found.region.map(str::to_owned),
+        unsupported: found.unsupported,
+    })
 }
 
 /// The profile to use: `AWS_PROFILE`, else `default`.
@@ -71,7 +183,7 @@ pub fn from_credentials_file(
     contents: &str,
     profile: &str,
 ) -> Result<Credentials, CredentialsError> {
-    let found = scan(contents, profile)?;
+    let found = scan(contents, profile, FileKind::Credentials)?;
     if !found.section_seen {
         return Err(CredentialsError::ProfileNotFound {
             profile: profile.to_owned(),
@@ -111,6 +223,8 @@ struct ProfileSettings<'a> {
     secret_access_key: Option<&'a str>,
     session_token: Option<&'a str>,
     security_token: Option<&'a str>,
+    credential_process: Option<&'a str>,
+    region: Option<&'a str>,
     unsupported: Option<&'static str>,
 }
 
@@ -121,7 +235,11 @@ enum Last {
     Credential,
 }
 
-fn scan<'a>(contents: &'a str, profile: &str) -> Result<ProfileSettings<'a>, CredentialsError> {
+fn scan<'a>(
+    contents: &'a str,
+    profile: &str,
+    kind: FileKind,
+) -> Result<ProfileSettings<'a>, CredentialsError> {
     let contents = contents.strip_prefix('\u{feff}').unwrap_or(contents);
     let mut settings = ProfileSettings::default();
     // None before the first header; Some(true) inside the chosen profile.
@@ -138,9 +256,16 @@ fn scan<'a>(contents: &'a str, profile: &str) -> Result<ProfileSettings<'a>, Cre
         }
         if trimmed.starts_with('[') {
             let name = section_name(trimmed).map_err(syntax)?;
-            let chosen = name == profile;
+            let (chosen, other_style) = match kind {
+                FileKind::Credentials => (name == profile, is_config_style(name, profile)),
+                FileKind::Config => (
+                    is_config_style(name, profile)
+                        || (profile == DEFAULT_PROFILE && name == DEFAULT_PROFILE),
+                    profile != DEFAULT_PROFILE && name == profile,
+                ),
+            };
             settings.section_seen |= chosen;
-            settings.config_style_header |= is_config_style(name, profile);
+            settings.config_style_header |= other_style;
             in_profile = Some(chosen);
             last = Last::Other;
             continue;
@@ -225,6 +350,11 @@ fn record<'a>(settings: &mut ProfileSettings<'a>, name: &str, value: &'a str) ->
         "aws_secret_access_key" => &mut settings.secret_access_key,
         "aws_session_token" => &mut settings.session_token,
         "aws_security_token" => &mut settings.security_token,
+        "credential_process" => &mut settings.credential_process,
+        "region" => {
+            settings.region = value;
+            return Last::Other;
+        }
         other => {
             if let Some(setting) = UNSUPPORTED_SETTINGS.iter().find(|s| **s == other) {
                 settings.unsupported.get_or_insert(setting);

@@ -23,13 +23,26 @@ fn files(
     served: &'static str,
     contents: &'static str,
     error: io::ErrorKind,
-) -> impl FnOnce(&Path) -> io::Result<Zeroizing<String>> {
+) -> impl Fn(&Path) -> io::Result<Zeroizing<String>> {
     move |path| {
         if path == Path::new(served) {
             Ok(Zeroizing::new(contents.to_owned()))
         } else {
             Err(io::Error::from(error))
         }
+    }
+}
+
+/// A file reader that serves several files; any other path is not found.
+fn tree(
+    served: &'static [(&'static str, &'static str)],
+) -> impl Fn(&Path) -> io::Result<Zeroizing<String>> {
+    move |path| {
+        served
+            .iter()
+            .find(|(p, _)| path == Path::new(p))
+            .map(|(_, contents)| Zeroizing::new((*contents).to_owned()))
+            .ok_or_else(|| io::ErrorKind::NotFound.into())
     }
 }
 
@@ -89,9 +102,10 @@ fn nothing_configured_goes_on_to_imds_with_a_readable_trail() {
     assert_eq!(
         tried.to_string(),
         "no credentials: environment (AWS_ACCESS_KEY_ID unset), \
-profile \"default\" in /root/.aws/credentials (file not found), IMDS (disabled)"
+profile \"default\" in /root/.aws/credentials (file not found), \
+profile \"default\" in /root/.aws/config (file not found), IMDS (disabled)"
     );
-    assert_eq!(tried.attempts().len(), 3);
+    assert_eq!(tried.attempts().len(), 4);
 }
 
 #[test]
@@ -107,7 +121,8 @@ fn missing_default_profile_goes_on_but_a_chosen_one_stops() {
     assert_eq!(
         tried.to_string(),
         "no credentials: environment (AWS_ACCESS_KEY_ID unset), \
-profile \"default\" in /h/.aws/credentials (no [default] section)"
+profile \"default\" in /h/.aws/credentials (no [default] section), \
+profile \"default\" in /h/.aws/config (file not found)"
     );
 
     let env = lookup(&[("HOME", "/h"), ("AWS_PROFILE", "prod")]);
@@ -118,7 +133,9 @@ profile \"default\" in /h/.aws/credentials (no [default] section)"
         panic!("a chosen profile that is missing must stop the chain");
     };
     assert!(
-        tried.to_string().ends_with("(no [prod] section)"),
+        tried
+            .to_string()
+            .contains("/h/.aws/credentials (no [prod] section)"),
         "{tried}"
     );
 }
@@ -167,12 +184,168 @@ fn no_home_and_no_file_variable() {
         tried.attempts().last(),
         Some(&Attempt {
             source: profile_source("default", None),
-            miss: Miss::NoPath,
+            miss: Miss::NoPath("AWS_CONFIG_FILE"),
         })
     );
+    assert!(tried.to_string().ends_with(
+        "profile \"default\" (AWS_SHARED_CREDENTIALS_FILE and HOME unset), \
+profile \"default\" (AWS_CONFIG_FILE and HOME unset)"
+    ));
+}
+
+const CREDS: &str = "/h/.aws/credentials";
+const CONFIG: &str = "/h/.aws/config";
+
+fn home_with(profile: Option<&'static str>) -> impl Fn(&str) -> Option<String> + use<> {
+    match profile {
+        Some(profile) => lookup(&[("HOME", "/h"), ("AWS_PROFILE", profile)]),
+        None => lookup(&[("HOME", "/h")]),
+    }
+}
+
+#[test]
+fn config_file_profiles_give_static_keys() {
+    static FILES: &[(&str, &str)] = &[(
+        CONFIG,
+        "[default]\nregion = eu-west-1\naws_access_key_id = AKIDCONFDEF\n\
+         aws_secret_access_key = hunter2\n[profile prod]\naws_access_key_id = AKIDCONFPROD\n\
+         aws_secret_access_key = hunter2\naws_session_token = hunter2-token\n\
+         [staging]\naws_access_key_id = AKIDBARE\naws_secret_access_key = hunter2\n",
+    )];
+    assert_eq!(
+        lookup_static(home_with(None), tree(FILES)),
+        StaticLookup::Found {
+            credentials: Credentials::new("AKIDCONFDEF", SecretString::from("hunter2"), None),
+            source: profile_source("default", Some(CONFIG)),
+        }
+    );
+    assert_eq!(
+        lookup_static(home_with(Some("prod")), tree(FILES)),
+        StaticLookup::Found {
+            credentials: Credentials::new(
+                "AKIDCONFPROD",
+                SecretString::from("hunter2"),
+                Some(SecretString::from("hunter2-token"))
+            ),
+            source: profile_source("prod", Some(CONFIG)),
+        }
+    );
+    // `[staging]` is credentials-file syntax: in the config file it is not the profile.
+    let StaticLookup::Failed(tried) = lookup_static(home_with(Some("staging")), tree(FILES)) else {
+        panic!("an explicit profile found nowhere stops the chain");
+    };
+    assert!(
+        tried.to_string().ends_with(
+            "profile \"staging\" in /h/.aws/config (no [profile staging] section ([staging] is \
+             credentials-file syntax; the config file uses [profile staging]))"
+        ),
+        "{tried}"
+    );
+}
+
+#[test]
+fn the_credentials_file_wins_over_the_config_file() {
+    static FILES: &[(&str, &str)] = &[
+        (
+            CREDS,
+            "[prod]\naws_access_key_id = AKIDCREDS\naws_secret_access_key = hunter2\n",
+        ),
+        (
+            CONFIG,
+            "[profile prod]\naws_access_key_id = AKIDCONFIG\naws_secret_access_key = hunter2\n\
+             credential_process = /bin/false\n",
+        ),
+    ];
+    let StaticLookup::Found {
+        credentials,
+        source,
+    } = lookup_static(home_with(Some("prod")), tree(FILES))
+    else {
+        panic!("found");
+    };
+    assert_eq!(credentials.access_key_id, "AKIDCREDS");
+    assert_eq!(source, profile_source("prod", Some(CREDS)));
+}
+
+#[test]
+fn credential_process_comes_after_the_credentials_files_keys_and_before_the_configs() {
+    static FILES: &[(&str, &str)] = &[(
+        CONFIG,
+        "[default]\ncredential_process = my-helper --secret hunter2\n\
+         aws_access_key_id = AKIDCONFIG\naws_secret_access_key = hunter2\n",
+    )];
+    let result = lookup_static(home_with(None), tree(FILES));
+    assert!(!format!("{result:?}").contains("hunter2"), "{result:?}");
+    let StaticLookup::Process {
+        command,
+        source,
+        tried,
+    } = result
+    else {
+        panic!("a process: {result:?}");
+    };
+    assert_eq!(command.expose(), "my-helper --secret hunter2");
+    assert_eq!(source, profile_source("default", Some(CONFIG)));
+    assert_eq!(tried.attempts().len(), 1);
+}
+
+#[test]
+fn unsupported_settings_are_refused_naming_the_setting_and_the_file() {
+    for (setting, files) in [
+        (
+            "role_arn",
+            &[(
+                CONFIG,
+                "[profile prod]\nrole_arn = arn:aws:iam::1:role/r\nsource_profile = base\n",
+            )][..],
+        ),
+        (
+            "sso_session",
+            &[(CONFIG, "[profile prod]\nsso_session = corp\n")][..],
+        ),
+        (
+            "web_identity_token_file",
+            &[(
+                CREDS,
+                "[prod]\nweb_identity_token_file = /t\naws_access_key_id = A\naws_secret_access_key = hunter2\n",
+            )][..],
+        ),
+        (
+            "credential_source",
+            &[(
+                CONFIG,
+                "[profile prod]\ncredential_source = Ec2InstanceMetadata\n",
+            )][..],
+        ),
+    ] {
+        let files: &'static [(&str, &str)] = files;
+        let StaticLookup::Failed(tried) = lookup_static(home_with(Some("prod")), tree(files))
+        else {
+            panic!("{setting} must be refused");
+        };
+        let file = files[0].0;
+        let message = tried.to_string();
+        assert!(
+            message.ends_with(&format!(
+                "profile \"prod\" in {file} (profile \"prod\" uses {setting}, which is not \
+                 supported (static keys and credential_process are))"
+            )),
+            "{message}"
+        );
+        assert!(!message.contains("hunter2"));
+    }
+}
+
+#[test]
+fn a_profile_with_only_a_region_moves_on() {
+    static FILES: &[(&str, &str)] = &[(CONFIG, "[profile prod]\nregion = eu-west-1\n")];
+    let StaticLookup::NotFound(tried) = lookup_static(home_with(Some("prod")), tree(FILES)) else {
+        panic!("moves on to the container and IMDS");
+    };
     assert!(
         tried
             .to_string()
-            .ends_with("profile \"default\" (AWS_SHARED_CREDENTIALS_FILE and HOME unset)")
+            .ends_with("profile \"prod\" in /h/.aws/config (profile \"prod\" has no credentials)"),
+        "{tried}"
     );
 }

@@ -514,3 +514,63 @@ proptest! {
         prop_assert_eq!(run.requests.len(), 3);
     }
 }
+
+/// Drives a region client like [`run`].
+fn run_region(replies: &[Vec<u8>]) -> (Vec<Vec<u8>>, Result<Option<String>, ImdsError>) {
+    let now = Instant::now();
+    let mut client = ImdsRegionClient::new(default_endpoint(), DEFAULT_STEP_TIMEOUT, now);
+    let mut requests = Vec::new();
+    let mut replies = replies.iter();
+    loop {
+        match client.poll_output() {
+            Some(FetchOutput::Send { request_bytes, .. }) => {
+                requests.push(request_bytes.to_vec());
+                match replies.next() {
+                    Some(reply) => {
+                        client.handle_response(now, reply);
+                        client.handle_eof(now);
+                    }
+                    None => client.handle_transport_error("connection refused"),
+                }
+            }
+            Some(FetchOutput::Done(result)) => return (requests, result),
+            None => match client.poll_timeout() {
+                Some(deadline) => client.handle_timeout(deadline),
+                None => panic!("a client that is not done has a deadline"),
+            },
+        }
+    }
+}
+
+#[test]
+fn the_region_comes_from_placement_with_the_token() {
+    let (requests, result) = run_region(&[ok(TOKEN), ok("eu-west-1\n")]);
+    assert_eq!(result, Ok(Some("eu-west-1".to_owned())));
+    let second = String::from_utf8(requests[1].clone()).expect("text");
+    assert!(
+        second.starts_with("GET /latest/meta-data/placement/region HTTP/1.1\r\n"),
+        "{second}"
+    );
+    assert!(second.contains(&format!("X-aws-ec2-metadata-token: {TOKEN}\r\n")));
+    assert!(String::from_utf8_lossy(&requests[0]).starts_with("PUT /latest/api/token "));
+
+    assert_eq!(run_region(&[ok(TOKEN), status(404, "")]).1, Ok(None));
+    let error = run_region(&[status(403, "")]).1.expect_err("refused");
+    assert_eq!(error.step, ImdsStep::RegionToken);
+    assert_eq!(
+        error.to_string(),
+        "IMDS region step 1/2 (PUT /latest/api/token): HTTP 403: IMDSv2 is unsupported or \
+         metadata access is disabled for this instance"
+    );
+    let error = run_region(&[ok(TOKEN), ok("eu west")]).1.expect_err("bad");
+    assert_eq!(
+        (error.step, error.kind),
+        (ImdsStep::Region, ImdsErrorKind::InvalidRegion)
+    );
+    let error = run_region(&[ok(TOKEN)]).1.expect_err("refused");
+    assert_eq!(
+        error.to_string(),
+        "IMDS region step 2/2 (GET /latest/meta-data/placement/region): transport error: \
+         connection refused"
+    );
+}

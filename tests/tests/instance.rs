@@ -1440,3 +1440,50 @@ async fn verbose_logs_sources_and_the_address_never_secrets() {
     let quiet = set_client_of(Instance::new()).await;
     assert!(quiet.get("AwsRegion").is_none());
 }
+
+/// As PID 1 in a container the kernel ignores SIGTERM and SIGINT unless the process handles
+/// them. Handled, they end the instance with the shell's status (128 + the signal number)
+/// instead of the kernel killing it, which is what makes `docker stop` work.
+#[test]
+fn sigterm_and_sigint_end_a_waiting_instance_with_128_plus_the_signal() {
+    use std::io::Read as _;
+    use std::os::unix::process::ExitStatusExt as _;
+
+    for (signal, status) in [("TERM", 143), ("INT", 130)] {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        let home = tempfile::tempdir().unwrap();
+        let mut child = std::process::Command::new(kmstool_tests::bin("kmstool-instance"))
+            .env_clear()
+            .env("HOME", home.path())
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
+            .env("AWS_SECRET_ACCESS_KEY", "not-a-real-secret")
+            .args(["--connect", &format!("tcp:{address}"), "AQIDBA=="])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The instance has connected and sent SetClient: it now waits for a reply that never
+        // comes, with its signal handlers in place.
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut first = [0u8; 1];
+        stream.read_exact(&mut first).unwrap();
+        let killed = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        let output = child.wait_with_output().unwrap();
+        assert_eq!(
+            output.status.code(),
+            Some(status),
+            "SIG{signal}: {:?} (signal {:?})",
+            output.status,
+            output.status.signal()
+        );
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(stderr, format!("Error: stopped by SIG{signal}\n"));
+        assert!(output.stdout.is_empty());
+    }
+}

@@ -757,3 +757,83 @@ fn every_kms_emulator_flag_has_a_help_line() {
     }
     assert!(help.contains("Exit status: 0 "), "{help}");
 }
+
+#[test]
+fn version_names_the_build_the_crypto_backend_and_the_commit() {
+    let commit = option_env!("KMSTOOL_BUILD_COMMIT")
+        .map(str::trim)
+        .filter(|commit| !commit.is_empty())
+        .unwrap_or("not given at build time");
+    for name in [
+        "kmstool-enclave",
+        "kmstool-enclave-cli",
+        "kmstool-instance",
+        "kmstool-sim",
+    ] {
+        let output = run(name, &["--version"], &[]);
+        assert_eq!(output.status.code(), Some(0), "{name}");
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{name}: {text}");
+        assert_eq!(lines[0], format!("{name} {}", env!("CARGO_PKG_VERSION")));
+        assert!(lines[1].starts_with("crypto: "), "{name}: {text}");
+        assert_eq!(lines[2], format!("commit: {commit}"), "{name}");
+    }
+    // The enclave's binaries open envelopes: they name the backend that does it.
+    let text = run("kmstool-enclave", &["--version"], &[]).stdout;
+    assert!(String::from_utf8_lossy(&text).contains("crypto: aws-lc-rs (AWS-LC)"));
+}
+
+#[test]
+fn completions_and_man_pages_cover_every_binary() {
+    let dir = TempDir::new("kmstool-docs");
+    let completions = dir.join("completions");
+    let output = run(
+        "kmstool-sim",
+        &[
+            "completions",
+            "bash",
+            "--out-dir",
+            &completions.to_string_lossy(),
+        ],
+        &[],
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
+    for name in [
+        "kmstool-enclave",
+        "kmstool-enclave-cli",
+        "kmstool-instance",
+        "kmstool-sim",
+    ] {
+        let script = std::fs::read_to_string(completions.join(format!("{name}.bash")))
+            .unwrap_or_else(|e| panic!("{name}.bash: {e}"));
+        assert!(
+            script.contains(&format!("complete -F _{}", name.replace('-', "__"))),
+            "{name}"
+        );
+    }
+    let instance = std::fs::read_to_string(completions.join("kmstool-instance.bash"))
+        .expect("instance completions");
+    assert!(instance.contains("--ciphertext-file"), "{instance}");
+
+    let man = dir.join("man");
+    let output = run(
+        "kmstool-sim",
+        &["man", "--out-dir", &man.to_string_lossy()],
+        &[],
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
+    let listed = String::from_utf8_lossy(&output.stdout).into_owned();
+    for page in [
+        "kmstool-enclave.1",
+        "kmstool-enclave-cli-decrypt.1",
+        "kmstool-instance.1",
+        "kmstool-instance-generate-data-key.1",
+        "kmstool-sim-kms.1",
+    ] {
+        assert!(listed.contains(page), "{page} not in {listed}");
+    }
+    let page = std::fs::read_to_string(man.join("kmstool-enclave.1")).expect("enclave page");
+    assert!(page.contains(".TH kmstool-enclave 1"), "{page}");
+    assert!(page.contains("max\\-connections"), "{page}");
+}

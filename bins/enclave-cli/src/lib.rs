@@ -49,6 +49,7 @@ const OUTPUT: &str = "Output";
 #[command(
     name = "kmstool-enclave-cli",
     version,
+    long_version = kmstool_core::version::LONG_VERSION,
     about = "Calls AWS KMS with attestation from inside a Nitro enclave and prints the result",
     after_help = AFTER_HELP
 )]
@@ -488,11 +489,13 @@ pub fn run_parsed(command: Command, nsm: impl FnOnce() -> Result<Arc<dyn Nsm>, S
             return EXIT_FAILED;
         }
     };
-    match command.common().verbose {
-        0 => {}
-        1 => kmstool_enclave::init_logging("debug"),
-        _ => kmstool_enclave::init_logging("trace"),
-    }
+    // Fixed, valid filters: initialisation cannot fail on them.
+    let text = kmstool_enclave::LogFormat::Text;
+    let _ = match command.common().verbose {
+        0 => Ok(()),
+        1 => kmstool_enclave::init_logging(Some("debug"), text),
+        _ => kmstool_enclave::init_logging(Some("trace"), text),
+    };
     let env = |name: &str| std::env::var(name).ok();
     let read_file = |path: &Path| std::fs::read_to_string(path).map(zeroize::Zeroizing::new);
     let read_stdin = || {

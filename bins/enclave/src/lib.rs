@@ -31,6 +31,7 @@ anything is bound) and when the server cannot start or fails.";
 #[command(
     name = "kmstool-enclave",
     version,
+    long_version = kmstool_core::version::LONG_VERSION,
     about = "Serves AWS KMS Decrypt, GenerateDataKey and GenerateRandom to the parent instance, \
              with attestation, from inside a Nitro enclave",
     after_help = EXIT_STATUS_HELP

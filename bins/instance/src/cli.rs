@@ -44,6 +44,7 @@ Exit status: 0 success, 1 usage or configuration error or failed operation.";
 #[command(
     name = "kmstool-instance",
     version,
+    long_version = kmstool_core::version::LONG_VERSION,
     about = "Asks a kmstool enclave to decrypt with AWS KMS (or to generate a data key or random bytes)",
     subcommand_negates_reqs = true,
     after_help = AFTER_HELP

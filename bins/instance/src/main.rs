@@ -6,13 +6,38 @@
 //! asks for data keys and random bytes, and prints raw, base64 or JSON. Credentials come from
 //! the standard chain; nothing secret is ever printed except the result asked for.
 
-mod cli;
-mod credentials;
-
 use std::io::Write as _;
 use std::process::ExitCode;
 
+use async_signal::{Signal, Signals};
 use clap::Parser as _;
+use kmstool_instance::cli;
+use smol::future::FutureExt as _;
+use smol::stream::StreamExt as _;
+
+/// How the run ended: it finished, or a signal stopped it first.
+enum Ending<T> {
+    Finished(T),
+    /// SIGTERM or SIGINT, and the exit status: 128 + the signal's number, as a shell reports it.
+    Signalled(&'static str, u8),
+}
+
+/// Waits for SIGTERM or SIGINT. As PID 1 in a container the kernel ignores both unless a
+/// handler is installed, so `docker stop` would wait out its grace period and then kill.
+async fn termination<T>() -> Ending<T> {
+    let Ok(mut signals) = Signals::new([Signal::Term, Signal::Int]) else {
+        // Without handlers the default action (terminate) still applies outside PID 1.
+        return smol::future::pending().await;
+    };
+    loop {
+        match signals.next().await {
+            Some(Ok(Signal::Term)) => return Ending::Signalled("SIGTERM", 143),
+            Some(Ok(Signal::Int)) => return Ending::Signalled("SIGINT", 130),
+            Some(_) => {}
+            None => return smol::future::pending().await,
+        }
+    }
+}
 
 fn main() -> ExitCode {
     let args = match cli::Args::try_parse() {
@@ -34,7 +59,15 @@ fn main() -> ExitCode {
     };
     init_tracing(args.verbose);
     let json_errors = args.json_errors();
-    match smol::block_on(cli::run(args)) {
+    let ending = smol::block_on(async { Ending::Finished(cli::run(args).await) }.or(termination()));
+    let result = match ending {
+        Ending::Finished(result) => result,
+        Ending::Signalled(name, status) => {
+            eprintln!("Error: stopped by {name}");
+            return ExitCode::from(status);
+        }
+    };
+    match result {
         Ok(output) => {
             let mut stdout = std::io::stdout().lock();
             match stdout.write_all(&output).and_then(|()| stdout.flush()) {

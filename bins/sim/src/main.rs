@@ -23,6 +23,7 @@ anything is bound) and when the command fails; enclave-cli keeps kmstool-enclave
 #[command(
     name = "kmstool-sim",
     version,
+    long_version = kmstool_core::version::LONG_VERSION,
     about = "Run kmstool without Nitro hardware: simulated NSM, KMS emulator, fake IMDS, demo",
     after_help = EXIT_STATUS_HELP,
     subcommand_help_heading = "Subcommands"
@@ -90,6 +91,48 @@ enum Command {
     /// Decrypt against the RSA floor, throughput, latency, memory, start-up. Build with
     /// --release first.
     Bench(kmstool_sim::bench::BenchArgs),
+    /// Writes shell completion scripts for kmstool-enclave, kmstool-enclave-cli,
+    /// kmstool-instance and kmstool-sim into a directory.
+    #[command(after_help = EXIT_STATUS_HELP)]
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: kmstool_sim::docs::Shell,
+        /// Where to write them (created if absent).
+        #[arg(long, value_name = "DIR")]
+        out_dir: PathBuf,
+    },
+    /// Writes man pages (section 1) for the four binaries and their subcommands into a
+    /// directory.
+    #[command(after_help = EXIT_STATUS_HELP)]
+    Man {
+        /// Where to write them (created if absent).
+        #[arg(long, value_name = "DIR")]
+        out_dir: PathBuf,
+    },
+}
+
+/// The command-line definitions of every kmstool binary, for completions and man pages.
+fn all_commands() -> Vec<clap::Command> {
+    use clap::CommandFactory as _;
+    vec![
+        kmstool_enclave::Args::command(),
+        kmstool_enclave_cli::Cli::command(),
+        kmstool_instance::cli::Args::command(),
+        Cli::command(),
+    ]
+}
+
+/// Prints each file written, one per line.
+fn report_written(
+    written: std::io::Result<Vec<PathBuf>>,
+    dir: &std::path::Path,
+) -> anyhow::Result<()> {
+    let written = written.with_context(|| format!("writing into {}", dir.display()))?;
+    for path in written {
+        println!("{}", path.display());
+    }
+    Ok(())
 }
 
 #[derive(Debug, ClapArgs)]
@@ -331,6 +374,14 @@ fn main() -> ExitCode {
             rt.block_on(kmstool_sim::bench::run(args, &mut stdout))
                 .map(|_| ())
         })),
+        Command::Completions { shell, out_dir } => exit(report_written(
+            kmstool_sim::docs::write_completions(&all_commands(), shell, &out_dir),
+            &out_dir,
+        )),
+        Command::Man { out_dir } => exit(report_written(
+            kmstool_sim::docs::write_man_pages(&all_commands(), &out_dir),
+            &out_dir,
+        )),
         Command::EnclaveCli { nsm, command } => {
             let status = kmstool_enclave_cli::run_parsed(command, || {
                 nsm.build()

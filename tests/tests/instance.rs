@@ -1289,6 +1289,16 @@ async fn the_ciphertext_comes_from_stdin_or_a_file() {
         out.failure(),
         "the ciphertext from standard input is not standard base64"
     );
+    // A stream or file far larger than any KMS ciphertext is refused, not read into memory.
+    let out = Instance::new()
+        .args(["--connect", "tcp:127.0.0.1:9", "-"])
+        .stdin("A".repeat(70_000))
+        .run()
+        .await;
+    assert_eq!(
+        out.failure(),
+        "cannot read the ciphertext from standard input: more than 65536 bytes: not a KMS ciphertext"
+    );
 }
 
 #[tokio::test]
@@ -1453,7 +1463,7 @@ fn sigterm_and_sigint_end_a_waiting_instance_with_128_plus_the_signal() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let address = listener.local_addr().unwrap();
         let home = tempfile::tempdir().unwrap();
-        let mut child = std::process::Command::new(kmstool_tests::bin("kmstool-instance"))
+        let child = std::process::Command::new(kmstool_tests::bin("kmstool-instance"))
             .env_clear()
             .env("HOME", home.path())
             .env("AWS_EC2_METADATA_DISABLED", "true")

@@ -243,6 +243,23 @@ fn context(entries: &[(String, String)]) -> Result<EncryptionContext, String> {
     Ok(context)
 }
 
+/// The most read from standard input or from one file (a ciphertext, the AWS config file): the
+/// largest KMS ciphertext, 6144 bytes, is 8192 base64 characters.
+const MAX_INPUT_BYTES: u64 = 1 << 20;
+
+/// All of `reader` as UTF-8 text, refused past `limit` bytes instead of filling memory.
+fn read_bounded(reader: impl std::io::Read, limit: u64) -> std::io::Result<String> {
+    let mut text = String::new();
+    reader.take(limit + 1).read_to_string(&mut text)?;
+    if text.len() as u64 > limit {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("more than {limit} bytes"),
+        ));
+    }
+    Ok(text)
+}
+
 /// The ciphertext's bytes from `--ciphertext` (`-`: standard input) or `--ciphertext-file`.
 fn read_ciphertext(args: &DecryptArgs, host: &Host<'_>) -> Result<Vec<u8>, String> {
     let (text, from) = match (args.ciphertext.as_deref(), &args.ciphertext_file) {
@@ -497,11 +514,10 @@ pub fn run_parsed(command: Command, nsm: impl FnOnce() -> Result<Arc<dyn Nsm>, S
         _ => kmstool_enclave::init_logging(Some("trace"), text),
     };
     let env = |name: &str| std::env::var(name).ok();
-    let read_file = |path: &Path| std::fs::read_to_string(path).map(zeroize::Zeroizing::new);
-    let read_stdin = || {
-        let mut text = String::new();
-        std::io::stdin().read_to_string(&mut text).map(|_| text)
+    let read_file = |path: &Path| {
+        read_bounded(std::fs::File::open(path)?, MAX_INPUT_BYTES).map(zeroize::Zeroizing::new)
     };
+    let read_stdin = || read_bounded(std::io::stdin(), MAX_INPUT_BYTES);
     let host = Host {
         env: &env,
         read_file: &read_file,

@@ -287,6 +287,25 @@ fn parse_key_spec(text: &str) -> Result<KeySpec, String> {
     }
 }
 
+/// The most ciphertext text read from standard input or a file: the largest KMS ciphertext,
+/// 6144 bytes, is 8192 base64 characters; the rest is room for whitespace.
+const MAX_CIPHERTEXT_TEXT: u64 = 64 * 1024;
+
+/// All of `reader` as text, refused past [`MAX_CIPHERTEXT_TEXT`] instead of filling memory.
+fn read_bounded(reader: impl std::io::Read) -> std::io::Result<Zeroizing<String>> {
+    let mut text = Zeroizing::new(String::new());
+    reader
+        .take(MAX_CIPHERTEXT_TEXT + 1)
+        .read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_CIPHERTEXT_TEXT {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("more than {MAX_CIPHERTEXT_TEXT} bytes: not a KMS ciphertext"),
+        ));
+    }
+    Ok(text)
+}
+
 /// The ciphertext's bytes from the argument (`-`: standard input) or `--ciphertext-file`.
 fn read_ciphertext(argument: Option<&str>, file: Option<&PathBuf>) -> Result<Vec<u8>, String> {
     let (text, from) = match (argument, file) {
@@ -297,20 +316,16 @@ fn read_ciphertext(argument: Option<&str>, file: Option<&PathBuf>) -> Result<Vec
             );
         }
         (Some("-"), None) => {
-            let mut text = Zeroizing::new(String::new());
-            std::io::stdin()
-                .read_to_string(&mut text)
+            let text = read_bounded(std::io::stdin())
                 .map_err(|e| format!("cannot read the ciphertext from standard input: {e}"))?;
             (text, "the ciphertext from standard input".to_owned())
         }
         (Some(text), None) => (Zeroizing::new(text.to_owned()), "the ciphertext".to_owned()),
         (None, Some(path)) => {
-            let text = std::fs::read_to_string(path)
+            let text = std::fs::File::open(path)
+                .and_then(read_bounded)
                 .map_err(|e| format!("cannot read --ciphertext-file {}: {e}", path.display()))?;
-            (
-                Zeroizing::new(text),
-                format!("--ciphertext-file {}", path.display()),
-            )
+            (text, format!("--ciphertext-file {}", path.display()))
         }
         (None, None) => {
             return Err("no ciphertext: give CIPHERTEXT (base64, or - for standard input) or --ciphertext-file PATH".into());

@@ -145,10 +145,18 @@ fn done_when_kmstool_instance_decrypts_through_the_processes() {
     );
     assert_eq!(output.status.code(), Some(1));
     assert!(output.stdout.is_empty());
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    let mut lines = stderr.lines();
     assert_eq!(
-        String::from_utf8_lossy(&output.stderr),
-        "Error: Could not decrypt ciphertext: InvalidCiphertextException\n"
+        lines.next(),
+        Some("Error: Could not decrypt ciphertext: InvalidCiphertextException")
     );
+    assert!(
+        lines.next().is_some_and(|hint| hint.starts_with("Hint: ")
+            && hint.contains("--encryption-context")),
+        "{stderr}"
+    );
+    assert_eq!(lines.next(), None);
 
     // A client region other than the enclave's: upstream's SetClient error.
     let output = instance(

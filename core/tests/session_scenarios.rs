@@ -2,6 +2,8 @@
 //! (tests/fixtures/kms/, one of them wrapping the real KMS capture), asserting the exact
 //! sequence of outputs.
 
+mod cms_common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
@@ -10,7 +12,7 @@ use kmstool_core::crypto::{Backend, RecipientKey};
 use kmstool_core::protocol::{ErrorKind, Reply, Status};
 use kmstool_core::session::{
     Attestation, AttestationFailure, CallId, CloseReason, EnclaveSession, Now, Output,
-    SessionConfig, TransportFailure, TransportStage,
+    SessionConfig, SessionEvent, TransportFailure, TransportStage,
 };
 
 const RECORDED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/kms/");
@@ -882,4 +884,103 @@ fn no_message_timeout_when_it_is_off() {
         Some(h.start + Duration::from_secs(300)),
         "only the idle timer"
     );
+}
+
+/// A 200 answer to Decrypt or GenerateDataKey carrying `envelope` as its
+/// `CiphertextForRecipient`, shaped like `decrypt-ok.http`.
+fn kms_answer_with(envelope: &[u8]) -> Vec<u8> {
+    let body = format!(
+        r#"{{"CiphertextBlob":"QUFBQQ==","CiphertextForRecipient":"{}","EncryptionAlgorithm":"SYMMETRIC_DEFAULT","KeyId":"arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab","Plaintext":null}}"#,
+        base64::engine::general_purpose::STANDARD.encode(envelope)
+    );
+    format!(
+        "HTTP/1.1 200 OK\r\nx-amzn-RequestId: 5d1f8a34-6b1e-4c2a-9f4e-0e1c2d3b4a59\r\nContent-Type: application/x-amz-json-1.1\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// The raw bytes sent to the client and the unwrap-failure details logged after `command`
+/// gets `answer` from KMS.
+fn client_bytes_for(command: &[u8], answer: &[u8]) -> (Vec<u8>, Vec<String>) {
+    let mut h = Harness::default();
+    let (call, _) = h.start_call(command);
+    h.session.handle_kms_bytes(h.now, call, answer);
+    let mut bytes = Vec::new();
+    let mut details = Vec::new();
+    while let Some(output) = h.session.poll_output() {
+        match output {
+            Output::ToClient(b) => bytes.extend_from_slice(&b),
+            Output::Event(SessionEvent::UnwrapFailed { detail, .. }) => details.push(detail),
+            _ => {}
+        }
+    }
+    (bytes, details)
+}
+
+#[test]
+fn every_cms_failure_gets_the_same_reply_bytes() {
+    use cms_common::*;
+    let capture = keyed_capture();
+    // Each corruption fails in a different place: parse, key id, RSA-OAEP, AES padding.
+    let corrupted: [(&str, Vec<u8>); 7] = [
+        // The plaintext is 32 bytes, so the last block is all padding; flipping the block
+        // before it turns the final padding byte into 0x00.
+        (
+            "bad padding",
+            flip(&capture, KEYED_CONTENT_BYTES + 31, 0x10),
+        ),
+        ("another key id", flip(&capture, SKI_START + 31, 0x01)),
+        (
+            "RSA-OAEP failure",
+            flip(&capture, ENC_KEY_START + 100, 0x40),
+        ),
+        ("content cipher OID", flip(&capture, AES_OID_LAST, 0x01)),
+        ("key encryption OID", flip(&capture, OAEP_OID_LAST, 0x01)),
+        ("truncated", capture[..300].to_vec()),
+        ("not CMS at all", b"garbage".to_vec()),
+    ];
+    for command in [
+        DECRYPT,
+        &b"{\"Operation\":\"GenerateDataKey\",\"KeyId\":\"alias/app\",\"RequestId\":\"r1\"}\0"[..],
+    ] {
+        let mut first: Option<Vec<u8>> = None;
+        let mut details = Vec::new();
+        for (what, envelope) in &corrupted {
+            let (bytes, logged) = client_bytes_for(command, &kms_answer_with(envelope));
+            let [detail] = &logged[..] else {
+                panic!("{what}: one debug detail expected, got {logged:?}");
+            };
+            details.push(detail.clone());
+            match &first {
+                None => first = Some(bytes),
+                Some(first) => assert_eq!(
+                    String::from_utf8_lossy(&bytes),
+                    String::from_utf8_lossy(first),
+                    "{what}"
+                ),
+            }
+        }
+        // The causes really differ; only the log tells them apart.
+        let mut distinct = details.clone();
+        distinct.sort();
+        distinct.dedup();
+        assert_eq!(distinct.len(), corrupted.len(), "{details:?}");
+
+        let first = first.expect("a reply");
+        let reply = Reply::parse(&first[..first.len() - 1]).expect("reply parses");
+        assert_eq!(reply.error_kind, Some(ErrorKind::Internal));
+        assert_eq!(reply.request_id.as_deref(), Some("r1"));
+        let expected = if command == DECRYPT {
+            "Could not decrypt ciphertext: the response from KMS could not be opened"
+        } else {
+            "Could not generate data key: the response from KMS could not be opened"
+        };
+        assert_eq!(reply.error_message(), Some(expected));
+    }
+    // The uncorrupted capture still opens through the same path.
+    let (bytes, logged) = client_bytes_for(DECRYPT, &kms_answer_with(&capture));
+    assert!(logged.is_empty(), "{logged:?}");
+    let reply = Reply::parse(&bytes[..bytes.len() - 1]).expect("reply parses");
+    assert_eq!(reply.status, Status::Ok);
 }

@@ -168,7 +168,11 @@ async fn sleep_until(deadline: Option<std::time::Instant>) {
 fn log_event(connection: u64, event: &SessionEvent) {
     match event {
         // One info line per command: its reply carries the KMS status, latency and attempts.
-        SessionEvent::KmsAttempt { .. } | SessionEvent::KmsAnswered { .. } => {
+        // An unwrap failure's detail stays out of the reply (no padding oracle) and out of
+        // the default log level.
+        SessionEvent::KmsAttempt { .. }
+        | SessionEvent::KmsAnswered { .. }
+        | SessionEvent::UnwrapFailed { .. } => {
             tracing::debug!(connection, "{event}");
         }
         SessionEvent::KmsRetry { .. } => tracing::warn!(connection, "{event}"),

@@ -120,11 +120,17 @@ impl Failure {
     }
 
     /// The error reply for `operation`: `<what failed>: <why>`.
+    ///
+    /// A `CiphertextForRecipient` that does not open gets one fixed text per operation,
+    /// whatever went wrong: telling a bad padding from a wrong key id or a truncated envelope
+    /// would hand a padding oracle to whoever can forge KMS's answers (a parent holding a
+    /// mis-issued certificate). The detail goes to [`SessionEvent::UnwrapFailed`] only.
     pub(super) fn reply(&self, operation: Operation) -> Reply {
-        let mut reply = Reply::error(
-            self.kind(),
-            format!("{}: {self}", failure_prefix(operation)),
-        );
+        let why = match self {
+            Self::Unwrap(_) => UNWRAP_FAILED.to_owned(),
+            other => other.to_string(),
+        };
+        let mut reply = Reply::error(self.kind(), format!("{}: {why}", failure_prefix(operation)));
         if let Self::Kms(error) = self {
             reply.kms_error_type = error.error_type.clone();
             reply.kms_status = Some(error.status);
@@ -190,6 +196,9 @@ impl fmt::Display for Failure {
         }
     }
 }
+
+/// What the client is told, after the operation's prefix, about any CMS unwrap failure.
+const UNWRAP_FAILED: &str = "the response from KMS could not be opened";
 
 /// Upstream's text for a failed Decrypt, and ours for the extension operations.
 fn failure_prefix(operation: Operation) -> &'static str {
@@ -508,10 +517,17 @@ impl ActiveCall {
         self.finish(outputs, failure)
     }
 
-    fn finish(&mut self, outputs: Vec<Output>, failure: Failure) -> Step {
+    fn finish(&mut self, mut outputs: Vec<Output>, failure: Failure) -> Step {
         self.state = State::Waiting {
             until: self.deadline,
         };
+        if let Failure::Unwrap(error) = &failure {
+            outputs.push(Output::Event(SessionEvent::UnwrapFailed {
+                call: self.id,
+                operation: self.operation(),
+                detail: error.to_string(),
+            }));
+        }
         Step::Finish(outputs, failure.reply(self.operation()))
     }
 

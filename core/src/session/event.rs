@@ -81,6 +81,16 @@ pub enum SessionEvent {
         /// What failed.
         reason: String,
     },
+    /// KMS's `CiphertextForRecipient` did not open. The client only gets a fixed text, so
+    /// that the cause (padding, key id, format) is no oracle; drivers log this at debug level.
+    UnwrapFailed {
+        /// The call.
+        call: CallId,
+        /// Operation.
+        operation: Operation,
+        /// The CMS error (carries no secret).
+        detail: String,
+    },
     /// A reply was queued for the client.
     Replied {
         /// Operation, when the message named one.
@@ -149,6 +159,15 @@ impl fmt::Display for SessionEvent {
                 "{call} {} retry in {} ms after {reason}",
                 operation.as_str(),
                 delay.as_millis()
+            ),
+            Self::UnwrapFailed {
+                call,
+                operation,
+                detail,
+            } => write!(
+                f,
+                "{call} {} could not open CiphertextForRecipient: {detail}",
+                operation.as_str()
             ),
             Self::Replied {
                 operation,

@@ -845,3 +845,96 @@ fn completions_and_man_pages_cover_every_binary() {
     assert!(page.contains(".TH kmstool-enclave 1"), "{page}");
     assert!(page.contains("max\\-connections"), "{page}");
 }
+
+// Trust for KMS: `--trust-roots` and `--ca-bundle` on real processes.
+
+/// An emulator and a `kmstool-sim enclave` reaching it with `enclave_args`, sharing one NSM
+/// root; returns what must stay alive, the credentials the emulator accepts and a ciphertext
+/// of `plaintext` (no encryption context).
+fn emulator_and_enclave(
+    enclave_args: &[&str],
+    plaintext: &[u8],
+) -> (TempDir, KmsProcess, Process, String, Credentials, String) {
+    let dir = TempDir::new("kmstool-trust");
+    let state = dir.join("nsm");
+    let root = dir.join("nsm-root.pem");
+    nsm_state(&state, &root);
+    let credentials = random_credentials();
+    let kms = KmsProcess::start(dir.path(), &[&credentials], &root, &[]);
+    let state = state.display().to_string();
+    let proxy = kms.proxy();
+    let ca = kms.ca_file.display().to_string();
+    let pcr0 = hex(&PCR0);
+    let args: Vec<&str> = ["--state-dir", &state, "--pcr0", &pcr0, "--proxy", &proxy]
+        .into_iter()
+        .chain(
+            enclave_args
+                .iter()
+                .map(|a| if *a == "{ca}" { &ca } else { *a }),
+        )
+        .collect();
+    let (enclave, listen) = start_enclave(&args);
+    let ciphertext = b64(&kms.encrypt(&credentials, plaintext, &context(&[])));
+    (dir, kms, enclave, listen, credentials, ciphertext)
+}
+
+#[test]
+fn the_enclave_trusts_the_bundle_on_top_of_either_root_set_and_nothing_else() {
+    let plaintext = b"trusted through the bundle";
+    for (args, trusted) in [
+        // The default (partition roots: Amazon Trust Services for us-east-1) plus the bundle.
+        (&["--ca-bundle", "{ca}"][..], true),
+        (&["--trust-roots", "partition", "--ca-bundle", "{ca}"], true),
+        (&["--trust-roots", "mozilla", "--ca-bundle", "{ca}"], true),
+        // A private endpoint outside AWS's domains: the region's partition set plus the bundle.
+        (&["--endpoint", "localhost", "--ca-bundle", "{ca}"], true),
+        // The emulator's CA is in no compiled-in set.
+        (&[], false),
+        (&["--trust-roots", "mozilla"], false),
+        (&["--endpoint", "localhost"], false),
+    ] {
+        let (_dir, _kms, _enclave, listen, credentials, ciphertext) =
+            emulator_and_enclave(args, plaintext);
+        let output = instance(&credentials, &["--connect", &listen, &ciphertext]);
+        let stderr = stderr_of(&output);
+        if trusted {
+            assert_eq!(output.status.code(), Some(0), "{args:?}: {stderr}");
+            assert_eq!(output.stdout, [&plaintext[..], b"\n"].concat(), "{args:?}");
+        } else {
+            assert_eq!(output.status.code(), Some(1), "{args:?}: {stderr}");
+            assert!(
+                stderr.starts_with("Error: Could not decrypt ciphertext: TLS with KMS failed (")
+                    && stderr.contains("UnknownIssuer"),
+                "{args:?}: {stderr}"
+            );
+        }
+    }
+}
+
+#[test]
+fn trust_roots_is_in_the_help_of_both_enclave_binaries_and_checked() {
+    for (name, args) in [
+        ("kmstool-enclave", &["--help"][..]),
+        ("kmstool-sim", &["enclave", "--help"]),
+        ("kmstool-enclave-cli", &["decrypt", "--help"]),
+        ("kmstool-enclave-cli", &["genrandom", "--help"]),
+    ] {
+        let output = run(name, args, &[]);
+        assert_eq!(output.status.code(), Some(0), "{name} {args:?}");
+        let help = String::from_utf8_lossy(&output.stdout).into_owned();
+        let at = help
+            .find("--trust-roots <SET>")
+            .unwrap_or_else(|| panic!("{name} {args:?}: {help}"));
+        let entry = &help[at..];
+        assert!(entry.contains("partition"), "{name}: {entry}");
+        assert!(entry.contains("mozilla"), "{name}: {entry}");
+        assert!(entry.contains("[default: partition]"), "{name}: {entry}");
+    }
+    let output = run("kmstool-enclave", &["--trust-roots", "ats"], &[]);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr_of(&output));
+    assert!(
+        stderr_of(&output).contains("invalid value 'ats' for '--trust-roots <SET>'"),
+        "{}",
+        stderr_of(&output)
+    );
+}

@@ -22,7 +22,7 @@ use kmstool_core::nsm::Nsm;
 use kmstool_core::protocol::{EncryptionAlgorithm, EncryptionContext, KeySpec};
 use kmstool_core::secret::{Credentials, SecretString};
 use kmstool_core::session::SessionConfig;
-use kmstool_enclave::KmsSetup;
+use kmstool_enclave::{KmsSetup, TrustRoots};
 
 /// Exit status after a failed operation (upstream: -1).
 pub const EXIT_FAILED: u8 = 255;
@@ -88,9 +88,13 @@ pub struct CommonArgs {
     #[arg(long, env = "ENDPOINT", value_name = "HOST", help_heading = ADDRESS, display_order = 3)]
     pub endpoint: Option<String>,
 
-    /// Extra trust roots for KMS's certificate (PEM).
+    /// Extra trust roots for KMS's certificate (PEM), added to the compiled-in ones.
     #[arg(long, value_name = "PEM", help_heading = ADDRESS, display_order = 4)]
     pub ca_bundle: Option<PathBuf>,
+
+    /// Compiled-in roots KMS's certificate must chain to (the --ca-bundle roots are added).
+    #[arg(long, value_enum, value_name = "SET", default_value_t = TrustRoots::Partition, help_heading = ADDRESS, display_order = 4)]
+    pub trust_roots: TrustRoots,
 
     /// Deadline for the KMS call, all attempts included, in milliseconds.
     #[arg(long, default_value_t = 10_000, help_heading = ADDRESS, display_order = 5)]
@@ -442,6 +446,7 @@ async fn call(
             port: common.proxy_port,
         }),
         ca_bundle: common.ca_bundle.clone(),
+        trust_roots: common.trust_roots,
         connect_timeout: Duration::from_secs(3),
         key_rotation: None,
         attestation_reuse: Duration::ZERO,

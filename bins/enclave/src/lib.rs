@@ -80,9 +80,19 @@ pub struct Args {
     )]
     pub endpoint: Option<String>,
 
-    /// Extra trust roots for KMS's certificate (PEM), added to the compiled-in Mozilla roots.
+    /// Extra trust roots for KMS's certificate (PEM), added to the compiled-in ones.
     #[arg(long, value_name = "PEM", help_heading = "KMS and trust")]
     pub ca_bundle: Option<PathBuf>,
+
+    /// Compiled-in roots KMS's certificate must chain to (the --ca-bundle roots are added).
+    #[arg(
+        long,
+        value_enum,
+        value_name = "SET",
+        default_value_t = TrustRoots::Partition,
+        help_heading = "KMS and trust"
+    )]
+    pub trust_roots: TrustRoots,
 
     /// Replace the enclave's RSA key this often, in seconds (0: never).
     #[arg(long, default_value_t = 3600, help_heading = "KMS and trust")]
@@ -233,6 +243,32 @@ impl Prepared {
     }
 }
 
+/// Which compiled-in roots KMS's certificate must chain to (`--trust-roots`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum TrustRoots {
+    /// Only the roots the KMS host's AWS partition uses: Amazon Trust Services for aws and
+    /// aws-eusc, Mozilla's set for the others. A host outside AWS's domains (a private
+    /// --endpoint) gets the set of the region's partition.
+    #[default]
+    Partition,
+    /// Every root in Mozilla's program, for every host.
+    Mozilla,
+}
+
+impl TrustRoots {
+    /// The TLS trust for a server or CLI configured with `region` (`None`: the default region).
+    pub fn roots(self, region: Option<&str>) -> tls::Roots {
+        match self {
+            Self::Partition => tls::Roots::Partition {
+                fallback: tls::Partition::of_region(
+                    region.unwrap_or(kmstool_core::kms::endpoint::DEFAULT_REGION),
+                ),
+            },
+            Self::Mozilla => tls::Roots::MozillaAndExtra,
+        }
+    }
+}
+
 /// How the enclave reaches KMS and attests: shared by the server and `kmstool-enclave-cli`.
 #[derive(Debug, Clone)]
 pub struct KmsSetup {
@@ -240,6 +276,8 @@ pub struct KmsSetup {
     pub proxy: Address,
     /// Extra trust roots (PEM file).
     pub ca_bundle: Option<PathBuf>,
+    /// Compiled-in roots to trust, with the extra ones.
+    pub trust_roots: TrustRoots,
     /// Connect plus TLS handshake.
     pub connect_timeout: Duration,
     /// Key rotation interval.
@@ -272,7 +310,8 @@ fn shared_state(
     setup: &KmsSetup,
     nsm: Arc<dyn Nsm>,
 ) -> anyhow::Result<Arc<Shared>> {
-    let tls = read_ca_bundle(setup.ca_bundle.as_deref())?;
+    let roots = setup.trust_roots.roots(session.region.as_deref());
+    let tls = kms_tls(setup.ca_bundle.as_deref(), roots)?;
     let kms = KmsConnector::new(KmsTransportConfig {
         proxy: setup.proxy.clone(),
         tls,
@@ -290,8 +329,13 @@ fn shared_state(
     }))
 }
 
-/// Reads `--ca-bundle` (if any) and builds the TLS settings for KMS with it.
+/// Reads `--ca-bundle` (if any) and builds the default TLS settings for KMS with it.
 fn read_ca_bundle(path: Option<&Path>) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    kms_tls(path, TrustRoots::default().roots(None))
+}
+
+/// Reads `--ca-bundle` (if any) and builds the TLS settings for KMS trusting `roots` and it.
+fn kms_tls(path: Option<&Path>, roots: tls::Roots) -> anyhow::Result<Arc<rustls::ClientConfig>> {
     let extra_roots = match path {
         Some(path) => Some(
             std::fs::read(path)
@@ -299,11 +343,9 @@ fn read_ca_bundle(path: Option<&Path>) -> anyhow::Result<Arc<rustls::ClientConfi
         ),
         None => None,
     };
-    tls::client_config(tls::Roots::MozillaAndExtra, extra_roots.as_deref()).with_context(|| {
-        match path {
-            Some(path) => format!("--ca-bundle {}", path.display()),
-            None => "TLS setup".to_owned(),
-        }
+    tls::client_config(roots, extra_roots.as_deref()).with_context(|| match path {
+        Some(path) => format!("--ca-bundle {}", path.display()),
+        None => "TLS setup".to_owned(),
     })
 }
 
@@ -314,6 +356,7 @@ pub async fn prepare(args: &Args, nsm: Arc<dyn Nsm>) -> anyhow::Result<Prepared>
     let setup = KmsSetup {
         proxy: args.proxy_address(),
         ca_bundle: args.ca_bundle.clone(),
+        trust_roots: args.trust_roots,
         connect_timeout: Duration::from_millis(args.connect_timeout_ms),
         key_rotation: (args.key_rotation_secs > 0)
             .then(|| Duration::from_secs(args.key_rotation_secs)),

@@ -845,3 +845,105 @@ fn completions_and_man_pages_cover_every_binary() {
     assert!(page.contains(".TH kmstool-enclave 1"), "{page}");
     assert!(page.contains("max\\-connections"), "{page}");
 }
+
+/// [`run`], but a process still running after a minute (a server that started when it should
+/// have refused its configuration) is killed and fails the test instead of hanging it.
+fn run_expecting_exit(name: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(bin(name));
+    command
+        .env_remove("KMSTOOL_LOG")
+        .env_remove("KMSTOOL_LOG_FORMAT")
+        .env_remove("RUST_LOG")
+        .env_remove("REGION")
+        .env_remove("ENDPOINT")
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .args(args);
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let mut child = command.spawn().expect("running the binary");
+    for _ in 0..600 {
+        if child.try_wait().expect("waiting for the binary").is_some() {
+            return child.wait_with_output().expect("reading its output");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let output = child.wait_with_output().expect("reading its output");
+    panic!("{name} {args:?} did not exit: {}", stderr_of(&output));
+}
+
+#[test]
+fn huge_durations_are_configuration_errors_before_anything_is_bound() {
+    let dir = TempDir::new("kmstool-huge-durations");
+    let socket = dir.join("enclave.sock");
+    let listen = format!("unix:{}", socket.display());
+    let max = u64::MAX.to_string();
+    let day_ms = "86400000 (one day)";
+    let day_secs = "86400 (one day)";
+    let cases = [
+        ("--idle-timeout-secs", day_secs),
+        ("--message-timeout-secs", day_secs),
+        ("--connect-timeout-ms", day_ms),
+        ("--kms-timeout-ms", day_ms),
+        ("--key-rotation-secs", "2592000 (30 days)"),
+        ("--attestation-reuse-secs", "86400 (one day)"),
+    ];
+    for (flag, limit) in cases {
+        let expected = format!("Error: {flag} {max}: must be at most {limit}\n");
+        for name in ["kmstool-enclave", "kmstool-sim"] {
+            let prefix: &[&str] = if name == "kmstool-sim" {
+                &["enclave"]
+            } else {
+                &[]
+            };
+            let args = [prefix, &["--listen", &listen, flag, &max]].concat();
+            let output = run_expecting_exit(name, &args, &[]);
+            let stderr = stderr_of(&output);
+            assert_eq!(output.status.code(), Some(1), "{name} {args:?}: {stderr}");
+            assert_eq!(stderr, expected, "{name} {args:?}");
+            assert!(!socket.exists(), "{name} {args:?} bound its socket");
+        }
+    }
+    let credentials = [
+        ("AWS_ACCESS_KEY_ID", "AKIAIOSFODNN7EXAMPLE"),
+        (
+            "AWS_SECRET_ACCESS_KEY",
+            "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        ),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+    ];
+    let cli = ["genrandom", "--length", "8", "--proxy", "tcp:127.0.0.1:1"];
+    let expected = format!("Error: --kms-timeout-ms {max}: must be at most {day_ms}\n");
+    for (name, prefix) in [
+        ("kmstool-enclave-cli", &[][..]),
+        ("kmstool-sim", &["enclave-cli"][..]),
+    ] {
+        let args = [prefix, &cli, &["--kms-timeout-ms", &max]].concat();
+        let output = run_expecting_exit(name, &args, &credentials);
+        assert_eq!(
+            output.status.code(),
+            Some(1),
+            "{name}: {}",
+            stderr_of(&output)
+        );
+        assert_eq!(stderr_of(&output), expected, "{name}");
+    }
+    let args = [
+        "--connect",
+        "tcp:127.0.0.1:1",
+        "--timeout-secs",
+        &max,
+        "generate-random",
+        "--number-of-bytes",
+        "8",
+    ];
+    let output = run_expecting_exit("kmstool-instance", &args, &credentials);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr_of(&output));
+    assert_eq!(
+        stderr_of(&output),
+        format!("Error: --timeout-secs {max}: must be at most {day_secs}\n")
+    );
+}

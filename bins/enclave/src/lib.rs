@@ -26,6 +26,25 @@ pub const EXIT_STATUS_HELP: &str = "Exit status: 0 after a clean shutdown (SIGTE
 and for --help/--version; 1 for a usage or configuration error (reported on stderr before \
 anything is bound) and when the server cannot start or fails.";
 
+/// Largest value of a timeout flag: one day. A larger one is a mistake (and `u64::MAX` seconds
+/// would overflow the clock when a deadline is computed).
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Largest `--key-rotation-secs`: 30 days (0 still means never).
+pub const MAX_KEY_ROTATION: Duration = Duration::from_secs(30 * 24 * 60 * 60);
+
+/// Largest `--attestation-reuse-secs`.
+pub const MAX_ATTESTATION_REUSE: Duration = MAX_TIMEOUT;
+
+/// Checks that `flag`'s `value` is at most `max` (both in the flag's unit), `limit` naming the
+/// maximum for people: `--kms-timeout-ms 99999999999: must be at most 86400000 (one day)`.
+pub fn check_at_most(flag: &str, value: u64, max: u64, limit: &str) -> Result<(), String> {
+    if value > max {
+        return Err(format!("{flag} {value}: must be at most {max} ({limit})"));
+    }
+    Ok(())
+}
+
 /// Command line of `kmstool-enclave` (upstream flags plus ours).
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -100,20 +119,23 @@ pub struct Args {
     #[arg(long, default_value_t = DEFAULT_MAX_MESSAGE_BYTES, help_heading = "Limits and timeouts")]
     pub max_message_bytes: usize,
 
-    /// Close a connection idle for this many seconds (0: never).
+    /// Close a connection idle for this many seconds (0: never; at most one day).
     #[arg(long, default_value_t = 300, help_heading = "Limits and timeouts")]
     pub idle_timeout_secs: u64,
 
     /// A message must arrive whole within this many seconds of its first byte; a client
-    /// trickling bytes is closed after its earlier commands are answered (0: no limit).
+    /// trickling bytes is closed after its earlier commands are answered (0: no limit; at most
+    /// one day).
     #[arg(long, default_value_t = 30, help_heading = "Limits and timeouts")]
     pub message_timeout_secs: u64,
 
-    /// Deadline for connecting to the proxy plus the TLS handshake, in milliseconds.
+    /// Deadline for connecting to the proxy plus the TLS handshake, in milliseconds (at most one
+    /// day).
     #[arg(long, default_value_t = 3000, help_heading = "Limits and timeouts")]
     pub connect_timeout_ms: u64,
 
-    /// Deadline for one KMS call, all attempts and backoff included, in milliseconds.
+    /// Deadline for one KMS call, all attempts and backoff included, in milliseconds (at most
+    /// one day).
     #[arg(long, default_value_t = 10_000, help_heading = "Limits and timeouts")]
     pub kms_timeout_ms: u64,
 
@@ -158,8 +180,8 @@ impl Args {
         }
     }
 
-    /// Checks the configuration (region, endpoint, message cap, CA bundle) without binding or
-    /// opening anything else, so that a mistake is reported before the server starts.
+    /// Checks the configuration (durations, region, endpoint, message cap, CA bundle) without
+    /// binding or opening anything else, so that a mistake is reported before the server starts.
     pub fn validate(&self) -> anyhow::Result<()> {
         self.session_config()?;
         read_ca_bundle(self.ca_bundle.as_deref())?;
@@ -182,7 +204,52 @@ impl Args {
         })
     }
 
+    /// Checks every duration flag against its maximum, so that no deadline computed from one
+    /// can overflow the clock.
+    fn check_durations(&self) -> anyhow::Result<()> {
+        let day_secs = MAX_TIMEOUT.as_secs();
+        let day_ms = day_secs * 1000;
+        let checks = [
+            (
+                "--idle-timeout-secs",
+                self.idle_timeout_secs,
+                day_secs,
+                "one day",
+            ),
+            (
+                "--message-timeout-secs",
+                self.message_timeout_secs,
+                day_secs,
+                "one day",
+            ),
+            (
+                "--connect-timeout-ms",
+                self.connect_timeout_ms,
+                day_ms,
+                "one day",
+            ),
+            ("--kms-timeout-ms", self.kms_timeout_ms, day_ms, "one day"),
+            (
+                "--key-rotation-secs",
+                self.key_rotation_secs,
+                MAX_KEY_ROTATION.as_secs(),
+                "30 days",
+            ),
+            (
+                "--attestation-reuse-secs",
+                self.attestation_reuse_secs,
+                MAX_ATTESTATION_REUSE.as_secs(),
+                "one day",
+            ),
+        ];
+        for (flag, value, max, limit) in checks {
+            check_at_most(flag, value, max, limit).map_err(anyhow::Error::msg)?;
+        }
+        Ok(())
+    }
+
     fn session_config(&self) -> anyhow::Result<SessionConfig> {
+        self.check_durations()?;
         if let Some(region) = &self.region {
             kmstool_core::kms::endpoint::validate_region(region)
                 .with_context(|| format!("--region {region:?}"))?;

@@ -889,7 +889,7 @@ fn huge_durations_are_configuration_errors_before_anything_is_bound() {
         ("--connect-timeout-ms", day_ms),
         ("--kms-timeout-ms", day_ms),
         ("--key-rotation-secs", "2592000 (30 days)"),
-        ("--attestation-reuse-secs", "86400 (one day)"),
+        ("--attestation-reuse-secs", "300 (five minutes)"),
     ];
     for (flag, limit) in cases {
         let expected = format!("Error: {flag} {max}: must be at most {limit}\n");
@@ -946,4 +946,25 @@ fn huge_durations_are_configuration_errors_before_anything_is_bound() {
         stderr_of(&output),
         format!("Error: --timeout-secs {max}: must be at most {day_secs}\n")
     );
+}
+
+#[test]
+fn attestation_reuse_is_refused_past_five_minutes_and_accepted_up_to_them() {
+    let output = run_expecting_exit(
+        "kmstool-sim",
+        &[
+            "enclave",
+            "--listen",
+            "tcp:127.0.0.1:0",
+            "--attestation-reuse-secs",
+            "301",
+        ],
+        &[],
+    );
+    assert_eq!(output.status.code(), Some(1), "{}", stderr_of(&output));
+    assert_eq!(
+        stderr_of(&output),
+        "Error: --attestation-reuse-secs 301: must be at most 300 (five minutes)\n"
+    );
+    start_enclave(&["--attestation-reuse-secs", "300"]);
 }

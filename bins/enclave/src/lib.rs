@@ -33,8 +33,9 @@ pub const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
 /// Largest `--key-rotation-secs`: 30 days (0 still means never).
 pub const MAX_KEY_ROTATION: Duration = Duration::from_secs(30 * 24 * 60 * 60);
 
-/// Largest `--attestation-reuse-secs`.
-pub const MAX_ATTESTATION_REUSE: Duration = MAX_TIMEOUT;
+/// Largest `--attestation-reuse-secs`: the core's cap on a document's reuse. A larger value is
+/// refused rather than quietly lowered, so the configuration says what the server does.
+pub const MAX_ATTESTATION_REUSE: Duration = kmstool_core::keys::MAX_DOCUMENT_REUSE;
 
 /// Checks that `flag`'s `value` is at most `max` (both in the flag's unit), `limit` naming the
 /// maximum for people: `--kms-timeout-ms 99999999999: must be at most 86400000 (one day)`.
@@ -239,7 +240,7 @@ impl Args {
                 "--attestation-reuse-secs",
                 self.attestation_reuse_secs,
                 MAX_ATTESTATION_REUSE.as_secs(),
-                "one day",
+                "five minutes",
             ),
         ];
         for (flag, value, max, limit) in checks {

@@ -968,3 +968,92 @@ fn attestation_reuse_is_refused_past_five_minutes_and_accepted_up_to_them() {
     );
     start_enclave(&["--attestation-reuse-secs", "300"]);
 }
+
+/// `kmstool-sim enclave` at info level on an ephemeral port, started through `sh` after
+/// `ulimit` runs with `ulimit_args` (`-n 200`: soft and hard limits 200); returns it and its
+/// listen port once ready.
+fn start_enclave_under_ulimit(ulimit_args: &str, args: &[&str]) -> (Process, u16) {
+    let mut command = Command::new("sh");
+    command
+        .env_remove("KMSTOOL_LOG")
+        .env_remove("RUST_LOG")
+        .arg("-c")
+        .arg(format!("ulimit {ulimit_args} && exec \"$0\" \"$@\""))
+        .arg(bin("kmstool-sim"))
+        .arg("enclave")
+        .args(["--log-level", "info"])
+        .args(["--listen", "tcp:127.0.0.1:0", "--region", "us-east-1"])
+        .args(args);
+    let process = Process::spawn(command);
+    let listen = process.wait_for_log_field("kmstool-enclave ready", "listen");
+    let port = listen
+        .rsplit(':')
+        .next()
+        .and_then(|port| port.parse().ok())
+        .unwrap_or_else(|| panic!("listen address {listen}"));
+    (process, port)
+}
+
+/// Sends `SetClient` over a fresh TCP connection and returns the reply.
+fn set_client_over_tcp(port: u16) -> serde_json::Value {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connecting");
+    stream
+        .set_read_timeout(Some(kmstool_tests::enclave::PATIENCE))
+        .expect("read timeout");
+    let command = kmstool_tests::enclave::set_client(&random_credentials(), None);
+    stream
+        .write_all(&kmstool_tests::enclave::frame(&command))
+        .expect("sending SetClient");
+    let mut reply = Vec::new();
+    let mut byte = [0u8; 1];
+    while reply.last() != Some(&0) {
+        match stream.read(&mut byte) {
+            Ok(1) => reply.push(byte[0]),
+            other => panic!("no whole reply ({other:?}): {reply:?}"),
+        }
+    }
+    reply.pop();
+    serde_json::from_slice(&reply).expect("a JSON reply")
+}
+
+#[test]
+fn the_default_connection_limit_follows_the_descriptor_limit() {
+    // Soft and hard limits 200: (200 - 112) / 2 connections, and clients are served.
+    let (enclave, port) = start_enclave_under_ulimit("-n 200", &[]);
+    assert_eq!(
+        enclave.wait_for_log_field("limits", "max_connections"),
+        "44"
+    );
+    assert_eq!(enclave.wait_for_log_field("limits", "nofile_soft"), "200");
+    assert_eq!(set_client_over_tcp(port), json!({"Status": "Ok"}));
+    // A low soft limit under a higher hard one is raised to the hard one.
+    let (enclave, port) = start_enclave_under_ulimit("-S -n 150", &[]);
+    let soft = enclave.wait_for_log_field("limits", "nofile_soft");
+    let hard = enclave.wait_for_log_field("limits", "nofile_hard");
+    assert_eq!(soft, hard, "{}", enclave.stderr());
+    assert_eq!(set_client_over_tcp(port), json!({"Status": "Ok"}));
+}
+
+#[test]
+fn running_out_of_descriptors_pauses_accepting_quietly_and_recovers() {
+    // 64 descriptors, but up to 1000 connections: accept fails with EMFILE well before.
+    let (enclave, port) = start_enclave_under_ulimit("-n 64", &["--max-connections", "1000"]);
+    let clients: Vec<std::net::TcpStream> = (0..100)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).expect("connecting"))
+        .collect();
+    enclave.wait_for(false, |log| log.contains("accept failed").then_some(()));
+    // Several pauses' worth of failures: a loop retrying every 50 ms would warn dozens of
+    // times meanwhile.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    drop(clients);
+    assert_eq!(set_client_over_tcp(port), json!({"Status": "Ok"}));
+    let log = enclave.stderr();
+    let accept_warnings = log
+        .lines()
+        .filter(|line| line.contains(" WARN ") && line.contains("accept failed"))
+        .count();
+    assert!((1..=2).contains(&accept_warnings), "{log}");
+    let warnings = log.lines().filter(|line| line.contains(" WARN ")).count();
+    assert!(warnings <= 3, "{log}");
+}

@@ -2,6 +2,7 @@
 //! `kmstool-sim enclave` runs the same [`Args`] and [`run`] with a simulated NSM.
 #![deny(missing_docs)]
 
+pub mod limits;
 pub mod logging;
 
 use std::future::Future;
@@ -112,9 +113,10 @@ pub struct Args {
     #[arg(long, default_value_t = 0, help_heading = "KMS and trust")]
     pub attestation_reuse_secs: u64,
 
-    /// Connections served at once; more are refused with an error reply.
-    #[arg(long, default_value_t = 1024, help_heading = "Limits and timeouts")]
-    pub max_connections: usize,
+    /// Connections served at once (default: from the descriptor limit, see
+    /// [`limits::default_max_connections`]).
+    #[arg(long, help = limits::MAX_CONNECTIONS_HELP, help_heading = "Limits and timeouts")]
+    pub max_connections: Option<usize>,
 
     /// Largest message from a client, terminator included (at least 1024).
     #[arg(long, default_value_t = DEFAULT_MAX_MESSAGE_BYTES, help_heading = "Limits and timeouts")]
@@ -282,9 +284,16 @@ impl Args {
 #[derive(Debug)]
 pub struct Prepared {
     server: Server,
+    max_connections: usize,
 }
 
 impl Prepared {
+    /// Connections it serves at once: `--max-connections`, else the default the descriptor
+    /// limit allows.
+    pub fn max_connections(&self) -> usize {
+        self.max_connections
+    }
+
     /// The bound address.
     pub fn local_address(&self) -> std::io::Result<Address> {
         self.server.local_address()
@@ -388,20 +397,62 @@ pub async fn prepare(args: &Args, nsm: Arc<dyn Nsm>) -> anyhow::Result<Prepared>
         attestation_reuse: Duration::from_secs(args.attestation_reuse_secs),
     };
     let shared = shared_state(args.session_config()?, &setup, nsm)?;
+    let max_connections = match args.max_connections {
+        Some(max) => max.max(1),
+        None => match limits::nofile_limits() {
+            Ok(nofile) => limits::default_max_connections(nofile.soft),
+            Err(_) => limits::DEFAULT_MAX_CONNECTIONS,
+        },
+    };
     let limits = ServerLimits {
-        max_connections: args.max_connections.max(1),
+        max_connections,
         shutdown_grace: Duration::from_millis(args.kms_timeout_ms) + Duration::from_secs(2),
     };
     let listen = args.listen_address();
     let server = Server::bind(&listen, shared, limits)
         .await
         .with_context(|| format!("binding {listen}"))?;
-    Ok(Prepared { server })
+    Ok(Prepared {
+        server,
+        max_connections,
+    })
 }
 
-/// Runs the server until SIGTERM/SIGINT.
+/// Logs the descriptor limits and the connection limit, with a warning when a given
+/// `--max-connections` may run out of descriptors.
+fn log_limits(given: bool, max_connections: usize) {
+    let nofile = match limits::nofile_limits() {
+        Ok(nofile) => nofile,
+        Err(error) => {
+            tracing::warn!(%error, max_connections, "cannot read the file descriptor limit");
+            return;
+        }
+    };
+    tracing::info!(
+        nofile_soft = nofile.soft,
+        nofile_hard = nofile.hard,
+        max_connections,
+        "limits"
+    );
+    let allowed = limits::connections_allowed(nofile.soft);
+    if given && max_connections as u64 > allowed {
+        tracing::warn!(
+            max_connections,
+            allowed,
+            nofile_soft = nofile.soft,
+            "--max-connections is more than the descriptor limit allows: accepting pauses \
+             when descriptors run out"
+        );
+    }
+}
+
+/// Runs the server until SIGTERM/SIGINT, after raising the descriptor limit as far as allowed.
 pub async fn run(args: Args, nsm: Arc<dyn Nsm>) -> anyhow::Result<()> {
+    if let Err(error) = limits::raise_nofile_limit() {
+        tracing::warn!(%error, "cannot raise the file descriptor limit");
+    }
     let prepared = prepare(&args, nsm).await?;
+    log_limits(args.max_connections.is_some(), prepared.max_connections());
     let address = prepared.local_address()?;
     tracing::info!(
         listen = %address,

@@ -8,6 +8,17 @@ use crate::crypto::RecipientKey;
 use crate::nsm::{self, Nsm};
 use crate::session::{Attestation, AttestationFailure};
 
+/// How long an attestation document may be reused, at most, whatever a caller asks for.
+///
+/// KMS checks a document's signature chain when a call arrives, and the NSM's leaf certificate
+/// in it lives about three hours on real hardware, counted from when the NSM issued the leaf
+/// rather than from when it signed the document: an old leaf may have little of its life left.
+/// What KMS sees of the document's age is its `timestamp`, and AWS accepts five minutes of age
+/// on a signed request. Five minutes keeps a reused document as fresh as a signature KMS
+/// accepts, far inside the leaf's life, and still spares the NSM all but one call in five
+/// minutes under load.
+pub const MAX_DOCUMENT_REUSE: Duration = Duration::from_secs(5 * 60);
+
 /// The current enclave key and, when reuse is on, its last attestation document.
 #[derive(Debug)]
 pub struct EnclaveKeys {
@@ -21,8 +32,8 @@ pub struct EnclaveKeys {
 
 impl EnclaveKeys {
     /// Starts with `key`. `rotate_every`: replace the key after this long (`None`: never).
-    /// `reuse_document_for`: hand out one attestation document for this long (zero: a fresh
-    /// document for every KMS call, as upstream does).
+    /// `reuse_document_for`: hand out one attestation document for this long, at most
+    /// [`MAX_DOCUMENT_REUSE`] (zero: a fresh document for every KMS call, as upstream does).
     pub fn new(
         key: RecipientKey,
         now: Instant,
@@ -34,9 +45,14 @@ impl EnclaveKeys {
             generation: 0,
             created: now,
             rotate_every,
-            reuse_document_for,
+            reuse_document_for: reuse_document_for.min(MAX_DOCUMENT_REUSE),
             document: None,
         }
+    }
+
+    /// How long a document is reused: what was asked for, capped at [`MAX_DOCUMENT_REUSE`].
+    pub fn reuse_document_for(&self) -> Duration {
+        self.reuse_document_for
     }
 
     /// The current key and its generation number.
@@ -212,6 +228,33 @@ mod tests {
         let expired = start + Duration::from_secs(60);
         assert_eq!(document(store.reusable(expired)), None);
         assert_eq!(store.attest(expired).map(|a| a.document), Ok(vec![0x84, 2]));
+    }
+
+    #[test]
+    fn a_document_is_never_reused_past_the_cap_whatever_was_asked() {
+        let start = Instant::now();
+        let day = Duration::from_secs(24 * 60 * 60);
+        for rotate_every in [None, Some(day)] {
+            let nsm = Arc::new(CountingNsm(AtomicU8::new(0)));
+            let store = KeyStore::new(
+                fixture_key(),
+                Arc::clone(&nsm) as Arc<dyn Nsm>,
+                start,
+                rotate_every,
+                day,
+            );
+            assert_eq!(store.attest(start).map(|a| a.document), Ok(vec![0x84, 1]));
+            let just_inside = start + MAX_DOCUMENT_REUSE - Duration::from_millis(1);
+            assert_eq!(document(store.reusable(just_inside)), Some(vec![0x84, 1]));
+            let at_cap = start + MAX_DOCUMENT_REUSE;
+            assert_eq!(document(store.reusable(at_cap)), None, "{rotate_every:?}");
+            assert_eq!(store.attest(at_cap).map(|a| a.document), Ok(vec![0x84, 2]));
+            assert_eq!(nsm.0.load(Ordering::SeqCst), 2);
+        }
+        let keys = EnclaveKeys::new(fixture_key(), start, None, Duration::MAX);
+        assert_eq!(keys.reuse_document_for(), MAX_DOCUMENT_REUSE);
+        let keys = EnclaveKeys::new(fixture_key(), start, None, Duration::from_secs(60));
+        assert_eq!(keys.reuse_document_for(), Duration::from_secs(60));
     }
 
     #[test]

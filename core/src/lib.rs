@@ -6,6 +6,7 @@
 //! the bytes.
 #![deny(missing_docs)]
 
+pub mod accept;
 pub mod address;
 pub mod attestation;
 pub mod cms;

@@ -1,6 +1,7 @@
 //! Drives `kmstool_core`'s HTTP credential sources (the container endpoint and IMDSv2, and
 //! IMDS's region) over TCP on smol, and runs a profile's `credential_process`.
 
+use std::future::Future;
 use std::time::{Duration, Instant};
 
 use kmstool_core::credentials::container::{
@@ -84,47 +85,149 @@ pub async fn fetch<C: CredentialFetch>(mut client: C) -> C::Result {
                     port,
                     request_bytes,
                 } => {
-                    connection = None;
-                    let deadline = client.poll_timeout();
+                    // The previous connection closes before the next one opens.
+                    drop(connection.take());
                     let connect = async {
                         let mut stream = TcpStream::connect((host.as_str(), port)).await?;
                         stream.write_all(&request_bytes).await?;
                         Ok::<_, std::io::Error>(stream)
                     };
-                    match connect.or(expire(deadline)).await {
-                        Ok(stream) => connection = Some(stream),
-                        Err(error) if error.kind() == std::io::ErrorKind::TimedOut => {
-                            client.handle_timeout(Instant::now());
-                        }
-                        Err(error) => client.handle_transport_error(&error.to_string()),
-                    }
+                    let waited = within(client.poll_timeout(), connect).await;
+                    connection = deliver_connect(&mut client, waited);
                 }
             }
         }
-        let deadline = client.poll_timeout();
         let read = async {
             match connection.as_mut() {
                 Some(stream) => stream.read(&mut buf[..]).await,
                 None => future::pending().await,
             }
         };
-        match read.or(expire(deadline)).await {
-            Ok(0) => client.handle_eof(Instant::now()),
-            Ok(n) => client.handle_response(Instant::now(), &buf[..n]),
-            Err(error) if error.kind() == std::io::ErrorKind::TimedOut => {
-                client.handle_timeout(Instant::now());
-            }
-            Err(error) => client.handle_transport_error(&error.to_string()),
-        }
+        let waited = within(client.poll_timeout(), read).await;
+        deliver_read(&mut client, waited, &buf);
     }
 }
 
-async fn expire<T>(deadline: Option<Instant>) -> std::io::Result<T> {
-    match deadline {
-        Some(at) => {
-            smol::Timer::at(at).await;
-            Err(std::io::ErrorKind::TimedOut.into())
+/// How a wait bounded by the client's deadline ended. The deadline is its own variant, never
+/// an `io::Error`: a `TimedOut` error is the network's (`ETIMEDOUT`), a transport failure.
+#[derive(Debug)]
+enum Waited<T> {
+    /// The IO finished, well or not, before the deadline.
+    Done(std::io::Result<T>),
+    /// The client's deadline passed first.
+    Expired,
+}
+
+/// Runs `io` until it finishes or `deadline` (if any) passes.
+async fn within<T>(
+    deadline: Option<Instant>,
+    io: impl Future<Output = std::io::Result<T>>,
+) -> Waited<T> {
+    let expired = async {
+        match deadline {
+            Some(at) => {
+                smol::Timer::at(at).await;
+                Waited::Expired
+            }
+            None => future::pending().await,
         }
-        None => future::pending().await,
+    };
+    async { Waited::Done(io.await) }.or(expired).await
+}
+
+/// Tells `client` how connecting and sending its request went; returns the connection.
+fn deliver_connect<C: CredentialFetch>(
+    client: &mut C,
+    waited: Waited<TcpStream>,
+) -> Option<TcpStream> {
+    match waited {
+        Waited::Done(Ok(stream)) => return Some(stream),
+        Waited::Done(Err(error)) => client.handle_transport_error(&error.to_string()),
+        Waited::Expired => client.handle_timeout(Instant::now()),
+    }
+    None
+}
+
+/// Tells `client` what a read into `buf` brought.
+fn deliver_read<C: CredentialFetch>(client: &mut C, waited: Waited<usize>, buf: &[u8]) {
+    match waited {
+        Waited::Done(Ok(0)) => client.handle_eof(Instant::now()),
+        Waited::Done(Ok(n)) => client.handle_response(Instant::now(), &buf[..n]),
+        Waited::Done(Err(error)) => client.handle_transport_error(&error.to_string()),
+        Waited::Expired => client.handle_timeout(Instant::now()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io;
+    use std::time::Duration;
+
+    /// Records which of its inputs a driver called.
+    #[derive(Debug, Default)]
+    struct Recorder(Vec<String>);
+
+    impl CredentialFetch for Recorder {
+        type Result = ();
+
+        fn poll_output(&mut self) -> Option<FetchOutput<()>> {
+            None
+        }
+
+        fn poll_timeout(&self) -> Option<Instant> {
+            None
+        }
+
+        fn handle_response(&mut self, _now: Instant, bytes: &[u8]) {
+            self.0.push(format!("response {}", bytes.len()));
+        }
+
+        fn handle_eof(&mut self, _now: Instant) {
+            self.0.push("eof".into());
+        }
+
+        fn handle_transport_error(&mut self, error: &str) {
+            self.0.push(format!("transport error: {error}"));
+        }
+
+        fn handle_timeout(&mut self, _now: Instant) {
+            self.0.push("timeout".into());
+        }
+    }
+
+    fn etimedout() -> io::Error {
+        io::Error::from(io::ErrorKind::TimedOut)
+    }
+
+    #[test]
+    fn an_etimedout_from_the_network_is_a_transport_error_not_the_deadline() {
+        let far = Some(Instant::now() + Duration::from_secs(3600));
+        let mut client = Recorder::default();
+        let read = smol::block_on(within(far, async { Err::<usize, _>(etimedout()) }));
+        deliver_read(&mut client, read, &[]);
+        let connect = smol::block_on(within(far, async { Err::<TcpStream, _>(etimedout()) }));
+        assert!(deliver_connect(&mut client, connect).is_none());
+        let message = format!("transport error: {}", etimedout());
+        assert_eq!(client.0, [message.clone(), message]);
+    }
+
+    #[test]
+    fn the_deadline_passing_is_a_timeout() {
+        let past = Some(Instant::now());
+        let mut client = Recorder::default();
+        let read = smol::block_on(within(past, future::pending::<io::Result<usize>>()));
+        deliver_read(&mut client, read, &[]);
+        let connect = smol::block_on(within(past, future::pending::<io::Result<TcpStream>>()));
+        assert!(deliver_connect(&mut client, connect).is_none());
+        assert_eq!(client.0, ["timeout", "timeout"]);
+    }
+
+    #[test]
+    fn reads_are_delivered_as_bytes_or_the_end() {
+        let mut client = Recorder::default();
+        deliver_read(&mut client, Waited::Done(Ok(3)), b"abcdef");
+        deliver_read(&mut client, Waited::Done(Ok(0)), b"abcdef");
+        assert_eq!(client.0, ["response 3", "eof"]);
     }
 }

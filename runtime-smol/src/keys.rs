@@ -28,7 +28,8 @@ pub struct KeyService {
 
 impl KeyService {
     /// Generates the first key on the blocking pool. No rotation here: the smol server exists
-    /// to run the same sessions on a second runtime, production uses the tokio one.
+    /// to run the same sessions on a second runtime, production uses the tokio one. Documents
+    /// are reused for `reuse_document_for`, at most [`kmstool_core::keys::MAX_DOCUMENT_REUSE`].
     pub async fn start(
         nsm: Arc<dyn Nsm>,
         reuse_document_for: Duration,

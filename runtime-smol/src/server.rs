@@ -5,8 +5,9 @@ use std::future::Future;
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use kmstool_core::accept::{AcceptBackoff, AcceptFailure, MAX_REFUSING};
 use kmstool_core::address::Address;
 use kmstool_core::session::{SessionConfig, SessionEvent, busy_reply};
 use smol::future::FutureExt as _;
@@ -76,20 +77,46 @@ impl Server {
             None
         };
         let mut shutdown = Box::pin(shutdown);
+        let mut backoff = AcceptBackoff::new();
+        let refusing = Arc::new(AtomicUsize::new(0));
         loop {
             let accepted = async { Some(self.listener.accept().await) };
             let Some(accepted) = accepted.or(&mut shutdown).await else {
                 break;
             };
             tasks.retain(|t| !t.is_finished());
-            let Ok((stream, _peer)) = accepted else {
-                smol::Timer::after(Duration::from_millis(50)).await;
-                continue;
+            let stream = match accepted {
+                Ok((stream, _peer)) => stream,
+                Err(error) => {
+                    // No log here: this runtime's server reports session events only. The
+                    // pause still keeps the loop from spinning while descriptors run out.
+                    let pause = backoff.handle_error(Instant::now(), AcceptFailure::of(&error));
+                    let paused = async {
+                        smol::Timer::at(pause.resume_at).await;
+                        false
+                    };
+                    if paused.or(async { shutdown.as_mut().await.is_none() }).await {
+                        break;
+                    }
+                    continue;
+                }
             };
+            backoff.handle_accepted();
             next_connection += 1;
             let connection = next_connection;
             if self.shared.open_connections.load(Ordering::Relaxed) >= self.max_connections {
-                tasks.push(smol::spawn(refuse(stream, self.max_connections)));
+                if refusing.load(Ordering::Relaxed) >= MAX_REFUSING {
+                    // Closed without a reply: refusals keep to their descriptors.
+                    drop(stream);
+                    continue;
+                }
+                refusing.fetch_add(1, Ordering::Relaxed);
+                let refusing = Arc::clone(&refusing);
+                let max = self.max_connections;
+                tasks.push(smol::spawn(async move {
+                    refuse(stream, max).await;
+                    refusing.fetch_sub(1, Ordering::Relaxed);
+                }));
                 continue;
             }
             self.shared.open_connections.fetch_add(1, Ordering::Relaxed);

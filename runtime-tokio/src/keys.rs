@@ -7,7 +7,7 @@ use std::time::Duration;
 use aws_lc_rs::encoding::AsDer as _;
 use aws_lc_rs::rsa::{KeySize, PrivateDecryptingKey};
 use kmstool_core::crypto::{Backend, RecipientKey};
-use kmstool_core::keys::KeyStore;
+use kmstool_core::keys::{KeyStore, MAX_DOCUMENT_REUSE};
 use kmstool_core::nsm::Nsm;
 use kmstool_core::session::{Attestation, AttestationFailure};
 use tokio::sync::OnceCell;
@@ -49,11 +49,20 @@ impl std::fmt::Debug for KeyService {
 impl KeyService {
     /// A service whose first key is generated when first needed: by [`store`](Self::store),
     /// [`attest`](Self::attest), or the task [`spawn_rotation`](Self::spawn_rotation) starts.
+    /// Documents are reused for `reuse_document_for`, at most [`MAX_DOCUMENT_REUSE`] (a
+    /// warning says so when more is asked).
     pub fn new(
         nsm: Arc<dyn Nsm>,
         rotate_every: Option<Duration>,
         reuse_document_for: Duration,
     ) -> Arc<Self> {
+        if reuse_document_for > MAX_DOCUMENT_REUSE {
+            tracing::warn!(
+                asked_secs = reuse_document_for.as_secs(),
+                max_secs = MAX_DOCUMENT_REUSE.as_secs(),
+                "attestation documents are reused for at most the maximum"
+            );
+        }
         Arc::new(Self {
             store: OnceCell::new(),
             nsm,

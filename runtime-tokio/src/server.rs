@@ -7,11 +7,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use kmstool_core::accept::{AcceptBackoff, AcceptFailure, MAX_REFUSING};
 use kmstool_core::address::Address;
 use kmstool_core::session::{SessionConfig, busy_reply};
 use tokio::io::AsyncWriteExt as _;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 
 use crate::keys::KeyService;
 use crate::kms::KmsConnector;
@@ -97,28 +99,43 @@ impl Server {
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut sessions = JoinSet::new();
         let mut next_connection = 0u64;
+        let mut backoff = AcceptBackoff::new();
+        // While set, nothing is accepted: sessions and shutdown are still served.
+        let mut paused_until: Option<Instant> = None;
+        let refusing = Arc::new(AtomicUsize::new(0));
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 () = &mut shutdown => break,
                 Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
-                accepted = self.listener.accept() => {
+                () = sleep_until(paused_until), if paused_until.is_some() => paused_until = None,
+                accepted = self.listener.accept(), if paused_until.is_none() => {
                     let (stream, peer) = match accepted {
                         Ok(accepted) => accepted,
                         Err(error) => {
-                            // Out of file descriptors and the like: back off, keep serving.
-                            tracing::warn!(%error, "accept failed");
-                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            paused_until = pause_accepting(&mut backoff, &error);
                             continue;
                         }
                     };
+                    backoff.handle_accepted();
                     next_connection += 1;
                     let connection = next_connection;
                     let stats = &self.shared.stats;
                     if stats.open_connections.load(Ordering::Relaxed) >= self.limits.max_connections {
                         stats.refused.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(connection, %peer, max = self.limits.max_connections, "refusing connection: limit reached");
-                        sessions.spawn(refuse(stream, self.limits.max_connections));
+                        if refusing.load(Ordering::Relaxed) >= MAX_REFUSING {
+                            // Closed without a reply: refusals keep to their descriptors.
+                            drop(stream);
+                            continue;
+                        }
+                        refusing.fetch_add(1, Ordering::Relaxed);
+                        let refusing = Arc::clone(&refusing);
+                        let max = self.limits.max_connections;
+                        sessions.spawn(async move {
+                            refuse(stream, max).await;
+                            refusing.fetch_sub(1, Ordering::Relaxed);
+                        });
                         continue;
                     }
                     stats.open_connections.fetch_add(1, Ordering::Relaxed);
@@ -162,6 +179,31 @@ where
 {
     let (_stop, stop_rx) = watch::channel(false);
     crate::driver::drive(stream, 0, shared, stop_rx).await;
+}
+
+/// Feeds a failed `accept` to `backoff`, logs what it says to, and returns until when to stop
+/// accepting (`None`: accept again at once).
+fn pause_accepting(backoff: &mut AcceptBackoff, error: &io::Error) -> Option<Instant> {
+    let now = Instant::now();
+    let pause = backoff.handle_error(now.into_std(), AcceptFailure::of(error));
+    match pause.warn {
+        Some(unreported) => tracing::warn!(
+            %error,
+            unreported,
+            pause_ms = backoff.current_pause().unwrap_or_default().as_millis() as u64,
+            "accept failed; pausing (one warning a minute while this goes on)"
+        ),
+        None => tracing::debug!(%error, "accept failed"),
+    }
+    (pause.resume_at > now.into_std()).then(|| pause.resume_at.into())
+}
+
+/// Completes at `until`; never when there is none (its `select!` branch is disabled then).
+async fn sleep_until(until: Option<Instant>) {
+    match until {
+        Some(until) => tokio::time::sleep_until(until).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Tells an excess client why it is turned away, then closes.

@@ -938,3 +938,215 @@ fn trust_roots_is_in_the_help_of_both_enclave_binaries_and_checked() {
         stderr_of(&output)
     );
 }
+
+/// [`run`], but a process still running after a minute (a server that started when it should
+/// have refused its configuration) is killed and fails the test instead of hanging it.
+fn run_expecting_exit(name: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(bin(name));
+    command
+        .env_remove("KMSTOOL_LOG")
+        .env_remove("KMSTOOL_LOG_FORMAT")
+        .env_remove("RUST_LOG")
+        .env_remove("REGION")
+        .env_remove("ENDPOINT")
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .args(args);
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let mut child = command.spawn().expect("running the binary");
+    for _ in 0..600 {
+        if child.try_wait().expect("waiting for the binary").is_some() {
+            return child.wait_with_output().expect("reading its output");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let output = child.wait_with_output().expect("reading its output");
+    panic!("{name} {args:?} did not exit: {}", stderr_of(&output));
+}
+
+#[test]
+fn huge_durations_are_configuration_errors_before_anything_is_bound() {
+    let dir = TempDir::new("kmstool-huge-durations");
+    let socket = dir.join("enclave.sock");
+    let listen = format!("unix:{}", socket.display());
+    let max = u64::MAX.to_string();
+    let day_ms = "86400000 (one day)";
+    let day_secs = "86400 (one day)";
+    let cases = [
+        ("--idle-timeout-secs", day_secs),
+        ("--message-timeout-secs", day_secs),
+        ("--connect-timeout-ms", day_ms),
+        ("--kms-timeout-ms", day_ms),
+        ("--key-rotation-secs", "2592000 (30 days)"),
+        ("--attestation-reuse-secs", "300 (five minutes)"),
+    ];
+    for (flag, limit) in cases {
+        let expected = format!("Error: {flag} {max}: must be at most {limit}\n");
+        for name in ["kmstool-enclave", "kmstool-sim"] {
+            let prefix: &[&str] = if name == "kmstool-sim" {
+                &["enclave"]
+            } else {
+                &[]
+            };
+            let args = [prefix, &["--listen", &listen, flag, &max]].concat();
+            let output = run_expecting_exit(name, &args, &[]);
+            let stderr = stderr_of(&output);
+            assert_eq!(output.status.code(), Some(1), "{name} {args:?}: {stderr}");
+            assert_eq!(stderr, expected, "{name} {args:?}");
+            assert!(!socket.exists(), "{name} {args:?} bound its socket");
+        }
+    }
+    let credentials = [
+        ("AWS_ACCESS_KEY_ID", "AKIAIOSFODNN7EXAMPLE"),
+        (
+            "AWS_SECRET_ACCESS_KEY",
+            "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        ),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+    ];
+    let cli = ["genrandom", "--length", "8", "--proxy", "tcp:127.0.0.1:1"];
+    let expected = format!("Error: --kms-timeout-ms {max}: must be at most {day_ms}\n");
+    for (name, prefix) in [
+        ("kmstool-enclave-cli", &[][..]),
+        ("kmstool-sim", &["enclave-cli"][..]),
+    ] {
+        let args = [prefix, &cli, &["--kms-timeout-ms", &max]].concat();
+        let output = run_expecting_exit(name, &args, &credentials);
+        assert_eq!(
+            output.status.code(),
+            Some(1),
+            "{name}: {}",
+            stderr_of(&output)
+        );
+        assert_eq!(stderr_of(&output), expected, "{name}");
+    }
+    let args = [
+        "--connect",
+        "tcp:127.0.0.1:1",
+        "--timeout-secs",
+        &max,
+        "generate-random",
+        "--number-of-bytes",
+        "8",
+    ];
+    let output = run_expecting_exit("kmstool-instance", &args, &credentials);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr_of(&output));
+    assert_eq!(
+        stderr_of(&output),
+        format!("Error: --timeout-secs {max}: must be at most {day_secs}\n")
+    );
+}
+
+#[test]
+fn attestation_reuse_is_refused_past_five_minutes_and_accepted_up_to_them() {
+    let output = run_expecting_exit(
+        "kmstool-sim",
+        &[
+            "enclave",
+            "--listen",
+            "tcp:127.0.0.1:0",
+            "--attestation-reuse-secs",
+            "301",
+        ],
+        &[],
+    );
+    assert_eq!(output.status.code(), Some(1), "{}", stderr_of(&output));
+    assert_eq!(
+        stderr_of(&output),
+        "Error: --attestation-reuse-secs 301: must be at most 300 (five minutes)\n"
+    );
+    start_enclave(&["--attestation-reuse-secs", "300"]);
+}
+
+/// `kmstool-sim enclave` at info level on an ephemeral port, started through `sh` after
+/// `ulimit` runs with `ulimit_args` (`-n 200`: soft and hard limits 200); returns it and its
+/// listen port once ready.
+fn start_enclave_under_ulimit(ulimit_args: &str, args: &[&str]) -> (Process, u16) {
+    let mut command = Command::new("sh");
+    command
+        .env_remove("KMSTOOL_LOG")
+        .env_remove("RUST_LOG")
+        .arg("-c")
+        .arg(format!("ulimit {ulimit_args} && exec \"$0\" \"$@\""))
+        .arg(bin("kmstool-sim"))
+        .arg("enclave")
+        .args(["--log-level", "info"])
+        .args(["--listen", "tcp:127.0.0.1:0", "--region", "us-east-1"])
+        .args(args);
+    let process = Process::spawn(command);
+    let listen = process.wait_for_log_field("kmstool-enclave ready", "listen");
+    let port = listen
+        .rsplit(':')
+        .next()
+        .and_then(|port| port.parse().ok())
+        .unwrap_or_else(|| panic!("listen address {listen}"));
+    (process, port)
+}
+
+/// Sends `SetClient` over a fresh TCP connection and returns the reply.
+fn set_client_over_tcp(port: u16) -> serde_json::Value {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connecting");
+    stream
+        .set_read_timeout(Some(kmstool_tests::enclave::PATIENCE))
+        .expect("read timeout");
+    let command = kmstool_tests::enclave::set_client(&random_credentials(), None);
+    stream
+        .write_all(&kmstool_tests::enclave::frame(&command))
+        .expect("sending SetClient");
+    let mut reply = Vec::new();
+    let mut byte = [0u8; 1];
+    while reply.last() != Some(&0) {
+        match stream.read(&mut byte) {
+            Ok(1) => reply.push(byte[0]),
+            other => panic!("no whole reply ({other:?}): {reply:?}"),
+        }
+    }
+    reply.pop();
+    serde_json::from_slice(&reply).expect("a JSON reply")
+}
+
+#[test]
+fn the_default_connection_limit_follows_the_descriptor_limit() {
+    // Soft and hard limits 200: (200 - 112) / 2 connections, and clients are served.
+    let (enclave, port) = start_enclave_under_ulimit("-n 200", &[]);
+    assert_eq!(
+        enclave.wait_for_log_field("limits", "max_connections"),
+        "44"
+    );
+    assert_eq!(enclave.wait_for_log_field("limits", "nofile_soft"), "200");
+    assert_eq!(set_client_over_tcp(port), json!({"Status": "Ok"}));
+    // A low soft limit under a higher hard one is raised to the hard one.
+    let (enclave, port) = start_enclave_under_ulimit("-S -n 150", &[]);
+    let soft = enclave.wait_for_log_field("limits", "nofile_soft");
+    let hard = enclave.wait_for_log_field("limits", "nofile_hard");
+    assert_eq!(soft, hard, "{}", enclave.stderr());
+    assert_eq!(set_client_over_tcp(port), json!({"Status": "Ok"}));
+}
+
+#[test]
+fn running_out_of_descriptors_pauses_accepting_quietly_and_recovers() {
+    // 64 descriptors, but up to 1000 connections: accept fails with EMFILE well before.
+    let (enclave, port) = start_enclave_under_ulimit("-n 64", &["--max-connections", "1000"]);
+    let clients: Vec<std::net::TcpStream> = (0..100)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).expect("connecting"))
+        .collect();
+    enclave.wait_for(false, |log| log.contains("accept failed").then_some(()));
+    // Several pauses' worth of failures: a loop retrying every 50 ms would warn dozens of
+    // times meanwhile.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    drop(clients);
+    assert_eq!(set_client_over_tcp(port), json!({"Status": "Ok"}));
+    let log = enclave.stderr();
+    let accept_warnings = log
+        .lines()
+        .filter(|line| line.contains(" WARN ") && line.contains("accept failed"))
+        .count();
+    assert!((1..=2).contains(&accept_warnings), "{log}");
+    let warnings = log.lines().filter(|line| line.contains(" WARN ")).count();
+    assert!(warnings <= 3, "{log}");
+}

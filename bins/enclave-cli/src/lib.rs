@@ -96,7 +96,7 @@ pub struct CommonArgs {
     #[arg(long, value_enum, value_name = "SET", default_value_t = TrustRoots::Partition, help_heading = ADDRESS, display_order = 4)]
     pub trust_roots: TrustRoots,
 
-    /// Deadline for the KMS call, all attempts included, in milliseconds.
+    /// Deadline for the KMS call, all attempts included, in milliseconds (at most one day).
     #[arg(long, default_value_t = 10_000, help_heading = ADDRESS, display_order = 5)]
     pub kms_timeout_ms: u64,
 
@@ -384,6 +384,12 @@ pub async fn execute(
 ) -> u8 {
     let mut common = command.common().clone();
     let prepared = (|| {
+        kmstool_enclave::check_at_most(
+            "--kms-timeout-ms",
+            common.kms_timeout_ms,
+            kmstool_enclave::MAX_TIMEOUT.as_secs() * 1000,
+            "one day",
+        )?;
         let region = region_of(&common, host)?;
         tracing::debug!(%region, "region");
         if let Some(path) = &common.ca_bundle {

@@ -2,6 +2,7 @@
 //! `kmstool-sim enclave` runs the same [`Args`] and [`run`] with a simulated NSM.
 #![deny(missing_docs)]
 
+pub mod limits;
 pub mod logging;
 
 use std::future::Future;
@@ -25,6 +26,26 @@ pub use logging::{LogFormat, check_logging, init_logging};
 pub const EXIT_STATUS_HELP: &str = "Exit status: 0 after a clean shutdown (SIGTERM or SIGINT) \
 and for --help/--version; 1 for a usage or configuration error (reported on stderr before \
 anything is bound) and when the server cannot start or fails.";
+
+/// Largest value of a timeout flag: one day. A larger one is a mistake (and `u64::MAX` seconds
+/// would overflow the clock when a deadline is computed).
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Largest `--key-rotation-secs`: 30 days (0 still means never).
+pub const MAX_KEY_ROTATION: Duration = Duration::from_secs(30 * 24 * 60 * 60);
+
+/// Largest `--attestation-reuse-secs`: the core's cap on a document's reuse. A larger value is
+/// refused rather than quietly lowered, so the configuration says what the server does.
+pub const MAX_ATTESTATION_REUSE: Duration = kmstool_core::keys::MAX_DOCUMENT_REUSE;
+
+/// Checks that `flag`'s `value` is at most `max` (both in the flag's unit), `limit` naming the
+/// maximum for people: `--kms-timeout-ms 99999999999: must be at most 86400000 (one day)`.
+pub fn check_at_most(flag: &str, value: u64, max: u64, limit: &str) -> Result<(), String> {
+    if value > max {
+        return Err(format!("{flag} {value}: must be at most {max} ({limit})"));
+    }
+    Ok(())
+}
 
 /// Command line of `kmstool-enclave` (upstream flags plus ours).
 #[derive(Debug, Clone, Parser)]
@@ -94,36 +115,41 @@ pub struct Args {
     )]
     pub trust_roots: TrustRoots,
 
-    /// Replace the enclave's RSA key this often, in seconds (0: never).
+    /// Replace the enclave's RSA key this often, in seconds (0: never; at most 30 days).
     #[arg(long, default_value_t = 3600, help_heading = "KMS and trust")]
     pub key_rotation_secs: u64,
 
-    /// Reuse an attestation document for this many seconds (0: a fresh one per KMS call).
+    /// Reuse an attestation document for this many seconds (0: a fresh one per KMS call; at
+    /// most 300, whatever the key rotation).
     #[arg(long, default_value_t = 0, help_heading = "KMS and trust")]
     pub attestation_reuse_secs: u64,
 
-    /// Connections served at once; more are refused with an error reply.
-    #[arg(long, default_value_t = 1024, help_heading = "Limits and timeouts")]
-    pub max_connections: usize,
+    /// Connections served at once (default: from the descriptor limit, see
+    /// [`limits::default_max_connections`]).
+    #[arg(long, help = limits::MAX_CONNECTIONS_HELP, help_heading = "Limits and timeouts")]
+    pub max_connections: Option<usize>,
 
     /// Largest message from a client, terminator included (at least 1024).
     #[arg(long, default_value_t = DEFAULT_MAX_MESSAGE_BYTES, help_heading = "Limits and timeouts")]
     pub max_message_bytes: usize,
 
-    /// Close a connection idle for this many seconds (0: never).
+    /// Close a connection idle for this many seconds (0: never; at most one day).
     #[arg(long, default_value_t = 300, help_heading = "Limits and timeouts")]
     pub idle_timeout_secs: u64,
 
     /// A message must arrive whole within this many seconds of its first byte; a client
-    /// trickling bytes is closed after its earlier commands are answered (0: no limit).
+    /// trickling bytes is closed after its earlier commands are answered (0: no limit; at most
+    /// one day).
     #[arg(long, default_value_t = 30, help_heading = "Limits and timeouts")]
     pub message_timeout_secs: u64,
 
-    /// Deadline for connecting to the proxy plus the TLS handshake, in milliseconds.
+    /// Deadline for connecting to the proxy plus the TLS handshake, in milliseconds (at most one
+    /// day).
     #[arg(long, default_value_t = 3000, help_heading = "Limits and timeouts")]
     pub connect_timeout_ms: u64,
 
-    /// Deadline for one KMS call, all attempts and backoff included, in milliseconds.
+    /// Deadline for one KMS call, all attempts and backoff included, in milliseconds (at most
+    /// one day).
     #[arg(long, default_value_t = 10_000, help_heading = "Limits and timeouts")]
     pub kms_timeout_ms: u64,
 
@@ -168,8 +194,8 @@ impl Args {
         }
     }
 
-    /// Checks the configuration (region, endpoint, message cap, CA bundle) without binding or
-    /// opening anything else, so that a mistake is reported before the server starts.
+    /// Checks the configuration (durations, region, endpoint, message cap, CA bundle) without
+    /// binding or opening anything else, so that a mistake is reported before the server starts.
     pub fn validate(&self) -> anyhow::Result<()> {
         self.session_config()?;
         read_ca_bundle(self.ca_bundle.as_deref())?;
@@ -192,7 +218,52 @@ impl Args {
         })
     }
 
+    /// Checks every duration flag against its maximum, so that no deadline computed from one
+    /// can overflow the clock.
+    fn check_durations(&self) -> anyhow::Result<()> {
+        let day_secs = MAX_TIMEOUT.as_secs();
+        let day_ms = day_secs * 1000;
+        let checks = [
+            (
+                "--idle-timeout-secs",
+                self.idle_timeout_secs,
+                day_secs,
+                "one day",
+            ),
+            (
+                "--message-timeout-secs",
+                self.message_timeout_secs,
+                day_secs,
+                "one day",
+            ),
+            (
+                "--connect-timeout-ms",
+                self.connect_timeout_ms,
+                day_ms,
+                "one day",
+            ),
+            ("--kms-timeout-ms", self.kms_timeout_ms, day_ms, "one day"),
+            (
+                "--key-rotation-secs",
+                self.key_rotation_secs,
+                MAX_KEY_ROTATION.as_secs(),
+                "30 days",
+            ),
+            (
+                "--attestation-reuse-secs",
+                self.attestation_reuse_secs,
+                MAX_ATTESTATION_REUSE.as_secs(),
+                "five minutes",
+            ),
+        ];
+        for (flag, value, max, limit) in checks {
+            check_at_most(flag, value, max, limit).map_err(anyhow::Error::msg)?;
+        }
+        Ok(())
+    }
+
     fn session_config(&self) -> anyhow::Result<SessionConfig> {
+        self.check_durations()?;
         if let Some(region) = &self.region {
             kmstool_core::kms::endpoint::validate_region(region)
                 .with_context(|| format!("--region {region:?}"))?;
@@ -224,9 +295,16 @@ impl Args {
 #[derive(Debug)]
 pub struct Prepared {
     server: Server,
+    max_connections: usize,
 }
 
 impl Prepared {
+    /// Connections it serves at once: `--max-connections`, else the default the descriptor
+    /// limit allows.
+    pub fn max_connections(&self) -> usize {
+        self.max_connections
+    }
+
     /// The bound address.
     pub fn local_address(&self) -> std::io::Result<Address> {
         self.server.local_address()
@@ -363,20 +441,62 @@ pub async fn prepare(args: &Args, nsm: Arc<dyn Nsm>) -> anyhow::Result<Prepared>
         attestation_reuse: Duration::from_secs(args.attestation_reuse_secs),
     };
     let shared = shared_state(args.session_config()?, &setup, nsm)?;
+    let max_connections = match args.max_connections {
+        Some(max) => max.max(1),
+        None => match limits::nofile_limits() {
+            Ok(nofile) => limits::default_max_connections(nofile.soft),
+            Err(_) => limits::DEFAULT_MAX_CONNECTIONS,
+        },
+    };
     let limits = ServerLimits {
-        max_connections: args.max_connections.max(1),
+        max_connections,
         shutdown_grace: Duration::from_millis(args.kms_timeout_ms) + Duration::from_secs(2),
     };
     let listen = args.listen_address();
     let server = Server::bind(&listen, shared, limits)
         .await
         .with_context(|| format!("binding {listen}"))?;
-    Ok(Prepared { server })
+    Ok(Prepared {
+        server,
+        max_connections,
+    })
 }
 
-/// Runs the server until SIGTERM/SIGINT.
+/// Logs the descriptor limits and the connection limit, with a warning when a given
+/// `--max-connections` may run out of descriptors.
+fn log_limits(given: bool, max_connections: usize) {
+    let nofile = match limits::nofile_limits() {
+        Ok(nofile) => nofile,
+        Err(error) => {
+            tracing::warn!(%error, max_connections, "cannot read the file descriptor limit");
+            return;
+        }
+    };
+    tracing::info!(
+        nofile_soft = nofile.soft,
+        nofile_hard = nofile.hard,
+        max_connections,
+        "limits"
+    );
+    let allowed = limits::connections_allowed(nofile.soft);
+    if given && max_connections as u64 > allowed {
+        tracing::warn!(
+            max_connections,
+            allowed,
+            nofile_soft = nofile.soft,
+            "--max-connections is more than the descriptor limit allows: accepting pauses \
+             when descriptors run out"
+        );
+    }
+}
+
+/// Runs the server until SIGTERM/SIGINT, after raising the descriptor limit as far as allowed.
 pub async fn run(args: Args, nsm: Arc<dyn Nsm>) -> anyhow::Result<()> {
+    if let Err(error) = limits::raise_nofile_limit() {
+        tracing::warn!(%error, "cannot raise the file descriptor limit");
+    }
     let prepared = prepare(&args, nsm).await?;
+    log_limits(args.max_connections.is_some(), prepared.max_connections());
     let address = prepared.local_address()?;
     tracing::info!(
         listen = %address,

@@ -13,6 +13,9 @@ use kmstool_runtime_smol::{client, net};
 use smol::future::FutureExt as _;
 use zeroize::Zeroizing;
 
+/// Largest `--timeout-secs`: one day (`u64::MAX` seconds would overflow the clock).
+const MAX_TIMEOUT_SECS: u64 = 24 * 60 * 60;
+
 const ADDRESS: &str = "Address";
 const CREDENTIALS: &str = "Credentials";
 const REQUEST: &str = "Request";
@@ -64,7 +67,7 @@ pub struct Args {
     #[arg(long, global = true, value_name = "ADDR", help_heading = ADDRESS, display_order = 3)]
     pub connect: Option<Address>,
 
-    /// Give up after this many seconds without a reply.
+    /// Give up after this many seconds without a reply (at most 86400, one day).
     #[arg(long, global = true, default_value_t = 30, help_heading = ADDRESS, display_order = 4)]
     pub timeout_secs: u64,
 
@@ -440,6 +443,12 @@ impl Args {
 
 /// Runs the exchange; returns what to print on stdout.
 pub async fn run(args: Args) -> Result<Zeroizing<Vec<u8>>, Failure> {
+    if args.timeout_secs > MAX_TIMEOUT_SECS {
+        return Err(Failure::from(format!(
+            "--timeout-secs {}: must be at most {MAX_TIMEOUT_SECS} (one day)",
+            args.timeout_secs
+        )));
+    }
     let address = args.address()?;
     let (request, default_output) = args.request()?;
     let output = args.output.unwrap_or(default_output);

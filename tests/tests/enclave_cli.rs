@@ -1,5 +1,5 @@
 //! `kmstool-sim enclave-cli` (kmstool-enclave-cli's code with a simulated NSM) as a process,
-//! against a `kmstool-sim kms` process (issue 4): each subcommand, byte-exact output, each exit
+//! against a `kmstool-sim kms` process: each subcommand, byte-exact output, each exit
 //! status, credentials from flags or the environment, and KMS's error on stderr.
 
 use std::path::PathBuf;

@@ -1,4 +1,4 @@
-//! Many clients at once (issue 4): 50 connections, each with its own credentials, ciphertext
+//! Many clients at once: 50 connections, each with its own credentials, ciphertext
 //! and encryption context, all get their own plaintext while another connection sends garbage
 //! the whole time.
 

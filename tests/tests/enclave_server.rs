@@ -1,4 +1,4 @@
-//! The enclave server's connection handling (issue 4): the connection limit, clients that
+//! The enclave server's connection handling: the connection limit, clients that
 //! vanish mid-call, and shutdown letting in-flight commands finish.
 
 use std::sync::atomic::Ordering;

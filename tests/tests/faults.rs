@@ -1,4 +1,4 @@
-//! KMS and proxy faults (issue 6): a slow KMS, connections dropped before and during the
+//! KMS and proxy faults: a slow KMS, connections dropped before and during the
 //! reply, throttling, 500s, a certificate for another host, an untrusted CA, a refusing or
 //! silent proxy, a failing NSM. Each call ends in a clear error of the right `ErrorKind`, or in
 //! success after a bounded number of retries: the emulator (or the stand-in) counts the

@@ -1,4 +1,4 @@
-//! Hostile clients against a running enclave (issue 6): garbage, oversized and unterminated
+//! Hostile clients against a running enclave: garbage, oversized and unterminated
 //! frames, slow and abandoned connections, pipelining, wrong JSON types, huge strings, deep
 //! nesting, and the two inputs that broke the C tool. Each gets its documented reply or a clean
 //! close, while a well-behaved client ([`Canary`]) keeps being served on its own connection,

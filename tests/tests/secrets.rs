@@ -1,4 +1,4 @@
-//! No secret leaks (issue 6). Credentials, session tokens, plaintexts, data keys, random bytes
+//! No secret leaks. Credentials, session tokens, plaintexts, data keys, random bytes
 //! and the enclave's private key must never show in a log line, an error message, a `Debug`
 //! print, or a reply other than the one meant to carry them — in any of the renderings
 //! [`leak_forms`] knows (raw, base64 at any alignment, hex, a `Debug` byte list).

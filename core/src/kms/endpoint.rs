@@ -67,7 +67,7 @@ pub fn kms_host(region: &str) -> String {
     format!("kms.{region}.{}", partition_dns_suffix(region))
 }
 
-/// Picks the region for a client from the enclave's and the client's (SPEC §1): neither gives
+/// Picks the region for a client from the enclave's and the client's: neither gives
 /// [`DEFAULT_REGION`], one gives that one, both must agree.
 pub fn resolve_region<'a>(
     enclave: Option<&'a str>,

@@ -1,5 +1,5 @@
 //! KMS requests: the JSON bodies (always with an attested `Recipient`) and the signed HTTP/1.1
-//! request around them (SPEC §2).
+//! request around them.
 
 use std::time::SystemTime;
 

@@ -161,6 +161,13 @@ bytes '\x00\x00\x00' 'http://127.0.0.1:9911/creds?x=1|||token|||HTTP/1.1 401 Una
     put container refused
 bytes '\x00\x00\x00' 'https://creds.example.com/v1|||t|||' | put container https
 
+# --- AWS credentials/config files and credential_process output: FLAGS PROFILE|||FILE|||OUTPUT
+process_ok='{"Version":1,"AccessKeyId":"ASIAEXAMPLE","SecretAccessKey":"wJalrXUtnFEMI/K7MDENG","SessionToken":"IQoJb3JpZ2luX2Vj","Expiration":"2030-01-01T00:00:00Z"}'
+bytes '\x00' 'default|||[default]\naws_access_key_id = AKIDEXAMPLE\naws_secret_access_key = wJalrXUtnFEMI ; c\n# x\n[other]\naws_access_key_id=A\n|||' "$process_ok" |
+    put aws_profile credentials-file
+bytes '\x01' 'app|||[default]\nregion = eu-west-1\n[profile app]\ncredential_process = /usr/bin/creds --json\nregion=us-east-1\ns3 =\n  max_concurrent_requests = 2\n[profile role]\nrole_arn = arn:aws:iam::1:role/r\nsource_profile = default\n|||{"Version":2}' |
+    put aws_profile config-file
+
 # --- whole enclave sessions: region byte, attempts byte, then steps -------------------------
 # Step variants of fuzz_targets/session.rs (11 in all), each step preceded by 01, list ended by 00.
 steps=11

@@ -39,7 +39,9 @@ pub async fn run_credential_process(
     command: &SecretString,
     timeout: Duration,
 ) -> Result<ProcessCredentials, ProcessError> {
-    let child = smol::process::Command::new("sh")
+    use smol::io::AsyncReadExt as _;
+
+    let mut child = smol::process::Command::new("sh")
         .arg("-c")
         .arg(command.expose())
         .stdin(smol::process::Stdio::null())
@@ -48,17 +50,32 @@ pub async fn run_credential_process(
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| ProcessError::Spawn(e.to_string()))?;
-    let output = async { child.output().await.map(Some) }
+    let Some(stdout) = child.stdout.take() else {
+        return Err(ProcessError::Io("no standard output".to_owned()));
+    };
+    // At most one byte past the limit is read: a process printing without end is refused, not
+    // buffered (it is killed when `child` drops).
+    let run = async {
+        let mut output = Zeroizing::new(Vec::new());
+        stdout
+            .take(process::MAX_OUTPUT_BYTES as u64 + 1)
+            .read_to_end(&mut output)
+            .await?;
+        if output.len() > process::MAX_OUTPUT_BYTES {
+            return Ok(Err(ProcessError::TooLong));
+        }
+        child.status().await.map(|status| Ok((status, output)))
+    };
+    let (status, stdout) = async { Some(run.await) }
         .or(async {
             smol::Timer::after(timeout).await;
-            Ok(None)
+            None
         })
         .await
-        .map_err(|e| ProcessError::Io(e.to_string()))?
-        .ok_or(ProcessError::Timeout(timeout))?;
-    let stdout = Zeroizing::new(output.stdout);
-    if !output.status.success() {
-        return Err(ProcessError::Status(output.status.to_string()));
+        .ok_or(ProcessError::Timeout(timeout))?
+        .map_err(|e: std::io::Error| ProcessError::Io(e.to_string()))??;
+    if !status.success() {
+        return Err(ProcessError::Status(status.to_string()));
     }
     process::parse_output(&stdout, std::time::SystemTime::now())
 }

@@ -1082,7 +1082,8 @@ async fn credential_process_is_run_through_sh_and_its_failures_are_clear() {
         "[default]\ncredential_process = cat '{}' # a comment\n\
          [profile failing]\ncredential_process = echo oops >&2; exit 3\n\
          [profile stale]\ncredential_process = echo '{{\"Version\":1,\"AccessKeyId\":\"A\",\"SecretAccessKey\":\"hunter2\",\"Expiration\":\"2001-01-01T00:00:00Z\"}}'\n\
-         [profile role]\nrole_arn = arn:aws:iam::111122223333:role/r\nsource_profile = default\n",
+         [profile role]\nrole_arn = arn:aws:iam::111122223333:role/r\nsource_profile = default\n\
+         [profile endless]\ncredential_process = yes\n",
         json_path.display()
     );
     let mut instance = setup.decrypt().default_config_file(&config);
@@ -1104,6 +1105,11 @@ async fn credential_process_is_run_through_sh_and_its_failures_are_clear() {
             "(profile \"role\" uses role_arn, which is not supported (static keys and \
              credential_process are))"
                 .to_owned(),
+        ),
+        // A process that prints without end is stopped at the output limit, not buffered.
+        (
+            "endless",
+            "(credential_process printed more than 65536 bytes)".to_owned(),
         ),
     ] {
         let instance = setup

@@ -25,11 +25,11 @@ impl<C> IdlePool<C> {
         }
     }
 
-    /// An idle connection to `host`, the most recently used one first; expired ones are dropped.
+    /// An idle connection to `host`, the most recently used one first. Expired connections
+    /// of every host are dropped (closed) first, so a host no longer used keeps none open.
     pub fn take(&mut self, host: &str, now: Instant) -> Option<C> {
+        self.expire(now);
         let list = self.idle.get_mut(host)?;
-        let timeout = self.idle_timeout;
-        list.retain(|(_, since)| now.saturating_duration_since(*since) < timeout);
         let conn = list.pop().map(|(conn, _)| conn);
         if list.is_empty() {
             self.idle.remove(host);
@@ -38,8 +38,9 @@ impl<C> IdlePool<C> {
     }
 
     /// Keeps `conn` for reuse. Returns it when the host already has the maximum idle, so the
-    /// caller closes it.
+    /// caller closes it. Expired connections of every host are dropped first.
     pub fn put(&mut self, host: &str, conn: C, now: Instant) -> Option<C> {
+        self.expire(now);
         if self.max_idle_per_host == 0 {
             return Some(conn);
         }
@@ -136,6 +137,49 @@ mod tests {
         pool.expire(t0 + Duration::from_secs(12));
         assert_eq!(pool.len(), 1);
         assert_eq!(pool.take("b", t0 + Duration::from_secs(12)), Some(5));
+    }
+
+    /// A connection that counts its drops (closing it, for a real one).
+    #[derive(Debug)]
+    struct Counted(std::rc::Rc<std::cell::Cell<u32>>);
+
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            self.0.set(self.0.get() + 1);
+        }
+    }
+
+    #[test]
+    fn using_the_pool_for_one_host_closes_expired_connections_of_every_host() {
+        let closed = std::rc::Rc::new(std::cell::Cell::new(0));
+        let t0 = Instant::now();
+        let timeout = Duration::from_secs(10);
+        let mut pool = IdlePool::new(4, timeout);
+        assert!(
+            pool.put("kms.eu-west-1", Counted(closed.clone()), t0)
+                .is_none()
+        );
+        assert!(
+            pool.put("kms.eu-west-1", Counted(closed.clone()), t0)
+                .is_none()
+        );
+        // Still fresh: a take for another host leaves them.
+        assert!(pool.take("kms.us-east-1", t0 + timeout / 2).is_none());
+        assert_eq!((closed.get(), pool.len()), (0, 2));
+        // Expired: a take for another host closes them.
+        assert!(pool.take("kms.us-east-1", t0 + timeout).is_none());
+        assert_eq!((closed.get(), pool.len()), (2, 0));
+        // And so does a put for another host.
+        assert!(
+            pool.put("kms.eu-west-1", Counted(closed.clone()), t0)
+                .is_none()
+        );
+        let later = t0 + timeout * 2;
+        assert!(
+            pool.put("kms.us-east-1", Counted(closed.clone()), later)
+                .is_none()
+        );
+        assert_eq!((closed.get(), pool.len()), (3, 1));
     }
 
     #[test]

@@ -15,12 +15,12 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 use zeroize::Zeroizing;
 
 use super::env::non_empty;
 use super::exchange::Exchange;
-use super::{CredentialFetch, CredentialsError, FetchOutput};
+use super::{CredentialFetch, CredentialsError, FetchOutput, SecretField};
 use crate::http::{self, HttpError, HttpLimits, RequestError, Response};
 use crate::secret::{Credentials, SecretString};
 
@@ -700,14 +700,6 @@ struct CredentialsDocument {
     token: Option<SecretField>,
     #[serde(rename = "Expiration")]
     expiration: Option<String>,
-}
-
-struct SecretField(SecretString);
-
-impl<'de> Deserialize<'de> for SecretField {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        String::deserialize(deserializer).map(|value| Self(SecretString::new(value)))
-    }
 }
 
 /// Step 3: the credentials document.

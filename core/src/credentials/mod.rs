@@ -354,6 +354,17 @@ impl fmt::Display for Tried {
 
 impl std::error::Error for Tried {}
 
+/// A JSON string field read straight into a [`SecretString`] (a secret key or a session
+/// token in a credentials document), so the plain text never sits in an ordinary `String`
+/// field.
+pub(crate) struct SecretField(pub(crate) SecretString);
+
+impl<'de> serde::Deserialize<'de> for SecretField {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer).map(|value| Self(SecretString::new(value)))
+    }
+}
+
 /// Outcome of the sources that need no network: environment, then the profile.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StaticLookup {

@@ -9,9 +9,10 @@
 use std::fmt;
 use std::time::{Duration, SystemTime};
 
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 
-use crate::secret::{Credentials, SecretString};
+use super::SecretField;
+use crate::secret::Credentials;
 use crate::sigv4::AmzDate;
 
 /// Default time the command is given to print its credentials.
@@ -80,14 +81,6 @@ struct Document {
     session_token: Option<SecretField>,
     #[serde(rename = "Expiration")]
     expiration: Option<String>,
-}
-
-struct SecretField(SecretString);
-
-impl<'de> Deserialize<'de> for SecretField {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        String::deserialize(deserializer).map(|value| Self(SecretString::new(value)))
-    }
 }
 
 /// Parses what the process printed on stdout; `now` is the caller's clock, to refuse expired
@@ -170,6 +163,7 @@ mod tests {
     use std::time::UNIX_EPOCH;
 
     use super::*;
+    use crate::secret::SecretString;
 
     fn now() -> SystemTime {
         // 2026-01-01T00:00:00Z

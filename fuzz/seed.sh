@@ -169,8 +169,8 @@ bytes '\x01' 'app|||[default]\nregion = eu-west-1\n[profile app]\ncredential_pro
     put aws_profile config-file
 
 # --- whole enclave sessions: region byte, attempts byte, then steps -------------------------
-# Step variants of fuzz_targets/session.rs (11 in all), each step preceded by 01, list ended by 00.
-steps=11
+# Step variants of fuzz_targets/session.rs (13 in all), each step preceded by 01, list ended by 00.
+steps=13
 cmd() { bytes '\x01'; variant 0 $steps; bytes "$(printf '\\x%02x' "$1")"; }
 attest() { bytes '\x01'; variant 1 $steps; bytes "$1"; }
 recorded() { bytes '\x01'; variant 2 $steps; bytes "$(printf '\\x%02x' "$1")"; le16 "${2:-0}"; bytes '\x00'; }
@@ -179,26 +179,28 @@ timeout() { bytes '\x01'; variant 4 $steps; }
 kms_eof() { bytes '\x01'; variant 5 $steps; }
 kms_failure() { bytes '\x01'; variant 6 $steps; bytes "$1"; }
 client_eof() { bytes '\x01'; variant 7 $steps; }
-stale() { bytes '\x01'; variant 8 $steps; bytes "$1" "$2"; }
+take() { bytes '\x01'; variant 8 $steps; le16 "$1"; }
+kms_sent() { bytes '\x01'; variant 9 $steps; bytes "$1"; }
+stale() { bytes '\x01'; variant 10 $steps; bytes "$1" "$2"; }
 end() { bytes '\x00'; }
 # Commands: 0 SetClient (us-east-1), 1 Decrypt, 2 GenerateDataKey, 3 GenerateRandom 32,
 # 4 SetClient (no region), 5 Decrypt (RequestId, context), 6 GenerateDataKey AES_128, 7 unknown,
 # 8 SetClient (eu-west-1). Responses: 0 decrypt, 1 data key, 2 random, 3 AccessDenied,
 # 4 InvalidCiphertext, 5 Throttling, 6 internal 500.
-{ bytes '\x00\x00'; cmd 0; cmd 1; attest '\x01'; recorded 0 300; client_eof; end; } |
+{ bytes '\x00\x00'; cmd 0; take 65535; cmd 1; attest '\x01'; kms_sent '\x01'; recorded 0 300; client_eof; take 65535; end; } |
     put session decrypt
 {
     bytes '\x00\x00'; cmd 0
     cmd 2; attest '\x01'; recorded 1 17
     cmd 3; attest '\x01'; recorded 2
     cmd 6; attest '\x01'; recorded 1
-    cmd 5; attest '\x01'; recorded 4; client_eof; end
+    cmd 5; attest '\x01'; recorded 4; client_eof; take 100; take 65535; end
 } | put session generate
 {
     bytes '\x00\x02'; cmd 0; cmd 1; attest '\x01'
     recorded 5; advance 500; timeout
     kms_failure '\x00'; advance 900; timeout
-    recorded 0 9; end
+    recorded 0 9; take 65535; end
 } | put session retries
 {
     bytes '\x01\x00'; cmd 7; cmd 1; cmd 8; cmd 4
@@ -207,7 +209,8 @@ end() { bytes '\x00'; }
     cmd 1; attest '\x01'; recorded 6
     cmd 1; attest '\x01'; kms_eof
     cmd 1; attest '\x01'; kms_failure '\x01'
-    stale '\x00' '\x00'; stale '\x01' '\x03'; end
+    cmd 1; attest '\x01'; kms_sent '\x01'; kms_eof; kms_sent '\x00'; kms_eof
+    stale '\x00' '\x00'; stale '\x01' '\x03'; take 65535; end
 } | put session errors
 {
     bytes '\x00\x01'; cmd 0; cmd 1; attest '\x01'; advance 65535; timeout

@@ -11,8 +11,8 @@ use base64::Engine as _;
 use kmstool_core::crypto::{Backend, RecipientKey};
 use kmstool_core::protocol::{ErrorKind, Reply, Status};
 use kmstool_core::session::{
-    Attestation, AttestationFailure, CallId, CloseReason, EnclaveSession, Now, Output,
-    SessionConfig, SessionEvent, TransportFailure, TransportStage,
+    Attestation, AttestationFailure, CallId, CloseReason, EnclaveSession, MIN_CONNECTION_BYTES,
+    Now, Output, SessionConfig, SessionEvent, TransportFailure, TransportStage,
 };
 
 const RECORDED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/kms/");
@@ -81,36 +81,38 @@ impl Harness {
         Self::new(SessionConfig::default())
     }
 
+    /// Acts on every output, the client taking every reply at once.
     fn drain(&mut self) -> Vec<Seen> {
         let mut seen = Vec::new();
-        let mut client_bytes = Vec::new();
-        while let Some(output) = self.session.poll_output() {
-            match output {
-                Output::ToClient(bytes) => client_bytes.extend_from_slice(&bytes),
-                Output::Attest(call) => seen.push(Seen::Attest(call)),
-                Output::KmsSend {
-                    call,
-                    host,
-                    request,
-                } => seen.push(Seen::KmsSend {
-                    call,
-                    host,
-                    request: request.to_vec(),
-                }),
-                Output::KmsRelease { call, reusable } => {
-                    seen.push(Seen::Release { call, reusable })
+        loop {
+            while let Some(output) = self.session.poll_output() {
+                match output {
+                    Output::Attest(call) => seen.push(Seen::Attest(call)),
+                    Output::KmsSend {
+                        call,
+                        host,
+                        request,
+                        may_reuse: _,
+                    } => seen.push(Seen::KmsSend {
+                        call,
+                        host,
+                        request: request.to_vec(),
+                    }),
+                    Output::KmsRelease { call, reusable } => {
+                        seen.push(Seen::Release { call, reusable })
+                    }
+                    Output::Event(_) => {}
+                    Output::Close(reason) => seen.push(Seen::Close(reason)),
                 }
-                Output::Event(_) => {}
-                Output::Close(reason) => seen.push(Seen::Close(reason)),
             }
-            if !client_bytes.is_empty() {
-                for frame in client_bytes.split(|b| *b == 0).filter(|f| !f.is_empty()) {
-                    seen.push(Seen::Reply(Reply::parse(frame).expect("reply parses")));
-                }
-                client_bytes.clear();
+            let Some(bytes) = self.session.poll_transmit() else {
+                return seen;
+            };
+            for frame in bytes.split(|b| *b == 0).filter(|f| !f.is_empty()) {
+                seen.push(Seen::Reply(Reply::parse(frame).expect("reply parses")));
             }
+            self.session.handle_client_written(self.now, bytes.len());
         }
-        seen
     }
 
     fn client(&mut self, bytes: &[u8]) -> Vec<Seen> {
@@ -273,8 +275,13 @@ fn commands_fed_one_byte_at_a_time_give_the_same_outputs() {
     for byte in &stream {
         one_by_one.extend(bytes.client(std::slice::from_ref(byte)));
     }
-    assert_eq!(all_at_once, one_by_one);
+    // Replies go out through the transmit buffer, after the drain's other outputs: compare
+    // each kind in its own order.
+    let split = |seen: Vec<Seen>| -> (Vec<Seen>, Vec<Seen>) {
+        seen.into_iter().partition(|s| matches!(s, Seen::Reply(_)))
+    };
     assert_eq!(all_at_once.len(), 2, "{all_at_once:?}");
+    assert_eq!(split(all_at_once), split(one_by_one));
 }
 
 #[test]
@@ -560,15 +567,15 @@ fn pipelined_commands_are_answered_in_order() {
     .concat();
     let seen = h.client(&stream);
     assert_eq!(seen.len(), 3, "{seen:?}");
-    let Seen::Reply(first) = &seen[0] else {
+    let Seen::Attest(call) = seen[0] else {
+        panic!()
+    };
+    let Seen::Reply(first) = &seen[1] else {
         panic!()
     };
     assert_eq!(first.error_kind, Some(ErrorKind::NoClient));
     assert_eq!(first.request_id.as_deref(), Some("early"));
-    assert_eq!(seen[1], Seen::Reply(Reply::ok()));
-    let Seen::Attest(call) = seen[2] else {
-        panic!()
-    };
+    assert_eq!(seen[2], Seen::Reply(Reply::ok()));
     let seen = h.attest(call);
     assert!(matches!(seen[..], [Seen::KmsSend { .. }]));
     let seen = h.kms(call, &fixture("decrypt-ok.http"));
@@ -722,21 +729,92 @@ fn idle_connections_close() {
     assert_eq!(h.session.poll_timeout(), None);
 }
 
-#[test]
-fn backpressure_stops_reading_when_the_queue_is_full() {
-    let config = SessionConfig {
-        max_pending_commands: 2,
+/// A `Decrypt` whose encryption context holds one value of `n` bytes: about `n` bytes parsed.
+fn big_decrypt(n: usize) -> Vec<u8> {
+    let mut bytes = format!(
+        "{{\"Operation\":\"Decrypt\",\"Ciphertext\":\"AQIDBA==\",\"EncryptionContext\":{{\"k\":\"{}\"}}}}",
+        "x".repeat(n)
+    )
+    .into_bytes();
+    bytes.push(0);
+    bytes
+}
+
+/// The smallest budget: commands are parsed while they hold at most 16 KiB.
+fn small_budget() -> SessionConfig {
+    SessionConfig {
+        max_connection_bytes: MIN_CONNECTION_BYTES,
         ..SessionConfig::default()
-    };
-    let mut h = Harness::new(config);
+    }
+}
+
+#[test]
+fn backpressure_stops_reading_when_parsed_commands_hold_a_quarter_of_the_budget() {
+    let mut h = Harness::new(small_budget());
     h.client(SET_CLIENT);
-    let three: Vec<u8> = [DECRYPT, DECRYPT, DECRYPT].concat();
+    let big = big_decrypt(12_000);
+    let three: Vec<u8> = [&big[..], &big, &big].concat();
     let seen = h.client(&three);
     assert!(matches!(seen[..], [Seen::Attest(_)]));
     assert!(
         !h.session.wants_client_bytes(),
-        "two queued behind the active call"
+        "two commands of 12 KB wait behind the active call: more than 16 KiB"
     );
+    assert!(
+        h.session.held_bytes() > 24_000,
+        "{}",
+        h.session.held_bytes()
+    );
+
+    // Small commands: reading stops at the same quarter, after many more of them.
+    let mut h = Harness::new(small_budget());
+    h.client(SET_CLIENT);
+    let many: Vec<u8> = DECRYPT.repeat(400);
+    let seen = h.client(&many);
+    assert!(matches!(seen[..], [Seen::Attest(_)]));
+    assert!(!h.session.wants_client_bytes());
+    let held = h.session.held_bytes();
+    assert!(
+        held <= many.len() + MIN_CONNECTION_BYTES / 2,
+        "{held} bytes held"
+    );
+}
+
+#[test]
+fn a_command_too_large_once_parsed_is_refused_and_the_connection_goes_on() {
+    let mut h = Harness::new(small_budget());
+    h.client(SET_CLIENT);
+    // 2,000 one-letter keys: 12 KB on the wire, far more once parsed.
+    let pairs: Vec<String> = (0..2000).map(|i| format!("\"{i}\":\"v\"")).collect();
+    let mut message = format!(
+        "{{\"Operation\":\"Decrypt\",\"Ciphertext\":\"AQIDBA==\",\"RequestId\":\"big\",\"EncryptionContext\":{{{}}}}}",
+        pairs.join(",")
+    )
+    .into_bytes();
+    message.push(0);
+    assert!(message.len() < 32 * 1024);
+    let seen = h.client(&message);
+    let reply = only_reply(&seen);
+    assert_eq!(reply.status, Status::Error);
+    assert_eq!(reply.error_kind, Some(ErrorKind::BadRequest));
+    assert_eq!(reply.request_id.as_deref(), Some("big"));
+    let text = reply
+        .message
+        .as_ref()
+        .map(|m| m.expose().to_owned())
+        .unwrap_or_default();
+    assert!(
+        text.starts_with("Message size too large.: once parsed it needs about "),
+        "{text}"
+    );
+    assert!(
+        text.ends_with("more than the 16384 one command may hold"),
+        "{text}"
+    );
+    assert!(!h.session.is_closed());
+    // The next command is served as usual.
+    let seen = h.client(DECRYPT);
+    assert!(matches!(seen[..], [Seen::Attest(_)]), "{seen:?}");
 }
 
 #[test]
@@ -836,20 +914,17 @@ fn each_message_has_its_own_time_and_those_before_a_late_one_are_answered() {
 
 #[test]
 fn the_message_clock_stops_while_backpressure_holds_reading() {
-    let config = SessionConfig {
-        max_pending_commands: 1,
-        ..SessionConfig::default()
-    };
-    let mut h = Harness::new(config);
+    let mut h = Harness::new(small_budget());
     h.client(SET_CLIENT);
-    let bytes: Vec<u8> = [DECRYPT, DECRYPT, &DECRYPT[..7]].concat();
+    let big = big_decrypt(12_000);
+    let bytes: Vec<u8> = [&big[..], &big, &big, &DECRYPT[..7]].concat();
     let seen = h.client(&bytes);
     let [Seen::Attest(call)] = seen[..] else {
         panic!("{seen:?}")
     };
     assert!(
         !h.session.wants_client_bytes(),
-        "one queued behind the call"
+        "two queued behind the call"
     );
     h.attest(call);
     // KMS is slow: 9 s, within the call's deadline but long past nothing for the client.
@@ -906,15 +981,13 @@ fn client_bytes_for(command: &[u8], answer: &[u8]) -> (Vec<u8>, Vec<String>) {
     let mut h = Harness::default();
     let (call, _) = h.start_call(command);
     h.session.handle_kms_bytes(h.now, call, answer);
-    let mut bytes = Vec::new();
     let mut details = Vec::new();
     while let Some(output) = h.session.poll_output() {
-        match output {
-            Output::ToClient(b) => bytes.extend_from_slice(&b),
-            Output::Event(SessionEvent::UnwrapFailed { detail, .. }) => details.push(detail),
-            _ => {}
+        if let Output::Event(SessionEvent::UnwrapFailed { detail, .. }) = output {
+            details.push(detail);
         }
     }
+    let bytes = h.session.poll_transmit().expect("a reply").to_vec();
     (bytes, details)
 }
 
@@ -983,4 +1056,207 @@ fn every_cms_failure_gets_the_same_reply_bytes() {
     assert!(logged.is_empty(), "{logged:?}");
     let reply = Reply::parse(&bytes[..bytes.len() - 1]).expect("reply parses");
     assert_eq!(reply.status, Status::Ok);
+}
+
+/// Every output, the client taking none of its replies.
+fn outputs_of(session: &mut EnclaveSession) -> Vec<Output> {
+    std::iter::from_fn(|| session.poll_output()).collect()
+}
+
+#[test]
+fn a_client_that_does_not_take_its_replies_is_cut_at_the_message_timeout() {
+    let mut h = Harness::default();
+    let queued = h.now.instant;
+    h.session.handle_client_bytes(h.now, SET_CLIENT);
+    let _ = outputs_of(&mut h.session);
+    let reply = h.session.poll_transmit().expect("the SetClient reply");
+    // The reply's deadline, not the idle timeout, while it waits to be taken.
+    let deadline = queued + Duration::from_secs(30);
+    assert_eq!(h.session.poll_timeout(), Some(deadline));
+    // Taking part of it is progress for the idle timer, not for the reply's deadline.
+    h.advance(Duration::from_secs(20));
+    h.session.handle_client_written(h.now, reply.len() / 2);
+    assert_eq!(h.session.poll_timeout(), Some(deadline));
+    h.advance(Duration::from_millis(9_999));
+    h.session.handle_timeout(h.now);
+    assert!(outputs_of(&mut h.session).is_empty());
+    assert!(!h.session.is_closed());
+    h.advance(Duration::from_millis(1));
+    h.session.handle_timeout(h.now);
+    let outputs = outputs_of(&mut h.session);
+    assert!(
+        matches!(outputs[..], [Output::Close(CloseReason::WriteTimeout)]),
+        "{outputs:?}"
+    );
+    assert!(h.session.is_closed());
+    assert!(h.session.poll_transmit().is_none(), "the rest is dropped");
+    assert_eq!(h.session.poll_timeout(), None);
+}
+
+#[test]
+fn the_idle_timer_counts_from_the_last_reply_taken() {
+    let mut h = Harness::default();
+    h.session.handle_client_bytes(h.now, SET_CLIENT);
+    let _ = outputs_of(&mut h.session);
+    let reply = h.session.poll_transmit().expect("a reply");
+    h.advance(Duration::from_secs(25));
+    h.session.handle_client_written(h.now, reply.len());
+    assert_eq!(
+        h.session.poll_timeout(),
+        Some(h.now.instant + Duration::from_secs(300))
+    );
+}
+
+#[test]
+fn the_end_of_stream_closes_only_after_every_reply_is_taken() {
+    let mut h = Harness::default();
+    h.session
+        .handle_client_bytes(h.now, &[SET_CLIENT, b"{}\0"].concat());
+    h.session.handle_client_eof(h.now);
+    assert!(
+        !outputs_of(&mut h.session)
+            .iter()
+            .any(|o| matches!(o, Output::Close(_)))
+    );
+    let replies = h
+        .session
+        .poll_transmit()
+        .expect("two replies in one transmit");
+    assert_eq!(replies.iter().filter(|b| **b == 0).count(), 2);
+    h.session.handle_client_written(h.now, replies.len() - 1);
+    assert!(outputs_of(&mut h.session).is_empty());
+    h.session.handle_client_written(h.now, 1);
+    let outputs = outputs_of(&mut h.session);
+    assert!(
+        matches!(outputs[..], [Output::Close(CloseReason::ClientClosed)]),
+        "{outputs:?}"
+    );
+}
+
+#[test]
+fn a_flood_of_empty_frames_is_answered_within_the_budget() {
+    let mut h = Harness::new(small_budget());
+    let flood = vec![0u8; 16 * 1024];
+    h.session.handle_client_bytes(h.now, &flood);
+    let _ = outputs_of(&mut h.session);
+    let config = small_budget();
+    let held = h.session.held_bytes();
+    assert!(
+        held <= config.connection_bound(),
+        "{held} > {}",
+        config.connection_bound()
+    );
+    assert!(
+        !h.session.wants_client_bytes(),
+        "no reading while replies wait"
+    );
+    // Every frame is answered as the client takes the replies, in bounded steps.
+    let mut replies = 0;
+    while let Some(bytes) = h.session.poll_transmit() {
+        assert!(bytes.len() <= MIN_CONNECTION_BYTES / 2);
+        replies += bytes.iter().filter(|b| **b == 0).count();
+        h.session.handle_client_written(h.now, bytes.len());
+        assert!(h.session.held_bytes() <= config.connection_bound());
+        let _ = outputs_of(&mut h.session);
+    }
+    assert_eq!(replies, flood.len());
+    assert!(h.session.wants_client_bytes());
+}
+
+#[test]
+fn garbage_logs_a_burst_then_a_count_of_what_was_left_out() {
+    let mut h = Harness::default();
+    h.session.handle_client_bytes(h.now, &b"x\0".repeat(100));
+    let events: Vec<SessionEvent> = outputs_of(&mut h.session)
+        .into_iter()
+        .filter_map(|o| match o {
+            Output::Event(event) => Some(event),
+            _ => None,
+        })
+        .collect();
+    let rejected = |events: &[SessionEvent]| {
+        events
+            .iter()
+            .filter(|e| matches!(e, SessionEvent::CommandRejected { .. }))
+            .count()
+    };
+    assert_eq!(rejected(&events), 10, "{events:?}");
+    let replies = h.session.poll_transmit().expect("replies");
+    assert_eq!(
+        replies.iter().filter(|b| **b == 0).count(),
+        100,
+        "all answered"
+    );
+    h.session.handle_client_written(h.now, replies.len());
+    // A minute later the next one is logged, after the count of those left out.
+    h.advance(Duration::from_secs(60));
+    h.session.handle_client_bytes(h.now, b"x\0");
+    let events: Vec<SessionEvent> = outputs_of(&mut h.session)
+        .into_iter()
+        .filter_map(|o| match o {
+            Output::Event(event) => Some(event),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(events[0], SessionEvent::Suppressed { replies: 90 });
+    assert_eq!(rejected(&events), 1);
+}
+
+#[test]
+fn a_pooled_connection_closed_before_answering_is_replaced_within_the_attempt() {
+    let mut h = Harness::default();
+    let (call, request) = h.start_call(DECRYPT);
+    h.session.handle_kms_sent(call, true);
+    h.session.handle_kms_eof(h.now, call);
+    let outputs = outputs_of(&mut h.session);
+    let [
+        Output::KmsRelease {
+            call: released,
+            reusable: false,
+        },
+        Output::KmsSend {
+            call: again,
+            request: ref resent,
+            may_reuse: false,
+            ..
+        },
+    ] = outputs[..]
+    else {
+        panic!("{outputs:?}")
+    };
+    assert_eq!((released, again), (call, call));
+    assert_eq!(
+        resent.to_vec(),
+        request,
+        "the same request, not a new attempt"
+    );
+    // On the fresh connection an end of stream is a failure like any other: retried after a
+    // backoff as attempt 2.
+    h.session.handle_kms_sent(call, false);
+    h.session.handle_kms_eof(h.now, call);
+    let outputs = outputs_of(&mut h.session);
+    assert!(
+        outputs
+            .iter()
+            .any(|o| matches!(o, Output::Event(SessionEvent::KmsRetry { .. }))),
+        "{outputs:?}"
+    );
+    assert!(!outputs.iter().any(|o| matches!(o, Output::KmsSend { .. })));
+}
+
+#[test]
+fn a_pooled_connection_that_answered_in_part_is_not_resent() {
+    let mut h = Harness::default();
+    let (call, _) = h.start_call(DECRYPT);
+    h.session.handle_kms_sent(call, true);
+    h.session.handle_kms_bytes(h.now, call, b"HTTP/1.1 200");
+    h.session.handle_kms_eof(h.now, call);
+    let outputs = outputs_of(&mut h.session);
+    assert!(!outputs.iter().any(|o| matches!(o, Output::KmsSend { .. })));
+    assert!(
+        outputs
+            .iter()
+            .any(|o| matches!(o, Output::Event(SessionEvent::KmsRetry { .. }))),
+        "{outputs:?}"
+    );
 }

@@ -1,10 +1,11 @@
 //! A whole `EnclaveSession` fed an arbitrary interleaving of inputs — valid commands or random
 //! client bytes, attestation results with the published fixture key, KMS bytes (recorded
 //! responses, whose envelopes that key opens, cut and flipped; or random), connection failures,
-//! time passing, and inputs for calls that are over. It must never panic, never reply more
-//! often than it was asked, only work on one call at a time, ignore inputs for finished calls,
-//! go silent after closing, and never show a credential or a plaintext in an event, a close
-//! reason or a KMS request (the secret key never leaves the enclave).
+//! time passing, inputs for calls that are over, and a client taking its replies in arbitrary
+//! pieces (or not at all). It must never panic, never reply more often than it was asked, never
+//! hold more than its byte bound, only work on one call at a time, ignore inputs for finished
+//! calls, go silent after closing, and never show a credential or a plaintext in an event, a
+//! close reason or a KMS request (the secret key never leaves the enclave).
 //!
 //! Input layout (see `fuzz/seed.sh`, which encodes a few full exchanges): two bytes of session
 //! settings, then the steps, each preceded by an odd byte and the list ended by an even one.
@@ -116,6 +117,10 @@ enum Step<'a> {
     KmsEof,
     KmsFailure(u8),
     ClientEof,
+    /// The client takes up to this many bytes of its replies.
+    Take(u16),
+    /// The current call's request is written, on a pooled connection or not.
+    KmsSent(bool),
     /// An input for an earlier call (or a call id never handed out).
     Stale {
         which: u8,
@@ -130,9 +135,11 @@ enum Step<'a> {
 struct Seen {
     /// Every call id handed out, in order.
     calls: Vec<CallId>,
-    /// The call in progress (from its `Attest` to its reply).
+    /// The last call started.
     active: Option<CallId>,
     replies: usize,
+    /// Bytes from `poll_transmit` the client has not taken yet.
+    outbox: Vec<u8>,
     closed: bool,
 }
 
@@ -143,22 +150,7 @@ impl Seen {
             count += 1;
             assert!(!self.closed, "output after Close: {output:?}");
             match output {
-                Output::ToClient(bytes) => {
-                    assert_eq!(bytes.last(), Some(&0));
-                    let text = String::from_utf8_lossy(&bytes);
-                    assert!(!text.contains(SECRET_KEY), "reply shows the secret key");
-                    assert!(!text.contains(SESSION_TOKEN), "reply shows the token");
-                    let frames = bytes.iter().filter(|b| **b == 0).count();
-                    assert_eq!(frames, 1, "one reply per output");
-                    self.replies += 1;
-                    self.active = None;
-                }
                 Output::Attest(id) => {
-                    assert!(
-                        self.active.is_none(),
-                        "{id} started while {:?} runs",
-                        self.active
-                    );
                     assert!(!self.calls.contains(&id), "{id} reused");
                     self.calls.push(id);
                     self.active = Some(id);
@@ -167,6 +159,7 @@ impl Seen {
                     call,
                     host,
                     request,
+                    may_reuse: _,
                 } => {
                     assert_eq!(Some(call), self.active, "KmsSend for a call not running");
                     assert!(host.starts_with("kms."), "{host}");
@@ -186,7 +179,25 @@ impl Seen {
                 }
             }
         }
+        if self.outbox.is_empty()
+            && let Some(bytes) = session.poll_transmit()
+        {
+            assert!(!self.closed, "bytes to send after Close");
+            assert_eq!(bytes.last(), Some(&0), "whole replies");
+            let text = String::from_utf8_lossy(&bytes);
+            assert!(!text.contains(SECRET_KEY), "reply shows the secret key");
+            assert!(!text.contains(SESSION_TOKEN), "reply shows the token");
+            self.outbox = bytes.to_vec();
+        }
         count
+    }
+
+    /// The client takes up to `n` bytes of its replies.
+    fn take(&mut self, session: &mut EnclaveSession, now: Now, n: usize) {
+        let n = n.min(self.outbox.len());
+        let taken: Vec<u8> = self.outbox.drain(..n).collect();
+        self.replies += taken.iter().filter(|b| **b == 0).count();
+        session.handle_client_written(now, n);
     }
 }
 
@@ -196,10 +207,11 @@ fuzz_target!(|input: Input<'_>| {
     let config = SessionConfig {
         region: input.region.then(|| "us-east-1".to_owned()),
         max_message_bytes: 4096,
-        max_pending_commands: 4,
+        max_connection_bytes: kmstool_core::session::MIN_CONNECTION_BYTES,
         max_attempts: 1 + u32::from(input.attempts % 3),
         ..SessionConfig::default()
     };
+    let bound = config.connection_bound();
     let mut session = EnclaveSession::new(Arc::new(config), 7, now);
     let mut seen = Seen::default();
     let mut sent_terminators = 0usize;
@@ -216,6 +228,12 @@ fuzz_target!(|input: Input<'_>| {
                 session.handle_client_bytes(now, command);
             }
             Step::ClientEof => session.handle_client_eof(now),
+            Step::Take(n) => seen.take(&mut session, now, usize::from(n)),
+            Step::KmsSent(reused) => {
+                if let Some(id) = current {
+                    session.handle_kms_sent(id, reused);
+                }
+            }
             Step::Attest { ok } => {
                 if let Some(id) = current {
                     let result = if ok {
@@ -281,6 +299,7 @@ fuzz_target!(|input: Input<'_>| {
             Step::Timeout => session.handle_timeout(now),
         }
         seen.drain(&mut session);
+        assert!(session.held_bytes() <= bound, "{} bytes held", session.held_bytes());
         // One reply per message; an oversized message counts as one.
         assert!(
             seen.replies <= sent_terminators + 1,

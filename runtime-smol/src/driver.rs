@@ -1,5 +1,6 @@
-//! The loop that drives one [`EnclaveSession`] on smol: drain outputs, wait on the client,
-//! the NSM, KMS and the timer, feed one input. The tokio runtime has the same loop.
+//! The loop that carries out one [`EnclaveSession`] on smol: outputs first, then a race of
+//! the waits the session asks for, whose winner is fed back. The tokio runtime carries out the
+//! same session with its own `select!`; neither decides anything.
 
 use std::future::Future;
 use std::io;
@@ -8,8 +9,8 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use kmstool_core::session::{
-    Attestation, AttestationFailure, CallId, EnclaveSession, KmsLink, LinkRead, LinkWait, Now,
-    Output, SharedRequest, TransportFailure, TransportStage,
+    Attestation, AttestationFailure, CallId, EnclaveSession, Now, Output, READ_CHUNK_BYTES,
+    SharedRequest, TransportFailure, TransportStage,
 };
 use smol::future::{self, FutureExt as _};
 use smol::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
@@ -18,22 +19,30 @@ use zeroize::Zeroizing;
 use crate::kms::KmsStream;
 use crate::server::Shared;
 
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+type Pending<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
-const READ_CHUNK: usize = 16 * 1024;
+type Connected = Result<(Box<KmsStream>, bool), TransportFailure>;
 
-type SendFuture = BoxFuture<Result<(Box<KmsStream>, bool), TransportFailure>>;
-
-enum KmsEvent {
-    Sent(Result<(Box<KmsStream>, bool), TransportFailure>),
-    Read(io::Result<usize>),
+/// One KMS exchange: the call it serves, its host (to pool the connection) and its stage.
+struct Exchange {
+    call: CallId,
+    host: String,
+    stage: Stage,
 }
 
+enum Stage {
+    Connecting(Pending<Connected>),
+    Answering(Box<KmsStream>),
+}
+
+/// What woke the loop.
 enum Wake {
-    Client(io::Result<usize>),
+    Read(io::Result<usize>),
+    Wrote(io::Result<usize>),
     Shutdown,
     Attested(Result<Attestation, AttestationFailure>),
-    Kms(KmsEvent),
+    Connected(Connected),
+    Answer(io::Result<usize>),
     Timer,
 }
 
@@ -52,15 +61,14 @@ pub(crate) async fn drive<S>(
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (mut reader, mut writer) = smol::io::split(stream);
-    let seed = rand_seed(connection);
+    let seed = wall_nanos() ^ connection.rotate_left(32);
     let mut session = EnclaveSession::new(Arc::clone(&shared.session), seed, now());
-    let mut client_buf = Zeroizing::new(vec![0u8; READ_CHUNK]);
-    let mut kms_buf = vec![0u8; READ_CHUNK];
-    let mut attesting: Option<(CallId, BoxFuture<Result<Attestation, AttestationFailure>>)> = None;
-    let mut kms: KmsLink<Box<KmsStream>, SendFuture> = KmsLink::new();
-    let send = |host: &str, request: SharedRequest, may_reuse: bool| {
-        send(Arc::clone(&shared), host.to_owned(), request, may_reuse)
-    };
+    let mut inbox = Zeroizing::new(vec![0u8; READ_CHUNK_BYTES]);
+    let mut answer = vec![0u8; READ_CHUNK_BYTES];
+    let mut outbox: Zeroizing<Vec<u8>> = Zeroizing::new(Vec::new());
+    let mut sent_out = 0usize;
+    let mut nsm: Option<(CallId, Pending<Result<Attestation, AttestationFailure>>)> = None;
+    let mut exchange: Option<Exchange> = None;
     let mut draining = shutdown.is_closed();
     if draining {
         session.handle_client_eof(now());
@@ -68,115 +76,169 @@ pub(crate) async fn drive<S>(
     loop {
         while let Some(output) = session.poll_output() {
             match output {
-                Output::ToClient(bytes) => {
-                    if writer.write_all(&bytes).await.is_err() {
-                        return;
-                    }
-                }
+                Output::Event(event) => shared.log(connection, &event),
                 Output::Attest(call) => {
                     let keys = Arc::clone(&shared.keys);
-                    attesting = Some((call, Box::pin(async move { keys.attest().await })));
+                    nsm = Some((call, Box::pin(async move { keys.attest().await })));
                 }
                 Output::KmsSend {
                     call,
                     host,
                     request,
-                } => kms.start(call, host, request, send),
+                    may_reuse,
+                } => {
+                    let stage = Stage::Connecting(connect_and_send(
+                        Arc::clone(&shared),
+                        host.clone(),
+                        request,
+                        may_reuse,
+                    ));
+                    exchange = Some(Exchange { call, host, stage });
+                }
                 Output::KmsRelease { call, reusable } => {
-                    if let Some((host, stream)) = kms.release(call, reusable) {
-                        shared.kms.checkin(&host, stream);
+                    if let Some(done) = exchange.take_if(|e| e.call == call)
+                        && let (true, Stage::Answering(stream)) = (reusable, done.stage)
+                    {
+                        shared.kms.checkin(&done.host, stream);
                     }
                 }
-                Output::Event(event) => shared.log(connection, &event),
                 Output::Close(_) => {
                     let _ = writer.close().await;
                     return;
                 }
             }
         }
+        if sent_out == outbox.len()
+            && let Some(next) = session.poll_transmit()
+        {
+            outbox = next;
+            sent_out = 0;
+        }
 
         let deadline = session.poll_timeout();
         let reading = session.wants_client_bytes() && !draining;
-        let client = async {
-            if reading {
-                Wake::Client(reader.read(&mut client_buf[..]).await)
-            } else {
-                future::pending().await
+        let writing = sent_out < outbox.len();
+        let read = async {
+            if !reading {
+                return future::pending().await;
             }
+            Wake::Read(reader.read(&mut inbox[..]).await)
+        };
+        let write = async {
+            if !writing {
+                return future::pending().await;
+            }
+            Wake::Wrote(writer.write(&outbox[sent_out..]).await)
         };
         let stop = async {
             if draining {
-                future::pending().await
-            } else {
-                let _ = shutdown.recv().await;
-                Wake::Shutdown
+                return future::pending().await;
             }
+            let _ = shutdown.recv().await;
+            Wake::Shutdown
         };
-        let attest = async {
-            match &mut attesting {
-                Some((_, future)) => Wake::Attested(future.await),
+        let attested = async {
+            let Some((_, pending)) = nsm.as_mut() else {
+                return future::pending().await;
+            };
+            Wake::Attested(pending.await)
+        };
+        let kms = async {
+            match exchange.as_mut().map(|e| &mut e.stage) {
+                Some(Stage::Connecting(pending)) => Wake::Connected(pending.await),
+                Some(Stage::Answering(stream)) => Wake::Answer(stream.read(&mut answer).await),
                 None => future::pending().await,
             }
         };
-        let kms_wake = async {
-            Wake::Kms(match kms.wait() {
-                LinkWait::Idle => future::pending().await,
-                LinkWait::Sending(future) => KmsEvent::Sent(future.await),
-                LinkWait::Reading(stream) => KmsEvent::Read(stream.read(&mut kms_buf).await),
-            })
-        };
         let timer = async {
-            match deadline {
-                Some(at) => {
-                    smol::Timer::at(at).await;
-                }
-                None => future::pending::<()>().await,
-            }
+            let Some(at) = deadline else {
+                return future::pending().await;
+            };
+            smol::Timer::at(at).await;
             Wake::Timer
         };
-        match client.or(stop).or(attest).or(kms_wake).or(timer).await {
-            Wake::Client(Ok(0) | Err(_)) => session.handle_client_eof(now()),
-            Wake::Client(Ok(n)) => session.handle_client_bytes(now(), &client_buf[..n]),
+        let wake = read.or(write).or(stop).or(attested).or(kms).or(timer).await;
+        match wake {
+            Wake::Read(Ok(0) | Err(_)) => session.handle_client_eof(now()),
+            Wake::Read(Ok(n)) => session.handle_client_bytes(now(), &inbox[..n]),
+            Wake::Wrote(Ok(n)) if n > 0 => {
+                sent_out += n;
+                session.handle_client_written(now(), n);
+            }
+            // The client is gone: nothing more can reach it.
+            Wake::Wrote(_) => return,
             Wake::Shutdown => {
                 draining = true;
                 session.handle_client_eof(now());
             }
             Wake::Attested(result) => {
-                if let Some((call, _)) = attesting.take() {
+                if let Some((call, _)) = nsm.take() {
                     session.handle_attestation(now(), call, result);
                 }
             }
-            Wake::Kms(KmsEvent::Sent(result)) => kms.sent(&mut session, now(), result),
-            Wake::Kms(KmsEvent::Read(result)) => {
-                let read = match &result {
-                    Ok(0) => LinkRead::Eof,
-                    Ok(n) => LinkRead::Data(kms_buf.get(..*n).unwrap_or_default()),
-                    Err(error) => LinkRead::Failed(&error.to_string()),
+            Wake::Connected(result) => answered(&mut session, &mut exchange, result),
+            Wake::Answer(result) => {
+                let Some(call) = exchange.as_ref().map(|e| e.call) else {
+                    continue;
                 };
-                kms.read(&mut session, now(), read, send);
+                match result {
+                    Ok(n) if n > 0 => session.handle_kms_bytes(now(), call, &answer[..n]),
+                    Ok(_) => {
+                        exchange = None;
+                        session.handle_kms_eof(now(), call);
+                    }
+                    Err(error) => {
+                        exchange = None;
+                        let failure = TransportFailure::new(TransportStage::Io, error.to_string());
+                        session.handle_kms_failure(now(), call, failure);
+                    }
+                }
             }
             Wake::Timer => session.handle_timeout(now()),
         }
     }
 }
 
-fn send(shared: Arc<Shared>, host: String, request: SharedRequest, may_reuse: bool) -> SendFuture {
+/// The request is out (the exchange now reads the answer) or the connection failed.
+fn answered(session: &mut EnclaveSession, exchange: &mut Option<Exchange>, result: Connected) {
+    let Some(call) = exchange.as_ref().map(|e| e.call) else {
+        return;
+    };
+    match result {
+        Ok((stream, reused)) => {
+            if let Some(e) = exchange.as_mut() {
+                e.stage = Stage::Answering(stream);
+            }
+            session.handle_kms_sent(call, reused);
+        }
+        Err(failure) => {
+            *exchange = None;
+            session.handle_kms_failure(now(), call, failure);
+        }
+    }
+}
+
+/// A connection from the pool (when allowed) or a new one, with the request written on it.
+fn connect_and_send(
+    shared: Arc<Shared>,
+    host: String,
+    request: SharedRequest,
+    may_reuse: bool,
+) -> Pending<Connected> {
     Box::pin(async move {
         let (mut stream, reused) = shared.kms.checkout(&host, may_reuse).await?;
-        let written = async {
-            stream.write_all(&request).await?;
-            stream.flush().await
-        };
-        match written.await {
+        if let Err(e) = stream.write_all(&request).await {
+            return Err(TransportFailure::new(TransportStage::Io, e.to_string()));
+        }
+        match stream.flush().await {
             Ok(()) => Ok((stream, reused)),
-            Err(error) => Err(TransportFailure::new(TransportStage::Io, error.to_string())),
+            Err(e) => Err(TransportFailure::new(TransportStage::Io, e.to_string())),
         }
     })
 }
 
-fn rand_seed(connection: u64) -> u64 {
-    let nanos = SystemTime::now()
+fn wall_nanos() -> u64 {
+    SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
-    nanos ^ connection.rotate_left(32)
+        .map_or(0, |d| d.as_nanos() as u64)
 }

@@ -1,5 +1,7 @@
-//! The loop that drives one [`EnclaveSession`]: drain outputs, wait on the client, the NSM,
-//! KMS and the timer, feed one input. No protocol logic lives here.
+//! The loop that carries out one [`EnclaveSession`] on tokio: act on its outputs, then wait in
+//! one `select!` on what it asks for (a client read, a client write, the NSM, KMS, its timer)
+//! and feed back what happened. Every decision — when to read, when to write, what a deadline
+//! means, when to close — is the session's.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -7,8 +9,8 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use kmstool_core::session::{
-    Attestation, AttestationFailure, CallId, EnclaveSession, KmsLink, LinkRead, LinkWait, Now,
-    Output, SessionEvent, SharedRequest, TransportFailure, TransportStage,
+    Attestation, AttestationFailure, CallId, EnclaveSession, EventLevel, Now, Output,
+    READ_CHUNK_BYTES, SessionEvent, SharedRequest, TransportFailure, TransportStage,
 };
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::sync::watch;
@@ -20,14 +22,34 @@ use crate::server::Shared;
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
-/// Bytes read from a socket at once.
-const READ_CHUNK: usize = 16 * 1024;
-
 type SendFuture = BoxFuture<Result<(Box<KmsStream>, bool), TransportFailure>>;
 
 fn now() -> Now {
     Now::new(Instant::now().into_std(), SystemTime::now())
 }
+
+/// The KMS request of the session's current call.
+struct KmsWork {
+    call: CallId,
+    host: String,
+    state: KmsState,
+}
+
+enum KmsState {
+    /// Taking a connection and writing the request.
+    Sending(SendFuture),
+    /// Reading the answer.
+    Reading(Box<KmsStream>),
+}
+
+/// What happened on the KMS side.
+enum KmsEvent {
+    Sent(Result<(Box<KmsStream>, bool), TransportFailure>),
+    Read(std::io::Result<usize>),
+}
+
+/// Bytes for the client and how many of them are written.
+type Transmit = Option<(Zeroizing<Vec<u8>>, usize)>;
 
 /// Serves one client connection until the session closes, the client vanishes, or shutdown
 /// has drained it.
@@ -42,13 +64,11 @@ pub(crate) async fn drive<S>(
     let (mut reader, mut writer) = tokio::io::split(stream);
     let mut session =
         EnclaveSession::new(Arc::clone(&shared.session), rand_seed(connection), now());
-    let mut client_buf = Zeroizing::new(vec![0u8; READ_CHUNK]);
-    let mut kms_buf = vec![0u8; READ_CHUNK];
+    let mut read_buf = Zeroizing::new(vec![0u8; READ_CHUNK_BYTES]);
+    let mut kms_buf = vec![0u8; READ_CHUNK_BYTES];
+    let mut transmit: Transmit = None;
     let mut attesting: Option<(CallId, BoxFuture<Result<Attestation, AttestationFailure>>)> = None;
-    let mut kms: KmsLink<Box<KmsStream>, SendFuture> = KmsLink::new();
-    let send = |host: &str, request: SharedRequest, may_reuse: bool| {
-        send(Arc::clone(&shared), host.to_owned(), request, may_reuse)
-    };
+    let mut kms: Option<KmsWork> = None;
     let mut draining = *shutdown.borrow();
     if draining {
         session.handle_client_eof(now());
@@ -56,12 +76,6 @@ pub(crate) async fn drive<S>(
     loop {
         while let Some(output) = session.poll_output() {
             match output {
-                Output::ToClient(bytes) => {
-                    if writer.write_all(&bytes).await.is_err() {
-                        tracing::debug!(connection, "client went away");
-                        return;
-                    }
-                }
                 Output::Attest(call) => {
                     let keys = Arc::clone(&shared.keys);
                     attesting = Some((call, Box::pin(async move { keys.attest().await })));
@@ -70,12 +84,24 @@ pub(crate) async fn drive<S>(
                     call,
                     host,
                     request,
-                } => kms.start(call, host, request, send),
-                Output::KmsRelease { call, reusable } => {
-                    if let Some((host, stream)) = kms.release(call, reusable) {
-                        shared.kms.checkin(&host, stream);
-                    }
+                    may_reuse,
+                } => {
+                    let future = send(Arc::clone(&shared), host.clone(), request, may_reuse);
+                    kms = Some(KmsWork {
+                        call,
+                        host,
+                        state: KmsState::Sending(future),
+                    });
                 }
+                Output::KmsRelease { call, reusable } => match kms.take() {
+                    Some(KmsWork {
+                        call: current,
+                        host,
+                        state: KmsState::Reading(stream),
+                    }) if current == call && reusable => shared.kms.checkin(&host, stream),
+                    Some(work) if work.call != call => kms = Some(work),
+                    _ => {}
+                },
                 Output::Event(event) => log_event(connection, &event),
                 Output::Close(reason) => {
                     tracing::debug!(connection, %reason, "closing");
@@ -84,13 +110,31 @@ pub(crate) async fn drive<S>(
                 }
             }
         }
+        if transmit.is_none() {
+            transmit = session.poll_transmit().map(|bytes| (bytes, 0));
+        }
 
         let deadline = session.poll_timeout();
         let reading = session.wants_client_bytes() && !draining;
         tokio::select! {
-            read = reader.read(&mut client_buf[..]), if reading => match read {
+            read = reader.read(&mut read_buf[..]), if reading => match read {
                 Ok(0) | Err(_) => session.handle_client_eof(now()),
-                Ok(n) => session.handle_client_bytes(now(), &client_buf[..n]),
+                Ok(n) => session.handle_client_bytes(now(), &read_buf[..n]),
+            },
+            written = write_some(&mut writer, &transmit), if transmit.is_some() => match written {
+                Ok(n) if n > 0 => {
+                    if let Some((bytes, done)) = &mut transmit {
+                        *done += n;
+                        if *done >= bytes.len() {
+                            transmit = None;
+                        }
+                    }
+                    session.handle_client_written(now(), n);
+                }
+                _ => {
+                    tracing::debug!(connection, "client went away");
+                    return;
+                }
             },
             changed = shutdown.changed(), if !draining => {
                 draining = true;
@@ -104,26 +148,36 @@ pub(crate) async fn drive<S>(
                     session.handle_attestation(now(), call, result);
                 }
             }
-            event = poll_kms(&mut kms, &mut kms_buf) => match event {
-                KmsEvent::Sent(result) => kms.sent(&mut session, now(), result),
-                KmsEvent::Read(result) => {
-                    let read = match &result {
-                        Ok(0) => LinkRead::Eof,
-                        Ok(n) => LinkRead::Data(kms_buf.get(..*n).unwrap_or_default()),
-                        Err(error) => LinkRead::Failed(&error.to_string()),
-                    };
-                    kms.read(&mut session, now(), read, send);
+            event = poll_kms(&mut kms, &mut kms_buf) => {
+                let Some(work) = kms.as_mut() else { continue };
+                let call = work.call;
+                match event {
+                    KmsEvent::Sent(Ok((stream, reused))) => {
+                        work.state = KmsState::Reading(stream);
+                        session.handle_kms_sent(call, reused);
+                    }
+                    KmsEvent::Read(Ok(n)) if n > 0 => {
+                        session.handle_kms_bytes(now(), call, kms_buf.get(..n).unwrap_or_default());
+                    }
+                    // The connection is done: nothing more to read or to pool.
+                    KmsEvent::Sent(Err(failure)) => {
+                        kms = None;
+                        session.handle_kms_failure(now(), call, failure);
+                    }
+                    KmsEvent::Read(Ok(_)) => {
+                        kms = None;
+                        session.handle_kms_eof(now(), call);
+                    }
+                    KmsEvent::Read(Err(error)) => {
+                        kms = None;
+                        let failure = TransportFailure::new(TransportStage::Io, error.to_string());
+                        session.handle_kms_failure(now(), call, failure);
+                    }
                 }
             },
             () = sleep_until(deadline) => session.handle_timeout(now()),
         }
     }
-}
-
-/// What happened on the KMS side.
-enum KmsEvent {
-    Sent(Result<(Box<KmsStream>, bool), TransportFailure>),
-    Read(std::io::Result<usize>),
 }
 
 /// Takes a connection (pooled if `may_reuse`) and writes the request.
@@ -141,6 +195,17 @@ fn send(shared: Arc<Shared>, host: String, request: SharedRequest, may_reuse: bo
     })
 }
 
+/// Writes some of what is left of `transmit`; never completes when there is nothing.
+async fn write_some<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    transmit: &Transmit,
+) -> std::io::Result<usize> {
+    match transmit {
+        Some((bytes, done)) => writer.write(bytes.get(*done..).unwrap_or_default()).await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn poll_attestation(
     attesting: &mut Option<(CallId, BoxFuture<Result<Attestation, AttestationFailure>>)>,
 ) -> Result<Attestation, AttestationFailure> {
@@ -150,11 +215,11 @@ async fn poll_attestation(
     }
 }
 
-async fn poll_kms(kms: &mut KmsLink<Box<KmsStream>, SendFuture>, buf: &mut [u8]) -> KmsEvent {
-    match kms.wait() {
-        LinkWait::Idle => std::future::pending().await,
-        LinkWait::Sending(future) => KmsEvent::Sent(future.await),
-        LinkWait::Reading(stream) => KmsEvent::Read(stream.read(buf).await),
+async fn poll_kms(kms: &mut Option<KmsWork>, buf: &mut [u8]) -> KmsEvent {
+    match kms.as_mut().map(|work| &mut work.state) {
+        None => std::future::pending().await,
+        Some(KmsState::Sending(future)) => KmsEvent::Sent(future.await),
+        Some(KmsState::Reading(stream)) => KmsEvent::Read(stream.read(buf).await),
     }
 }
 
@@ -166,19 +231,10 @@ async fn sleep_until(deadline: Option<std::time::Instant>) {
 }
 
 fn log_event(connection: u64, event: &SessionEvent) {
-    match event {
-        // One info line per command: its reply carries the KMS status, latency and attempts.
-        // An unwrap failure's detail stays out of the reply (no padding oracle) and out of
-        // the default log level.
-        SessionEvent::KmsAttempt { .. }
-        | SessionEvent::KmsAnswered { .. }
-        | SessionEvent::UnwrapFailed { .. } => {
-            tracing::debug!(connection, "{event}");
-        }
-        SessionEvent::KmsRetry { .. } => tracing::warn!(connection, "{event}"),
-        SessionEvent::ClientSet { .. }
-        | SessionEvent::CommandRejected { .. }
-        | SessionEvent::Replied { .. } => tracing::info!(connection, "{event}"),
+    match event.level() {
+        EventLevel::Debug => tracing::debug!(connection, "{event}"),
+        EventLevel::Info => tracing::info!(connection, "{event}"),
+        EventLevel::Warn => tracing::warn!(connection, "{event}"),
     }
 }
 

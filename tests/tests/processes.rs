@@ -603,7 +603,7 @@ fn configuration_errors_exit_1_before_anything_is_bound() {
     let listen = format!("unix:{}", socket.display());
     let missing = dir.join("missing.pem");
     let missing = missing.display().to_string();
-    let cases: [(&[&str], &str); 4] = [
+    let cases: [(&[&str], &str); 5] = [
         (&["--region", "us east"], "Error: --region \"us east\": "),
         (
             &["--endpoint", "kms example"],
@@ -612,7 +612,11 @@ fn configuration_errors_exit_1_before_anything_is_bound() {
         (&["--ca-bundle", &missing], "Error: reading --ca-bundle "),
         (
             &["--max-message-bytes", "100"],
-            "Error: --max-message-bytes must be at least 1024\n",
+            "Error: --max-message-bytes must be from 1024 to 67108864\n",
+        ),
+        (
+            &["--max-connection-bytes", "65535"],
+            "Error: --max-connection-bytes must be from 65536 to 67108864\n",
         ),
     ];
     for (bad, expected) in cases {

@@ -414,12 +414,15 @@ fn every_state_and_output_of_a_session_prints_without_secrets() {
     let mut drain = |session: &mut EnclaveSession, prints: &mut Vec<String>| {
         while let Some(output) = session.poll_output() {
             prints.push(format!("{output:?} {output:#?}"));
-            match output {
-                Output::Attest(id) | Output::KmsSend { call: id, .. } => call = Some(id),
-                Output::ToClient(bytes) => reply.extend_from_slice(&bytes),
-                _ => {}
+            if let Output::Attest(id) | Output::KmsSend { call: id, .. } = output {
+                call = Some(id);
             }
             prints.push(format!("{session:?}"));
+        }
+        if let Some(bytes) = session.poll_transmit() {
+            reply.extend_from_slice(&bytes);
+            prints.push(format!("{session:?}"));
+            session.handle_client_written(now, bytes.len());
         }
         call
     };

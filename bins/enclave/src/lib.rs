@@ -15,7 +15,12 @@ use clap::Parser;
 use kmstool_core::address::{ANY_CID, Address, PARENT_CID};
 use kmstool_core::framing::DEFAULT_MAX_MESSAGE_BYTES;
 use kmstool_core::nsm::Nsm;
-use kmstool_core::session::{Backoff, SessionConfig};
+use kmstool_core::session::{
+    Backoff, DEFAULT_MAX_CONNECTION_BYTES, MIN_CONNECTION_BYTES, SessionConfig,
+};
+
+/// The largest `--max-message-bytes` and `--max-connection-bytes`: 64 MiB, far beyond use.
+const MAX_SIZE_BYTES: usize = 64 * 1024 * 1024;
 use kmstool_core::tls;
 use kmstool_runtime_tokio::keys::KeyService;
 use kmstool_runtime_tokio::kms::{KmsConnector, KmsTransportConfig};
@@ -132,6 +137,13 @@ pub struct Args {
     /// Largest message from a client, terminator included (at least 1024).
     #[arg(long, default_value_t = DEFAULT_MAX_MESSAGE_BYTES, help_heading = "Limits and timeouts")]
     pub max_message_bytes: usize,
+
+    /// Bytes one connection may hold besides the message it is receiving: half for parsed
+    /// commands waiting for KMS, half for replies its client has not read. At either half the
+    /// enclave stops reading from that client until it reads its replies; a command needing
+    /// more than a quarter once parsed is refused (at least 65536).
+    #[arg(long, default_value_t = DEFAULT_MAX_CONNECTION_BYTES, help_heading = "Limits and timeouts")]
+    pub max_connection_bytes: usize,
 
     /// Close a connection idle for this many seconds (0: never; at most one day).
     #[arg(long, default_value_t = 300, help_heading = "Limits and timeouts")]
@@ -272,13 +284,18 @@ impl Args {
             tls::server_name(host).with_context(|| format!("--endpoint {host:?}"))?;
         }
         anyhow::ensure!(
-            self.max_message_bytes >= 1024,
-            "--max-message-bytes must be at least 1024"
+            (1024..=MAX_SIZE_BYTES).contains(&self.max_message_bytes),
+            "--max-message-bytes must be from 1024 to {MAX_SIZE_BYTES}"
+        );
+        anyhow::ensure!(
+            (MIN_CONNECTION_BYTES..=MAX_SIZE_BYTES).contains(&self.max_connection_bytes),
+            "--max-connection-bytes must be from {MIN_CONNECTION_BYTES} to {MAX_SIZE_BYTES}"
         );
         Ok(SessionConfig {
             region: self.region.clone(),
             endpoint: self.endpoint.clone(),
             max_message_bytes: self.max_message_bytes,
+            max_connection_bytes: self.max_connection_bytes,
             idle_timeout: (self.idle_timeout_secs > 0)
                 .then(|| Duration::from_secs(self.idle_timeout_secs)),
             message_timeout: (self.message_timeout_secs > 0)
@@ -440,13 +457,15 @@ pub async fn prepare(args: &Args, nsm: Arc<dyn Nsm>) -> anyhow::Result<Prepared>
             .then(|| Duration::from_secs(args.key_rotation_secs)),
         attestation_reuse: Duration::from_secs(args.attestation_reuse_secs),
     };
-    let shared = shared_state(args.session_config()?, &setup, nsm)?;
+    let session = args.session_config()?;
+    let session_bound = session.connection_bound();
+    let shared = shared_state(session, &setup, nsm)?;
     let max_connections = match args.max_connections {
         Some(max) => max.max(1),
-        None => match limits::nofile_limits() {
-            Ok(nofile) => limits::default_max_connections(nofile.soft),
-            Err(_) => limits::DEFAULT_MAX_CONNECTIONS,
-        },
+        None => {
+            let soft = limits::nofile_limits().map_or(u64::MAX, |nofile| nofile.soft);
+            limits::default_max_connections(soft, session_bound)
+        }
     };
     let limits = ServerLimits {
         max_connections,

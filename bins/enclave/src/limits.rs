@@ -1,5 +1,6 @@
-//! File descriptors: the soft `RLIMIT_NOFILE` raised to the hard limit at start (Nitro's init
-//! leaves the default 1024), and the default connection limit derived from what it allows.
+//! File descriptors and memory: the soft `RLIMIT_NOFILE` raised to the hard limit at start
+//! (Nitro's init leaves the default 1024), and the default connection limit derived from what
+//! the descriptors and the memory budget allow.
 
 use kmstool_core::accept::MAX_REFUSING;
 use nix::sys::resource::{Resource, getrlimit, setrlimit};
@@ -26,11 +27,23 @@ pub const RESERVED_DESCRIPTORS: u64 =
 /// runs one KMS call at a time).
 pub const DESCRIPTORS_PER_CONNECTION: u64 = 2;
 
+/// Memory the default connection limit gives all connections together: half of the 512 MiB
+/// the README's deployment gives the enclave, the other half for the process itself (about
+/// 20 MiB), the kernel's socket buffers and slack.
+pub const CONNECTION_MEMORY: u64 = 256 * 1024 * 1024;
+
+/// What a connection's driver holds beside its session's bound
+/// ([`kmstool_core::session::SessionConfig::connection_bound`]): the client and KMS read
+/// buffers (16 KiB each), a KMS TLS connection's state and buffers, and the task.
+pub const DRIVER_BYTES_PER_CONNECTION: usize = 64 * 1024;
+
 /// What `--help` says about the default of `--max-connections`.
 pub const MAX_CONNECTIONS_HELP: &str = "Connections served at once; more are refused with an \
-error reply [default: 1024, or fewer when descriptors are short: (soft RLIMIT_NOFILE - 112) / 2, \
-at least 1; each connection may hold a KMS connection too, and 112 descriptors stay for the \
-listener, logs, /dev/nsm, 16 refusals and 64 idle KMS connections]";
+error reply [default: the smallest of 1024; (soft RLIMIT_NOFILE - 112) / 2, as each connection \
+may hold a KMS connection too and 112 descriptors stay for the listener, logs, /dev/nsm, 16 \
+refusals and 64 idle KMS connections; and 256 MiB / (--max-message-bytes + 16 KiB + \
+--max-connection-bytes + 64 KiB), the most each connection may hold: 963 with the defaults. \
+At least 1]";
 
 /// The descriptor limits in force.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,33 +76,65 @@ pub fn connections_allowed(soft: u64) -> u64 {
     soft.saturating_sub(RESERVED_DESCRIPTORS) / DESCRIPTORS_PER_CONNECTION
 }
 
-/// The default connection limit under a soft limit of `soft` descriptors: the smaller of
-/// [`DEFAULT_MAX_CONNECTIONS`] and [`connections_allowed`], at least 1.
-pub fn default_max_connections(soft: u64) -> usize {
-    let allowed = usize::try_from(connections_allowed(soft)).unwrap_or(usize::MAX);
-    allowed.clamp(1, DEFAULT_MAX_CONNECTIONS)
+/// The most connections [`CONNECTION_MEMORY`] holds when each may hold `session_bound` bytes
+/// in its session and [`DRIVER_BYTES_PER_CONNECTION`] in its driver.
+pub fn memory_allows(session_bound: usize) -> u64 {
+    let per_connection = session_bound.saturating_add(DRIVER_BYTES_PER_CONNECTION);
+    CONNECTION_MEMORY / u64::try_from(per_connection).unwrap_or(u64::MAX)
+}
+
+/// The default connection limit under a soft limit of `soft` descriptors, with sessions
+/// bounded to `session_bound` bytes: the smallest of [`DEFAULT_MAX_CONNECTIONS`],
+/// [`connections_allowed`] and [`memory_allows`], at least 1.
+pub fn default_max_connections(soft: u64, session_bound: usize) -> usize {
+    let allowed = connections_allowed(soft).min(memory_allows(session_bound));
+    usize::try_from(allowed)
+        .unwrap_or(usize::MAX)
+        .clamp(1, DEFAULT_MAX_CONNECTIONS)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// A session bound small enough that memory never is the limit.
+    const SMALL: usize = 1024;
+
     #[test]
     fn the_default_keeps_two_descriptors_a_connection_after_the_reserve() {
         assert_eq!(RESERVED_DESCRIPTORS, 112, "MAX_CONNECTIONS_HELP states 112");
         // Nitro's default soft limit, if it could not be raised.
-        assert_eq!(default_max_connections(1024), 456);
+        assert_eq!(default_max_connections(1024, SMALL), 456);
         // The kernel's default hard limit, and anything larger.
-        assert_eq!(default_max_connections(4096), 1024);
-        assert_eq!(default_max_connections(1 << 20), 1024);
-        assert_eq!(default_max_connections(u64::MAX), 1024);
+        assert_eq!(default_max_connections(4096, SMALL), 1024);
+        assert_eq!(default_max_connections(1 << 20, SMALL), 1024);
+        assert_eq!(default_max_connections(u64::MAX, SMALL), 1024);
         // 2 × 1024 + 112: the least that allows the full default.
-        assert_eq!(default_max_connections(2160), 1024);
-        assert_eq!(default_max_connections(2159), 1023);
-        assert_eq!(default_max_connections(200), 44);
+        assert_eq!(default_max_connections(2160, SMALL), 1024);
+        assert_eq!(default_max_connections(2159, SMALL), 1023);
+        assert_eq!(default_max_connections(200, SMALL), 44);
         // Below the reserve, one connection still.
-        assert_eq!(default_max_connections(64), 1);
-        assert_eq!(default_max_connections(0), 1);
+        assert_eq!(default_max_connections(64, SMALL), 1);
+        assert_eq!(default_max_connections(0, SMALL), 1);
+    }
+
+    #[test]
+    fn the_default_keeps_every_connection_at_its_bound_within_256_mib() {
+        use kmstool_core::session::SessionConfig;
+        let bound = SessionConfig::default().connection_bound();
+        // 64 KiB message + 16 KiB read + 128 KiB budget.
+        assert_eq!(bound, 208 * 1024);
+        assert_eq!(
+            default_max_connections(1 << 20, bound),
+            963,
+            "the help states 963"
+        );
+        assert!(963 * (bound + DRIVER_BYTES_PER_CONNECTION) as u64 <= CONNECTION_MEMORY);
+        // Descriptors still win when they are shorter.
+        assert_eq!(default_max_connections(1024, bound), 456);
+        // A larger budget lowers the default; a huge one still allows one connection.
+        assert_eq!(default_max_connections(1 << 20, 1024 * 1024), 240);
+        assert_eq!(default_max_connections(1 << 20, usize::MAX), 1);
     }
 
     #[test]

@@ -71,6 +71,64 @@ pub struct Command {
     pub args: Result<CommandArgs, CommandError>,
 }
 
+/// What the heap holds per `String` beyond its bytes: the allocator's smallest chunk and
+/// header, and the pointer, length and capacity of the `String` itself.
+const STRING_OVERHEAD: usize = 48;
+/// What a `BTreeMap` entry costs beyond its key and value (its share of an 11-entry node).
+const MAP_ENTRY_OVERHEAD: usize = 32;
+
+fn string_bytes(text: &str) -> usize {
+    text.len() + STRING_OVERHEAD
+}
+
+fn context_bytes(context: &EncryptionContext) -> usize {
+    context
+        .iter()
+        .map(|(k, v)| string_bytes(k) + string_bytes(v) + MAP_ENTRY_OVERHEAD)
+        .sum()
+}
+
+impl Command {
+    /// About how many bytes this parsed command keeps in memory while it waits for its turn: an
+    /// upper estimate (strings and map entries at the allocator's granularity), so a session
+    /// can hold its commands to a byte budget. A message of many tiny encryption-context keys
+    /// costs several times its length once parsed; this counts that.
+    pub fn retained_bytes(&self) -> usize {
+        let request_id = self.request_id.as_deref().map_or(0, string_bytes);
+        let args = match &self.args {
+            Err(_) => 0,
+            Ok(CommandArgs::SetClient(set)) => {
+                let c = &set.credentials;
+                string_bytes(&c.access_key_id)
+                    + string_bytes(c.secret_access_key.expose())
+                    + c.session_token
+                        .as_ref()
+                        .map_or(0, |t| string_bytes(t.expose()))
+                    + set.region.as_deref().map_or(0, string_bytes)
+            }
+            Ok(CommandArgs::Decrypt(d)) => {
+                d.ciphertext.len()
+                    + context_bytes(&d.encryption_context)
+                    + d.key_id.as_deref().map_or(0, string_bytes)
+                    + d.grant_tokens
+                        .iter()
+                        .map(|t| string_bytes(t))
+                        .sum::<usize>()
+            }
+            Ok(CommandArgs::GenerateDataKey(g)) => {
+                string_bytes(&g.key_id)
+                    + context_bytes(&g.encryption_context)
+                    + g.grant_tokens
+                        .iter()
+                        .map(|t| string_bytes(t))
+                        .sum::<usize>()
+            }
+            Ok(CommandArgs::GenerateRandom(_)) => 0,
+        };
+        size_of::<Self>() + request_id + args
+    }
+}
+
 /// A message that is not a command at all (not JSON, no operation, ...).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejected {

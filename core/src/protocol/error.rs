@@ -64,6 +64,14 @@ impl fmt::Display for ErrorKind {
 pub enum CommandError {
     /// The message exceeded the cap; the connection closes after this reply.
     MessageTooLarge,
+    /// The message parsed into more than a connection may hold for one command (many tiny
+    /// `EncryptionContext` keys, say). Only this command is refused.
+    CommandTooLarge {
+        /// About how many bytes the parsed command needs.
+        bytes: usize,
+        /// The most one command may hold.
+        limit: usize,
+    },
     /// Not UTF-8 JSON, or trailing bytes after the object.
     NotJson(String),
     /// Valid JSON but not an object.
@@ -116,7 +124,7 @@ impl CommandError {
     /// The upstream text this error's message starts with.
     pub fn upstream_text(&self) -> &'static str {
         match self {
-            Self::MessageTooLarge => "Message size too large.",
+            Self::MessageTooLarge | Self::CommandTooLarge { .. } => "Message size too large.",
             Self::NotJson(_) => "Error reading JSON object",
             Self::NotAnObject | Self::WrongType { .. } | Self::InvalidValue { .. } => {
                 "JSON is wrong type"
@@ -156,6 +164,10 @@ impl fmt::Display for CommandError {
             {
                 write!(f, ": {detail}")
             }
+            Self::CommandTooLarge { bytes, limit } => write!(
+                f,
+                ": once parsed it needs about {bytes} bytes, more than the {limit} one command may hold"
+            ),
             Self::MissingField(field) => write!(f, ": {field} is required"),
             Self::WrongType { field, expected } => write!(f, ": {field} must be {expected}"),
             Self::InvalidValue { field, reason } | Self::DecryptParameter { field, reason } => {

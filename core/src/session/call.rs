@@ -4,6 +4,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use zeroize::Zeroizing;
+
 use super::config::{Backoff, SessionConfig};
 use super::event::{KmsSummary, SessionEvent};
 use super::{Now, Output};
@@ -24,6 +26,10 @@ impl fmt::Display for CallId {
         write!(f, "call#{}", self.0)
     }
 }
+
+/// A signed KMS request, shared between the session (which may have to send it again) and the
+/// driver writing it. It holds a signature made with the client's credentials.
+pub type SharedRequest = Arc<Zeroizing<Vec<u8>>>;
 
 /// An attestation document and the key pair it binds.
 #[derive(Debug, Clone)]
@@ -221,9 +227,15 @@ pub(super) enum Step {
 #[derive(Debug)]
 enum State {
     Attesting,
+    /// The request is with the driver: being written, then its answer read.
     Sending {
         parser: ResponseParser,
         sent: Instant,
+        request: SharedRequest,
+        /// The driver wrote it on a pooled connection ([`ActiveCall::kms_sent`]).
+        reused: bool,
+        /// Some of the answer has arrived.
+        received_any: bool,
     },
     Waiting {
         until: Instant,
@@ -361,9 +373,13 @@ impl ActiveCall {
                 );
             }
         };
+        let request = Arc::new(request);
         self.state = State::Sending {
             parser: ResponseParser::new(self.http_limits),
             sent: now.instant,
+            request: Arc::clone(&request),
+            reused: false,
+            received_any: false,
         };
         Step::Continue(vec![
             Output::Event(SessionEvent::KmsAttempt {
@@ -376,14 +392,61 @@ impl ActiveCall {
                 call: self.id,
                 host: self.host.clone(),
                 request,
+                may_reuse: true,
             },
         ])
     }
 
+    /// The driver wrote the request; `reused`: on a pooled connection.
+    pub(super) fn kms_sent(&mut self, reused: bool) {
+        if let State::Sending { reused: r, .. } = &mut self.state {
+            *r = reused;
+        }
+    }
+
+    /// A pooled connection KMS closed while it sat idle shows up as end of stream (or a reset)
+    /// before any byte of the answer. The request then goes again on a fresh connection, in the
+    /// same attempt and with the same signature: a stale keep-alive never costs an attempt.
+    fn resend_if_stale(&mut self, now: Now) -> Option<Step> {
+        let State::Sending {
+            request,
+            reused: true,
+            received_any: false,
+            ..
+        } = &self.state
+        else {
+            return None;
+        };
+        let request = Arc::clone(request);
+        self.state = State::Sending {
+            parser: ResponseParser::new(self.http_limits),
+            sent: now.instant,
+            request: Arc::clone(&request),
+            reused: false,
+            received_any: false,
+        };
+        Some(Step::Continue(vec![
+            self.release(false),
+            Output::KmsSend {
+                call: self.id,
+                host: self.host.clone(),
+                request,
+                may_reuse: false,
+            },
+        ]))
+    }
+
     pub(super) fn kms_bytes(&mut self, now: Now, bytes: &[u8], random: u64) -> Step {
-        let State::Sending { parser, sent } = &mut self.state else {
+        let State::Sending {
+            parser,
+            sent,
+            received_any,
+            ..
+        } = &mut self.state
+        else {
             return Step::Continue(Vec::new());
         };
+        *received_any |= !bytes.is_empty();
         let sent = *sent;
         match parser.feed(bytes) {
             Ok(Progress::NeedMore) => Step::Continue(Vec::new()),
@@ -399,7 +462,10 @@ impl ActiveCall {
     }
 
     pub(super) fn kms_eof(&mut self, now: Now, random: u64) -> Step {
-        let State::Sending { parser, sent } = &mut self.state else {
+        if let Some(step) = self.resend_if_stale(now) {
+            return step;
+        }
+        let State::Sending { parser, sent, .. } = &mut self.state else {
             return Step::Continue(Vec::new());
         };
         let sent = *sent;
@@ -418,6 +484,9 @@ impl ActiveCall {
     pub(super) fn kms_failed(&mut self, now: Now, failure: TransportFailure, random: u64) -> Step {
         if !matches!(self.state, State::Sending { .. }) {
             return Step::Continue(Vec::new());
+        }
+        if let Some(step) = self.resend_if_stale(now) {
+            return step;
         }
         let failure = Failure::Transport {
             host: self.host.clone(),

@@ -15,8 +15,12 @@ pub struct SessionConfig {
     pub endpoint: Option<String>,
     /// Largest message from the client, terminator included.
     pub max_message_bytes: usize,
-    /// Commands parsed and waiting before the session stops reading (pipelining depth).
-    pub max_pending_commands: usize,
+    /// What one connection may hold, in bytes, besides the message it is receiving: half for
+    /// parsed commands waiting for their turn, half for replies the client has not taken yet.
+    /// At either half the session stops reading until the client takes its replies
+    /// (backpressure); a command that alone needs more than a quarter is refused. See
+    /// [`SessionConfig::connection_bound`].
+    pub max_connection_bytes: usize,
     /// Close a connection with nothing in flight after this long without client bytes.
     pub idle_timeout: Option<Duration>,
     /// A message must be complete this long after its first byte arrived; otherwise the
@@ -39,7 +43,7 @@ impl Default for SessionConfig {
             region: None,
             endpoint: None,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
-            max_pending_commands: 64,
+            max_connection_bytes: DEFAULT_MAX_CONNECTION_BYTES,
             idle_timeout: Some(Duration::from_secs(300)),
             message_timeout: Some(Duration::from_secs(30)),
             kms_call_timeout: Duration::from_secs(10),
@@ -47,6 +51,35 @@ impl Default for SessionConfig {
             backoff: Backoff::default(),
             http_limits: HttpLimits::default(),
         }
+    }
+}
+
+/// Default [`SessionConfig::max_connection_bytes`]: 128 KiB. With the default message cap and
+/// connection limit, every connection at its budget together stay within a quarter of the
+/// README's 512 MiB enclave.
+pub const DEFAULT_MAX_CONNECTION_BYTES: usize = 128 * 1024;
+
+/// The smallest [`SessionConfig::max_connection_bytes`]: a quarter of it must hold a command
+/// and half of it a reply.
+pub const MIN_CONNECTION_BYTES: usize = 64 * 1024;
+
+/// The longest reply a session writes: a 4096-byte plaintext or data key in base64, a KMS key
+/// ARN, a ciphertext blob and a request id fit with room to spare.
+pub const MAX_REPLY_BYTES: usize = 16 * 1024;
+
+/// The most a session reads from its client at once.
+pub const READ_CHUNK_BYTES: usize = 16 * 1024;
+
+impl SessionConfig {
+    /// The most a parsed command may hold ([`crate::protocol::Command::retained_bytes`]).
+    pub fn max_command_bytes(&self) -> usize {
+        self.max_connection_bytes / 4
+    }
+
+    /// The most a session holds for its client, in bytes: the message being received (up to
+    /// the message cap, plus one read) and the budget. A driver adds its own fixed buffers.
+    pub fn connection_bound(&self) -> usize {
+        self.max_message_bytes + READ_CHUNK_BYTES + self.max_connection_bytes
     }
 }
 

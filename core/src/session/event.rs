@@ -18,6 +18,9 @@ pub enum CloseReason {
     /// A message was not complete within the message timeout of its first byte; the commands
     /// before it were answered.
     MessageTimeout,
+    /// The client did not take a reply within the message timeout of its queuing; the
+    /// connection is cut without flushing (a client that never reads holds no slot).
+    WriteTimeout,
 }
 
 impl fmt::Display for CloseReason {
@@ -27,13 +30,32 @@ impl fmt::Display for CloseReason {
             Self::IdleTimeout => "idle timeout",
             Self::MessageTooLarge => "message too large",
             Self::MessageTimeout => "message not completed in time",
+            Self::WriteTimeout => "replies not taken in time",
         })
     }
+}
+
+/// How loud an event is: what a driver logs it at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum EventLevel {
+    /// Detail for debugging (each KMS attempt, an unwrap failure's cause).
+    Debug,
+    /// One line per command and per client change.
+    Info,
+    /// Something an operator may want to act on (retries, suppressed logs).
+    Warn,
 }
 
 /// Something a driver may log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SessionEvent {
+    /// Log lines of this connection were left out by the rate limit since the last one
+    /// logged: replies that never reached KMS (errors, `SetClient`) log a burst, then a few a
+    /// minute, so a client sending garbage cannot flood the log.
+    Suppressed {
+        /// Replies not logged.
+        replies: u64,
+    },
     /// A message was not a valid command.
     CommandRejected {
         /// The error text sent back.
@@ -117,9 +139,30 @@ pub struct KmsSummary {
     pub attempts: u32,
 }
 
+impl SessionEvent {
+    /// The level to log this event at. An unwrap failure's detail stays out of the reply (no
+    /// padding oracle) and out of the default level.
+    pub fn level(&self) -> EventLevel {
+        match self {
+            Self::KmsAttempt { .. } | Self::KmsAnswered { .. } | Self::UnwrapFailed { .. } => {
+                EventLevel::Debug
+            }
+            Self::ClientSet { .. } | Self::CommandRejected { .. } | Self::Replied { .. } => {
+                EventLevel::Info
+            }
+            Self::KmsRetry { .. } | Self::Suppressed { .. } => EventLevel::Warn,
+        }
+    }
+}
+
 impl fmt::Display for SessionEvent {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Self::Suppressed { replies } => write!(
+                f,
+                "{replies} repl{} not logged (rate limit of replies that did not reach KMS)",
+                if *replies == 1 { "y" } else { "ies" }
+            ),
             Self::CommandRejected { error } => write!(f, "rejected message: {error}"),
             Self::ClientSet { region, host } => {
                 write!(f, "client set: region {region}, KMS {host}")

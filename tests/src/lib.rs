@@ -27,3 +27,4 @@ pub fn bin(name: &str) -> PathBuf {
 }
 
 pub mod enclave;
+pub mod hostile;

@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use kmstool_core::secret::Credentials;
-use kmstool_core::session::SessionConfig;
+use kmstool_core::session::{DEFAULT_MAX_CONNECTION_BYTES, SessionConfig};
+use kmstool_enclave::limits::DRIVER_BYTES_PER_CONNECTION;
 use kmstool_sim::kms::Faults;
 use kmstool_sim::local::{Local, LocalOptions};
 use kmstool_tests::hostile::{
@@ -31,13 +32,9 @@ const HOSTILE: usize = 100;
 /// spare. The bound below is stated per allowed connection, so this is its `n`.
 const MAX_CONNECTIONS: u64 = 128;
 
-/// `--max-connection-bytes`, the byte budget of one connection: the default (256 KiB), four
-/// times the default `--max-message-bytes` (64 KiB), so that a message at the cap fits.
-const CONNECTION_BUDGET: u64 = 256 * 1024;
-
-/// Whether the enclave is given `--max-connection-bytes` (see [`budget_args`]). Set it to
-/// `false` only to measure a build that does not know the flag.
-const PASS_BUDGET_FLAG: bool = true;
+/// `--max-connection-bytes`, the byte budget of one connection: the default, passed
+/// explicitly so the flag is exercised.
+const CONNECTION_BUDGET: usize = DEFAULT_MAX_CONNECTION_BYTES;
 
 /// The `base` of the bound, above the baseline measured after start-up and one honest call:
 /// what the process may use whatever its number of connections — per-thread allocator
@@ -45,11 +42,15 @@ const PASS_BUDGET_FLAG: bool = true;
 /// allocator's slack. An allowance, not a measurement: the baseline itself is measured.
 const BASE: u64 = 16 << 20;
 
-/// Memory a connection holds besides its byte budget: its task, its session, the driver's
-/// two 16 KiB read buffers (client and KMS), a TLS connection to KMS while a call is in
-/// flight (rustls buffers, about 40 KiB), and allocator overhead. Generous on purpose: the
-/// test must catch hundreds of MiB, not argue over tens of KiB.
-const PER_CONNECTION_FIXED: u64 = 128 << 10;
+/// What one connection may hold by the README's statement: its session's bound (the message
+/// being received, one read, the budget) and its driver's fixed share.
+fn per_connection() -> u64 {
+    let session = SessionConfig {
+        max_connection_bytes: CONNECTION_BUDGET,
+        ..SessionConfig::default()
+    };
+    (session.connection_bound() + DRIVER_BYTES_PER_CONNECTION) as u64
+}
 
 /// After the hostile clients leave, resident memory must come back to the baseline plus
 /// this...
@@ -81,21 +82,17 @@ const CLOSE_BOUND: Duration = Duration::from_secs(30);
 /// machine, and the 5 s return window must not be eaten by a neighbour's attack.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// The byte-budget flag, in one place (see [`PASS_BUDGET_FLAG`]).
+/// The byte-budget flag.
 fn budget_args() -> Vec<String> {
-    if PASS_BUDGET_FLAG {
-        vec![
-            "--max-connection-bytes".to_owned(),
-            CONNECTION_BUDGET.to_string(),
-        ]
-    } else {
-        Vec::new()
-    }
+    vec![
+        "--max-connection-bytes".to_owned(),
+        CONNECTION_BUDGET.to_string(),
+    ]
 }
 
 /// The bound of the limits' statement for these flags, above `baseline`.
 fn bound(baseline: u64) -> u64 {
-    baseline + BASE + MAX_CONNECTIONS * (CONNECTION_BUDGET + PER_CONNECTION_FIXED)
+    baseline + BASE + MAX_CONNECTIONS * per_connection()
 }
 
 fn framed(command: &Value) -> Vec<u8> {
@@ -205,8 +202,7 @@ async fn measure(attack: Attack) {
         format!(
             "{}: {HOSTILE} clients wrote {} in {pushed:.1?}; enclave RSS baseline {}, peak \
              {} while they were connected, peak {} in all{after}; bound {} = baseline + {} + \
-             {MAX_CONNECTIONS} x ({} KiB budget + {} KiB fixed) [budget flag passed: \
-             {PASS_BUDGET_FLAG}]",
+             {MAX_CONNECTIONS} x {} KiB ({} KiB budget)",
             attack.name,
             mib(written as u64),
             mib(baseline),
@@ -214,8 +210,8 @@ async fn measure(attack: Attack) {
             mib(peak),
             mib(limit),
             mib(BASE),
+            per_connection() >> 10,
             CONNECTION_BUDGET >> 10,
-            PER_CONNECTION_FIXED >> 10,
         )
     };
     eprintln!("{}", report(peak_connected, None));

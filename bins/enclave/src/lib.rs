@@ -4,6 +4,7 @@
 
 pub mod limits;
 pub mod logging;
+pub mod memory;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -332,9 +333,13 @@ impl Prepared {
         Arc::clone(self.server.shared())
     }
 
-    /// Serves until `shutdown` completes.
+    /// Serves until `shutdown` completes, handing freed memory back to the kernel after
+    /// connections close ([`memory`]).
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-        self.server.run(shutdown).await.context("server failed")
+        let trimmer = tokio::spawn(memory::trim_after_connections_close(self.stats()));
+        let served = self.server.run(shutdown).await.context("server failed");
+        trimmer.abort();
+        served
     }
 }
 

@@ -96,7 +96,10 @@ impl EnclaveKeys {
 /// [`EnclaveKeys`] shared by every session, with the NSM that attests them.
 ///
 /// [`KeyStore::attest`] blocks on the NSM (an ioctl on `/dev/nsm`): runtimes call it from a
-/// blocking thread. It performs no IO itself beyond calling the [`Nsm`] it was given.
+/// blocking thread (one of the workers [`crate::nsm::gate`] bounds). It performs no IO itself
+/// beyond calling the [`Nsm`] it was given, and never holds its lock while the NSM works: a
+/// hung module stalls only the calls waiting for it, never [`rotate`](Self::rotate),
+/// [`reusable`](Self::reusable) or [`current_key`](Self::current_key).
 pub struct KeyStore {
     keys: Mutex<EnclaveKeys>,
     nsm: Arc<dyn Nsm>,
@@ -131,7 +134,8 @@ impl KeyStore {
     }
 
     /// An attestation document for the current key: reused when allowed, else fresh from the
-    /// NSM (blocking).
+    /// NSM (blocking, without the store's lock held). A document that comes back after the
+    /// key rotated is returned for the key it names, but not kept for reuse.
     pub fn attest(&self, now: Instant) -> Result<Attestation, AttestationFailure> {
         let (key, generation) = {
             let keys = self.lock();
@@ -162,6 +166,11 @@ impl KeyStore {
     /// The current key.
     pub fn current_key(&self) -> Arc<RecipientKey> {
         self.lock().current().0
+    }
+
+    /// The current key's generation: 0 for the first key, one more at each rotation.
+    pub fn generation(&self) -> u64 {
+        self.lock().current().1
     }
 
     fn lock(&self) -> MutexGuard<'_, EnclaveKeys> {
@@ -255,6 +264,73 @@ mod tests {
         assert_eq!(keys.reuse_document_for(), MAX_DOCUMENT_REUSE);
         let keys = EnclaveKeys::new(fixture_key(), start, None, Duration::from_secs(60));
         assert_eq!(keys.reuse_document_for(), Duration::from_secs(60));
+    }
+
+    /// Blocks in `process` until the test sends on the channel (or drops it).
+    struct HeldNsm {
+        entered: std::sync::mpsc::SyncSender<()>,
+        release: Mutex<std::sync::mpsc::Receiver<()>>,
+    }
+
+    impl Nsm for HeldNsm {
+        fn process(&self, _request: Request) -> Response {
+            let _ = self.entered.send(());
+            if let Ok(release) = self.release.lock() {
+                let _ = release.recv();
+            }
+            Response::Attestation {
+                document: vec![0x84],
+            }
+        }
+    }
+
+    #[test]
+    fn rotation_does_not_wait_for_an_nsm_call_in_progress() {
+        use std::sync::mpsc;
+        let bound = Duration::from_secs(30);
+        let (entered_tx, entered) = mpsc::sync_channel(1);
+        let (release, release_rx) = mpsc::channel();
+        let nsm = Arc::new(HeldNsm {
+            entered: entered_tx,
+            release: Mutex::new(release_rx),
+        });
+        let start = Instant::now();
+        let store = Arc::new(KeyStore::new(
+            fixture_key(),
+            nsm,
+            start,
+            None,
+            Duration::from_secs(60),
+        ));
+        let first_key = store.current_key();
+        let attesting = {
+            let store = Arc::clone(&store);
+            std::thread::spawn(move || store.attest(start))
+        };
+        assert_eq!(entered.recv_timeout(bound), Ok(()), "the NSM was not called");
+        // The NSM holds the attesting thread; rotating on another thread must still finish.
+        let (rotated_tx, rotated) = mpsc::channel();
+        let rotating = {
+            let store = Arc::clone(&store);
+            std::thread::spawn(move || {
+                store.rotate(fixture_key(), start);
+                let _ = rotated_tx.send((store.generation(), store.reusable(start).is_none()));
+            })
+        };
+        let outcome = rotated.recv_timeout(bound);
+        let _ = release.send(());
+        assert_eq!(outcome, Ok((1, true)), "rotation waited for the NSM");
+        let attested = attesting.join().map_err(|_| "attesting thread panicked");
+        let attested = attested.and_then(|a| a.map_err(|_| "attestation failed"));
+        let attested = attested.unwrap_or_else(|e| panic!("{e}"));
+        assert!(Arc::ptr_eq(&attested.key, &first_key), "document names the old key");
+        assert!(!Arc::ptr_eq(&store.current_key(), &first_key));
+        assert_eq!(
+            document(store.reusable(start)),
+            None,
+            "a document for the old key is not reused for the new one"
+        );
+        assert!(rotating.join().is_ok());
     }
 
     #[test]

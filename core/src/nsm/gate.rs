@@ -87,6 +87,8 @@ pub enum NsmUnavailable {
         /// The deadline.
         within: Duration,
     },
+    /// The worker ended without an answer (the call panicked: a bug, never bad input).
+    Lost,
 }
 
 impl fmt::Display for NsmUnavailable {
@@ -101,6 +103,7 @@ impl fmt::Display for NsmUnavailable {
             Self::NoAnswer { within } => {
                 write!(f, "NSM did not answer within {} ms", within.as_millis())
             }
+            Self::Lost => f.write_str("NSM call ended without an answer"),
         }
     }
 }

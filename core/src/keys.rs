@@ -307,7 +307,11 @@ mod tests {
             let store = Arc::clone(&store);
             std::thread::spawn(move || store.attest(start))
         };
-        assert_eq!(entered.recv_timeout(bound), Ok(()), "the NSM was not called");
+        assert_eq!(
+            entered.recv_timeout(bound),
+            Ok(()),
+            "the NSM was not called"
+        );
         // The NSM holds the attesting thread; rotating on another thread must still finish.
         let (rotated_tx, rotated) = mpsc::channel();
         let rotating = {
@@ -323,7 +327,10 @@ mod tests {
         let attested = attesting.join().map_err(|_| "attesting thread panicked");
         let attested = attested.and_then(|a| a.map_err(|_| "attestation failed"));
         let attested = attested.unwrap_or_else(|e| panic!("{e}"));
-        assert!(Arc::ptr_eq(&attested.key, &first_key), "document names the old key");
+        assert!(
+            Arc::ptr_eq(&attested.key, &first_key),
+            "document names the old key"
+        );
         assert!(!Arc::ptr_eq(&store.current_key(), &first_key));
         assert_eq!(
             document(store.reusable(start)),

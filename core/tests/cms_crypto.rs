@@ -138,7 +138,7 @@ fn generated_keys_are_fresh_rsa2048_keys_that_decrypt_in_their_backend() {
         assert_eq!(key.backend(), backend);
         assert_ne!(key.public_key_der(), other.public_key_der(), "{backend}");
         // `from_pkcs8_der` behind `generate` refuses anything but RSA-2048 with e = 65537.
-                let spki = key.public_key_der().to_vec();
+        let spki = key.public_key_der().to_vec();
         let ciphertext = oaep_encrypt(&spki, message, 9);
         let plaintext = key.oaep_sha256_decrypt(&ciphertext).expect("decrypts");
         assert_eq!(plaintext.as_slice(), message, "{backend}");

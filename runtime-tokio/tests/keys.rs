@@ -156,7 +156,9 @@ fn failure(result: Result<Attestation, AttestationFailure>) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_nsm_holds_only_the_workers_and_callers_fail_at_the_deadline() {
     let (keys, nsm, _release) = hung_service(2, 8, Duration::from_millis(300), None);
-    bounded("key generation", keys.store()).await.unwrap_or_else(|e| panic!("{e}"));
+    bounded("key generation", keys.store())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     let callers: Vec<_> = (0..6)
         .map(|_| {
             let keys = Arc::clone(&keys);
@@ -164,13 +166,23 @@ async fn a_hung_nsm_holds_only_the_workers_and_callers_fail_at_the_deadline() {
         })
         .collect();
     for caller in callers {
-        let result = bounded("a caller", caller).await.unwrap_or_else(|e| panic!("{e}"));
+        let result = bounded("a caller", caller)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
         // The two on a worker and the four behind them alike: none is refused as busy.
         assert_eq!(failure(result), "NSM did not answer within 300 ms");
     }
-    assert_eq!(nsm.entered(), 2, "only the two workers ever reached the NSM");
+    assert_eq!(
+        nsm.entered(),
+        2,
+        "only the two workers ever reached the NSM"
+    );
     let gate = keys.nsm_workers().gate();
-    assert_eq!((gate.running(), gate.waiting()), (2, 0), "hung calls keep their workers");
+    assert_eq!(
+        (gate.running(), gate.waiting()),
+        (2, 0),
+        "hung calls keep their workers"
+    );
     // The next caller finds both workers still hung: it waits out its own deadline.
     assert_eq!(
         failure(bounded("a later caller", keys.attest()).await),
@@ -179,7 +191,10 @@ async fn a_hung_nsm_holds_only_the_workers_and_callers_fail_at_the_deadline() {
     assert_eq!(nsm.entered(), 2);
 
     nsm.release();
-    assert!(eventually(|| gate.running() == 0).await, "workers not freed");
+    assert!(
+        eventually(|| gate.running() == 0).await,
+        "workers not freed"
+    );
     let attested = bounded("attesting", keys.attest()).await;
     let attested = attested.unwrap_or_else(|e| panic!("{e:?}"));
     assert_eq!(attested.document, attested.key.public_key_der());
@@ -189,18 +204,26 @@ async fn a_hung_nsm_holds_only_the_workers_and_callers_fail_at_the_deadline() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_caller_beyond_the_queue_is_refused_at_once() {
     let (keys, nsm, _release) = hung_service(1, 1, BOUND * 2, None);
-    bounded("key generation", keys.store()).await.unwrap_or_else(|e| panic!("{e}"));
+    bounded("key generation", keys.store())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     let gate = keys.nsm_workers().gate();
     let on_worker = tokio::spawn({
         let keys = Arc::clone(&keys);
         async move { keys.attest().await }
     });
-    assert!(eventually(|| nsm.entered() == 1).await, "the NSM was not called");
+    assert!(
+        eventually(|| nsm.entered() == 1).await,
+        "the NSM was not called"
+    );
     let queued = tokio::spawn({
         let keys = Arc::clone(&keys);
         async move { keys.attest().await }
     });
-    assert!(eventually(|| gate.waiting() == 1).await, "the second caller did not queue");
+    assert!(
+        eventually(|| gate.waiting() == 1).await,
+        "the second caller did not queue"
+    );
     // Refused without waiting for a deadline far beyond the test's bound.
     assert_eq!(
         failure(bounded("the refused caller", keys.attest()).await),
@@ -228,7 +251,10 @@ async fn the_key_rotates_while_the_nsm_hangs() {
         let keys = Arc::clone(&keys);
         async move { keys.attest().await }
     });
-    assert!(eventually(|| nsm.entered() == 1).await, "the NSM was not called");
+    assert!(
+        eventually(|| nsm.entered() == 1).await,
+        "the NSM was not called"
+    );
     keys.spawn_rotation();
     assert!(
         eventually(|| store.generation() >= 1).await,
@@ -238,8 +264,13 @@ async fn the_key_rotates_while_the_nsm_hangs() {
     assert_eq!(nsm.entered(), 1, "rotation does not call the NSM");
 
     nsm.release();
-    let attested = bounded("the hung caller", hung).await.unwrap_or_else(|e| panic!("{e}"));
+    let attested = bounded("the hung caller", hung)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     let attested = attested.unwrap_or_else(|e| panic!("{e:?}"));
-    assert!(Arc::ptr_eq(&attested.key, &first), "the document names the key it was asked for");
+    assert!(
+        Arc::ptr_eq(&attested.key, &first),
+        "the document names the key it was asked for"
+    );
     assert_eq!(attested.document, first.public_key_der());
 }

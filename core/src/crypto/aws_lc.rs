@@ -20,8 +20,8 @@ impl PrivateKey {
     /// Generates an RSA-2048 key (e = 65537) from AWS-LC's RNG, which draws on the kernel's;
     /// returns it as PKCS #8 DER, wiped when dropped.
     pub(super) fn generate_pkcs8_der() -> Result<Zeroizing<Vec<u8>>, KeyError> {
-        let key = PrivateDecryptingKey::generate(KeySize::Rsa2048)
-            .map_err(|_| KeyError::Generation)?;
+        let key =
+            PrivateDecryptingKey::generate(KeySize::Rsa2048).map_err(|_| KeyError::Generation)?;
         let der = key.as_der().map_err(|_| KeyError::Generation)?;
         Ok(Zeroizing::new(der.as_ref().to_vec()))
     }

@@ -288,7 +288,10 @@ mod tests {
         let t0 = Instant::now();
         let tickets: Vec<Waiting> = (0..5).map(|_| admitted(&gate, t0)).collect();
         assert_eq!(gate.waiting(), 5);
-        assert_eq!(gate.admit(t0).map(|_| ()), Err(NsmUnavailable::Busy { waiting: 3 }));
+        assert_eq!(
+            gate.admit(t0).map(|_| ()),
+            Err(NsmUnavailable::Busy { waiting: 3 })
+        );
         // Two start on the workers: still 3 waiting, still full.
         let mut tickets = tickets.into_iter();
         let running: Vec<Running> = tickets.by_ref().take(2).map(Waiting::start).collect();
@@ -315,7 +318,10 @@ mod tests {
         assert!(hung.iter().all(|r| later >= r.deadline()));
         assert_eq!(gate.running(), 2);
         let waiter = admitted(&gate, later);
-        assert!(gate.admit(later).is_err(), "no free worker, queue of one full");
+        assert!(
+            gate.admit(later).is_err(),
+            "no free worker, queue of one full"
+        );
         assert_eq!(waiter.timed_out(), gate.limits().no_answer());
         assert_eq!(gate.waiting(), 0);
         let _again = admitted(&gate, later);
@@ -349,7 +355,11 @@ mod tests {
         drop(waiter);
         assert_eq!(gate.waiting(), 0);
         let started = admitted(&gate, t0).start();
-        assert_eq!((gate.running(), gate.waiting()), (2, 0), "start left the queue once");
+        assert_eq!(
+            (gate.running(), gate.waiting()),
+            (2, 0),
+            "start left the queue once"
+        );
         drop(started);
         assert_eq!(gate.running(), 1);
     }
@@ -366,7 +376,10 @@ mod tests {
         let t0 = Instant::now();
         let only = admitted(&gate, t0);
         assert_eq!(only.deadline(), t0 + MAX_NSM_DEADLINE);
-        assert_eq!(gate.admit(t0).map(|_| ()), Err(NsmUnavailable::Busy { waiting: 0 }));
+        assert_eq!(
+            gate.admit(t0).map(|_| ()),
+            Err(NsmUnavailable::Busy { waiting: 0 })
+        );
     }
 
     #[test]

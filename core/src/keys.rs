@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::crypto::RecipientKey;
+use crate::nsm::gate::NsmLimits;
 use crate::nsm::{self, Nsm};
 use crate::session::{Attestation, AttestationFailure};
 
@@ -90,6 +91,62 @@ impl EnclaveKeys {
         if !self.reuse_document_for.is_zero() && generation == self.generation {
             self.document = Some((generation, document.to_vec(), now));
         }
+    }
+}
+
+/// What a runtime's key service is made of: the NSM, the key and document policy, and the
+/// bounds on NSM calls. Both runtimes' `KeyService`s take one, so they are configured alike.
+#[derive(Clone)]
+pub struct KeySettings {
+    /// The module that attests the keys.
+    pub nsm: Arc<dyn Nsm>,
+    /// Replace the key after this long (`None`: never).
+    pub rotate_every: Option<Duration>,
+    /// Reuse a document this long, as asked (the store caps it at [`MAX_DOCUMENT_REUSE`]).
+    pub reuse_document_for: Duration,
+    /// Bounds on the calls to the NSM.
+    pub nsm_limits: NsmLimits,
+}
+
+impl KeySettings {
+    /// Settings with the default NSM bounds ([`NsmLimits::DEFAULT`]).
+    pub fn new(
+        nsm: Arc<dyn Nsm>,
+        rotate_every: Option<Duration>,
+        reuse_document_for: Duration,
+    ) -> Self {
+        Self {
+            nsm,
+            rotate_every,
+            reuse_document_for,
+            nsm_limits: NsmLimits::DEFAULT,
+        }
+    }
+
+    /// Whether more reuse was asked than [`MAX_DOCUMENT_REUSE`] allows (runtimes warn).
+    pub fn reuse_capped(&self) -> bool {
+        self.reuse_document_for > MAX_DOCUMENT_REUSE
+    }
+
+    /// A store with these settings starting with `key` at `now`.
+    pub fn store(&self, key: RecipientKey, now: Instant) -> KeyStore {
+        KeyStore::new(
+            key,
+            Arc::clone(&self.nsm),
+            now,
+            self.rotate_every,
+            self.reuse_document_for,
+        )
+    }
+}
+
+impl std::fmt::Debug for KeySettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeySettings")
+            .field("rotate_every", &self.rotate_every)
+            .field("reuse_document_for", &self.reuse_document_for)
+            .field("nsm_limits", &self.nsm_limits)
+            .finish_non_exhaustive()
     }
 }
 
@@ -338,6 +395,24 @@ mod tests {
             "a document for the old key is not reused for the new one"
         );
         assert!(rotating.join().is_ok());
+    }
+
+    #[test]
+    fn settings_build_stores_and_say_when_reuse_is_capped() {
+        let start = Instant::now();
+        let nsm: Arc<dyn Nsm> = Arc::new(CountingNsm(AtomicU8::new(0)));
+        let hour = Duration::from_secs(3600);
+        let settings = KeySettings::new(Arc::clone(&nsm), Some(hour), MAX_DOCUMENT_REUSE);
+        assert_eq!(settings.nsm_limits, NsmLimits::DEFAULT);
+        assert!(!settings.reuse_capped());
+        let store = settings.store(fixture_key(), start);
+        assert_eq!(store.rotation_due(), Some(start + hour));
+        assert_eq!(store.attest(start).map(|a| a.document), Ok(vec![0x84, 1]));
+        let just_inside = start + MAX_DOCUMENT_REUSE - Duration::from_millis(1);
+        assert!(store.reusable(just_inside).is_some());
+        let more = KeySettings::new(nsm, None, MAX_DOCUMENT_REUSE + Duration::from_secs(1));
+        assert!(more.reuse_capped());
+        assert!(!format!("{more:?}").contains("CountingNsm"));
     }
 
     #[test]

@@ -6,9 +6,8 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use kmstool_core::crypto::{Backend, RecipientKey};
-use kmstool_core::keys::{KeyStore, MAX_DOCUMENT_REUSE};
+use kmstool_core::keys::{KeySettings, KeyStore, MAX_DOCUMENT_REUSE};
 use kmstool_core::nsm::Nsm;
-use kmstool_core::nsm::gate::NsmLimits;
 use kmstool_core::session::{Attestation, AttestationFailure};
 use smol::Timer;
 use smol::lock::OnceCell;
@@ -23,65 +22,56 @@ const RETRY_AFTER_FAILED_ROTATION: Duration = Duration::from_secs(60);
 /// The first key is made on first use ([`store`](Self::store), [`attest`](Self::attest)), by
 /// [`start`](Self::start), or in the background by [`spawn_rotation`](Self::spawn_rotation);
 /// sessions that need it before it exists wait for it. NSM calls run on [`NsmWorkers`]
-/// ([`NsmLimits::DEFAULT`], or [`with_limits`](Self::with_limits)); key rotation never waits
-/// for them.
+/// (within [`KeySettings::nsm_limits`]); key rotation never waits for them.
 pub struct KeyService {
-    nsm: Arc<dyn Nsm>,
-    rotate_every: Option<Duration>,
-    reuse_document_for: Duration,
+    settings: KeySettings,
     workers: NsmWorkers,
     store: OnceCell<Arc<KeyStore>>,
 }
 
-impl std::fmt::Debug for KeyService {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let limits = self.workers.gate().limits();
-        f.debug_struct("KeyService")
-            .field("rotate_every", &self.rotate_every)
-            .field("reuse_document_for", &self.reuse_document_for)
-            .field("nsm_limits", &limits)
-            .field("key_ready", &self.store.is_initialized())
-            .finish_non_exhaustive()
-    }
-}
-
 impl KeyService {
-    /// A service with no key yet, NSM calls within [`NsmLimits::DEFAULT`]. `rotate_every`: a
-    /// new key after this long (`None`: never); documents reused for `reuse_document_for`, at
-    /// most [`MAX_DOCUMENT_REUSE`] (with a warning when more is asked).
+    /// A service with no key yet, configured by `settings` (NSM bounds included).
+    pub fn with_settings(settings: KeySettings) -> Arc<Self> {
+        if settings.reuse_capped() {
+            let asked_secs = settings.reuse_document_for.as_secs();
+            let max_secs = MAX_DOCUMENT_REUSE.as_secs();
+            tracing::warn!(asked_secs, max_secs, "document reuse capped at the maximum");
+        }
+        let workers = NsmWorkers::new(settings.nsm_limits);
+        let store = OnceCell::new();
+        Arc::new(Self {
+            settings,
+            workers,
+            store,
+        })
+    }
+
+    /// The key store: at once when the first key exists; else after generating it (on the
+    /// blocking pool) or waiting for the generation in progress. A caller after a failed
+    /// generation tries again.
+    pub async fn store(&self) -> Result<&Arc<KeyStore>, String> {
+        let first = || async {
+            let key = generate().await?;
+            Ok(Arc::new(self.settings.store(key, Instant::now())))
+        };
+        self.store.get_or_try_init(first).await
+    }
+
+    /// A service with no key yet. `rotate_every`: a new key after this long (`None`: never);
+    /// documents reused for `reuse_document_for`, at most [`MAX_DOCUMENT_REUSE`] (with a
+    /// warning when more is asked); NSM calls within the default [`KeySettings::nsm_limits`].
     pub fn new(
         nsm: Arc<dyn Nsm>,
         rotate_every: Option<Duration>,
         reuse_document_for: Duration,
     ) -> Arc<Self> {
-        Self::with_limits(nsm, rotate_every, reuse_document_for, NsmLimits::DEFAULT)
+        let settings = KeySettings::new(nsm, rotate_every, reuse_document_for);
+        Self::with_settings(settings)
     }
 
-    /// [`new`](Self::new), with NSM calls within `limits`.
-    pub fn with_limits(
-        nsm: Arc<dyn Nsm>,
-        rotate_every: Option<Duration>,
-        reuse_document_for: Duration,
-        limits: NsmLimits,
-    ) -> Arc<Self> {
-        if reuse_document_for > MAX_DOCUMENT_REUSE {
-            let (asked_secs, max_secs) =
-                (reuse_document_for.as_secs(), MAX_DOCUMENT_REUSE.as_secs());
-            tracing::warn!(
-                asked_secs,
-                max_secs,
-                "attestation documents are reused for at most the maximum"
-            );
-        }
-        let workers = NsmWorkers::new(limits);
-        let store = OnceCell::new();
-        Arc::new(Self {
-            nsm,
-            rotate_every,
-            reuse_document_for,
-            workers,
-            store,
-        })
+    /// The workers NSM calls run on: their limits, and how many calls run and wait.
+    pub fn nsm_workers(&self) -> &NsmWorkers {
+        &self.workers
     }
 
     /// [`new`](Self::new) with its first key generated (on the blocking pool).
@@ -93,33 +83,6 @@ impl KeyService {
         let service = Self::new(nsm, rotate_every, reuse_document_for);
         service.store().await.map(|_| ())?;
         Ok(service)
-    }
-
-    /// The key store: at once when the first key exists; else after generating it (on the
-    /// blocking pool) or waiting for the generation in progress. A caller after a failed
-    /// generation tries again.
-    pub async fn store(&self) -> Result<&Arc<KeyStore>, String> {
-        let first = || async {
-            let key = generate().await?;
-            let (nsm, rotate, reuse) = (
-                Arc::clone(&self.nsm),
-                self.rotate_every,
-                self.reuse_document_for,
-            );
-            Ok(Arc::new(KeyStore::new(
-                key,
-                nsm,
-                Instant::now(),
-                rotate,
-                reuse,
-            )))
-        };
-        self.store.get_or_try_init(first).await
-    }
-
-    /// The workers NSM calls run on: their limits, and how many calls run and wait.
-    pub fn nsm_workers(&self) -> &NsmWorkers {
-        &self.workers
     }
 
     /// A document for the current key ([`KeyStore::attest`]) once the key exists: a reusable
@@ -181,4 +144,14 @@ async fn rotate(service: Weak<KeyService>) {
 async fn generate() -> Result<RecipientKey, String> {
     let made = smol::unblock(|| RecipientKey::generate(Backend::DEFAULT)).await;
     made.map_err(|e| e.to_string())
+}
+
+impl std::fmt::Debug for KeyService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ready = self.store.is_initialized();
+        f.debug_struct("KeyService")
+            .field("settings", &self.settings)
+            .field("key_ready", &ready)
+            .finish_non_exhaustive()
+    }
 }

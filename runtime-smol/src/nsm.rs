@@ -18,8 +18,9 @@ use smol::lock::Semaphore;
 /// answer, or an error, by its deadline.
 #[derive(Debug)]
 pub struct NsmWorkers {
+    /// One permit a worker thread.
+    slots: Arc<Semaphore>,
     gate: NsmGate,
-    permits: Arc<Semaphore>,
 }
 
 impl NsmWorkers {
@@ -27,7 +28,7 @@ impl NsmWorkers {
     pub fn new(limits: NsmLimits) -> Self {
         let gate = NsmGate::new(limits);
         Self {
-            permits: Arc::new(Semaphore::new(gate.limits().workers)),
+            slots: Arc::new(Semaphore::new(gate.limits().workers)),
             gate,
         }
     }
@@ -37,17 +38,16 @@ impl NsmWorkers {
         &self.gate
     }
 
-    /// What `call` (a call to the NSM) returns, computed on a worker thread; or
-    /// [`NsmUnavailable::Busy`] at once when the queue is full, or [`NsmUnavailable::NoAnswer`]
-    /// at the deadline (a call already on its thread then runs on to its end there).
-    pub async fn run<T, F>(&self, call: F) -> Result<T, NsmUnavailable>
-    where
-        F: FnOnce() -> T + Send + 'static,
-        T: Send + 'static,
-    {
+    /// Runs `call` (a call to the NSM) on a worker thread. Refused at once
+    /// ([`NsmUnavailable::Busy`]) when the queue is full; [`NsmUnavailable::NoAnswer`] when
+    /// the deadline passes first, `call` then running on to its end on its thread.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        call: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, NsmUnavailable> {
         let waiting = self.gate.admit(Instant::now())?;
         let deadline = waiting.deadline();
-        let Some(permit) = until(deadline, self.permits.acquire_arc()).await else {
+        let Some(permit) = until(deadline, self.slots.acquire_arc()).await else {
             return Err(waiting.timed_out());
         };
         let running = waiting.start();

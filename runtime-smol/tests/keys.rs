@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use kmstool_core::keys::KeySettings;
 use kmstool_core::nsm::gate::NsmLimits;
 use kmstool_core::nsm::{Nsm, Request, Response};
 use kmstool_core::session::AttestationFailure;
@@ -52,12 +53,15 @@ fn stuck(
         calls: AtomicUsize::new(0),
         gate,
     });
-    let service = KeyService::with_limits(
+    let settings = KeySettings::new(
         Arc::clone(&nsm) as Arc<dyn Nsm>,
         rotate_every,
         Duration::ZERO,
-        limits,
     );
+    let service = KeyService::with_settings(KeySettings {
+        nsm_limits: limits,
+        ..settings
+    });
     (service, nsm, unstick)
 }
 

@@ -8,9 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kmstool_core::crypto::{Backend, RecipientKey};
-use kmstool_core::keys::{KeyStore, MAX_DOCUMENT_REUSE};
+use kmstool_core::keys::{KeySettings, KeyStore, MAX_DOCUMENT_REUSE};
 use kmstool_core::nsm::Nsm;
-use kmstool_core::nsm::gate::NsmLimits;
 use kmstool_core::session::{Attestation, AttestationFailure};
 use tokio::sync::OnceCell;
 use tokio::time::Instant;
@@ -27,24 +26,19 @@ const ROTATION_RETRY: Duration = Duration::from_secs(60);
 /// milliseconds, and a server need not wait for it to accept connections. A session that
 /// asks for an attestation before the key exists waits for it.
 ///
-/// Calls to the NSM go through [`NsmWorkers`] ([`NsmLimits::DEFAULT`] unless
-/// [`with_limits`](Self::with_limits) says otherwise): a hung module costs a caller at most the
+/// Calls to the NSM go through [`NsmWorkers`] (within [`KeySettings::nsm_limits`]): a hung module costs a caller at most the
 /// deadline and the server at most `workers` threads. Rotation never waits for the NSM.
 pub struct KeyService {
     store: OnceCell<Arc<KeyStore>>,
-    nsm: Arc<dyn Nsm>,
+    settings: KeySettings,
     workers: NsmWorkers,
-    rotate_every: Option<Duration>,
-    reuse_document_for: Duration,
 }
 
 impl std::fmt::Debug for KeyService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KeyService")
             .field("key_ready", &self.store.initialized())
-            .field("nsm_limits", &self.workers.gate().limits())
-            .field("rotate_every", &self.rotate_every)
-            .field("reuse_document_for", &self.reuse_document_for)
+            .field("settings", &self.settings)
             .finish_non_exhaustive()
     }
 }
@@ -54,35 +48,28 @@ impl KeyService {
     /// [`attest`](Self::attest), or the task [`spawn_rotation`](Self::spawn_rotation) starts.
     /// `rotate_every`: replace the key after this long (`None`: never). Documents are reused
     /// for `reuse_document_for`, at most [`MAX_DOCUMENT_REUSE`] (a warning says so when more is
-    /// asked). NSM calls within [`NsmLimits::DEFAULT`].
+    /// asked). NSM calls within [`NsmLimits::DEFAULT`](kmstool_core::nsm::gate::NsmLimits).
     pub fn new(
         nsm: Arc<dyn Nsm>,
         rotate_every: Option<Duration>,
         reuse_document_for: Duration,
     ) -> Arc<Self> {
-        Self::with_limits(nsm, rotate_every, reuse_document_for, NsmLimits::DEFAULT)
+        Self::with_settings(KeySettings::new(nsm, rotate_every, reuse_document_for))
     }
 
-    /// [`new`](Self::new) with NSM calls within `limits`.
-    pub fn with_limits(
-        nsm: Arc<dyn Nsm>,
-        rotate_every: Option<Duration>,
-        reuse_document_for: Duration,
-        limits: NsmLimits,
-    ) -> Arc<Self> {
-        if reuse_document_for > MAX_DOCUMENT_REUSE {
+    /// [`new`](Self::new) with every setting given, the NSM bounds included.
+    pub fn with_settings(settings: KeySettings) -> Arc<Self> {
+        if settings.reuse_capped() {
             tracing::warn!(
-                asked_secs = reuse_document_for.as_secs(),
+                asked_secs = settings.reuse_document_for.as_secs(),
                 max_secs = MAX_DOCUMENT_REUSE.as_secs(),
                 "attestation documents are reused for at most the maximum"
             );
         }
         Arc::new(Self {
             store: OnceCell::new(),
-            nsm,
-            workers: NsmWorkers::new(limits),
-            rotate_every,
-            reuse_document_for,
+            workers: NsmWorkers::new(settings.nsm_limits),
+            settings,
         })
     }
 
@@ -109,14 +96,7 @@ impl KeyService {
                     ms = started.elapsed().as_millis() as u64,
                     "enclave key generated"
                 );
-                let store = KeyStore::new(
-                    key,
-                    Arc::clone(&self.nsm),
-                    now(),
-                    self.rotate_every,
-                    self.reuse_document_for,
-                );
-                Ok(Arc::new(store))
+                Ok(Arc::new(self.settings.store(key, now())))
             })
             .await
     }

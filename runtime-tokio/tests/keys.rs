@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::Duration;
 
+use kmstool_core::keys::KeySettings;
 use kmstool_core::nsm::gate::NsmLimits;
 use kmstool_core::nsm::{Nsm, Request, Response};
 use kmstool_core::session::{Attestation, AttestationFailure};
@@ -126,17 +127,14 @@ fn hung_service(
     rotate_every: Option<Duration>,
 ) -> (Arc<KeyService>, Arc<HungNsm>, ReleaseOnDrop) {
     let nsm = Arc::new(HungNsm::default());
-    let limits = NsmLimits {
-        workers,
-        queue,
-        deadline,
-    };
-    let keys = KeyService::with_limits(
-        Arc::clone(&nsm) as Arc<dyn Nsm>,
-        rotate_every,
-        Duration::ZERO,
-        limits,
-    );
+    let keys = KeyService::with_settings(KeySettings {
+        nsm_limits: NsmLimits {
+            workers,
+            queue,
+            deadline,
+        },
+        ..KeySettings::new(Arc::clone(&nsm) as _, rotate_every, Duration::ZERO)
+    });
     (keys, Arc::clone(&nsm), ReleaseOnDrop(nsm))
 }
 

@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::crypto::RecipientKey;
+use crate::nsm::gate::NsmLimits;
 use crate::nsm::{self, Nsm};
 use crate::session::{Attestation, AttestationFailure};
 
@@ -93,10 +94,69 @@ impl EnclaveKeys {
     }
 }
 
+/// What a runtime's key service is made of: the NSM, the key and document policy, and the
+/// bounds on NSM calls. Both runtimes' `KeyService`s take one, so they are configured alike.
+#[derive(Clone)]
+pub struct KeySettings {
+    /// The module that attests the keys.
+    pub nsm: Arc<dyn Nsm>,
+    /// Replace the key after this long (`None`: never).
+    pub rotate_every: Option<Duration>,
+    /// Reuse a document this long, as asked (the store caps it at [`MAX_DOCUMENT_REUSE`]).
+    pub reuse_document_for: Duration,
+    /// Bounds on the calls to the NSM.
+    pub nsm_limits: NsmLimits,
+}
+
+impl KeySettings {
+    /// Settings with the default NSM bounds ([`NsmLimits::DEFAULT`]).
+    pub fn new(
+        nsm: Arc<dyn Nsm>,
+        rotate_every: Option<Duration>,
+        reuse_document_for: Duration,
+    ) -> Self {
+        Self {
+            nsm,
+            rotate_every,
+            reuse_document_for,
+            nsm_limits: NsmLimits::DEFAULT,
+        }
+    }
+
+    /// Whether more reuse was asked than [`MAX_DOCUMENT_REUSE`] allows (runtimes warn).
+    pub fn reuse_capped(&self) -> bool {
+        self.reuse_document_for > MAX_DOCUMENT_REUSE
+    }
+
+    /// A store with these settings starting with `key` at `now`.
+    pub fn store(&self, key: RecipientKey, now: Instant) -> KeyStore {
+        KeyStore::new(
+            key,
+            Arc::clone(&self.nsm),
+            now,
+            self.rotate_every,
+            self.reuse_document_for,
+        )
+    }
+}
+
+impl std::fmt::Debug for KeySettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeySettings")
+            .field("rotate_every", &self.rotate_every)
+            .field("reuse_document_for", &self.reuse_document_for)
+            .field("nsm_limits", &self.nsm_limits)
+            .finish_non_exhaustive()
+    }
+}
+
 /// [`EnclaveKeys`] shared by every session, with the NSM that attests them.
 ///
 /// [`KeyStore::attest`] blocks on the NSM (an ioctl on `/dev/nsm`): runtimes call it from a
-/// blocking thread. It performs no IO itself beyond calling the [`Nsm`] it was given.
+/// blocking thread (one of the workers [`crate::nsm::gate`] bounds). It performs no IO itself
+/// beyond calling the [`Nsm`] it was given, and never holds its lock while the NSM works: a
+/// hung module stalls only the calls waiting for it, never [`rotate`](Self::rotate),
+/// [`reusable`](Self::reusable) or [`current_key`](Self::current_key).
 pub struct KeyStore {
     keys: Mutex<EnclaveKeys>,
     nsm: Arc<dyn Nsm>,
@@ -131,7 +191,8 @@ impl KeyStore {
     }
 
     /// An attestation document for the current key: reused when allowed, else fresh from the
-    /// NSM (blocking).
+    /// NSM (blocking, without the store's lock held). A document that comes back after the
+    /// key rotated is returned for the key it names, but not kept for reuse.
     pub fn attest(&self, now: Instant) -> Result<Attestation, AttestationFailure> {
         let (key, generation) = {
             let keys = self.lock();
@@ -162,6 +223,11 @@ impl KeyStore {
     /// The current key.
     pub fn current_key(&self) -> Arc<RecipientKey> {
         self.lock().current().0
+    }
+
+    /// The current key's generation: 0 for the first key, one more at each rotation.
+    pub fn generation(&self) -> u64 {
+        self.lock().current().1
     }
 
     fn lock(&self) -> MutexGuard<'_, EnclaveKeys> {
@@ -255,6 +321,98 @@ mod tests {
         assert_eq!(keys.reuse_document_for(), MAX_DOCUMENT_REUSE);
         let keys = EnclaveKeys::new(fixture_key(), start, None, Duration::from_secs(60));
         assert_eq!(keys.reuse_document_for(), Duration::from_secs(60));
+    }
+
+    /// Blocks in `process` until the test sends on the channel (or drops it).
+    struct HeldNsm {
+        entered: std::sync::mpsc::SyncSender<()>,
+        release: Mutex<std::sync::mpsc::Receiver<()>>,
+    }
+
+    impl Nsm for HeldNsm {
+        fn process(&self, _request: Request) -> Response {
+            let _ = self.entered.send(());
+            if let Ok(release) = self.release.lock() {
+                let _ = release.recv();
+            }
+            Response::Attestation {
+                document: vec![0x84],
+            }
+        }
+    }
+
+    #[test]
+    fn rotation_does_not_wait_for_an_nsm_call_in_progress() {
+        use std::sync::mpsc;
+        let bound = Duration::from_secs(30);
+        let (entered_tx, entered) = mpsc::sync_channel(1);
+        let (release, release_rx) = mpsc::channel();
+        let nsm = Arc::new(HeldNsm {
+            entered: entered_tx,
+            release: Mutex::new(release_rx),
+        });
+        let start = Instant::now();
+        let store = Arc::new(KeyStore::new(
+            fixture_key(),
+            nsm,
+            start,
+            None,
+            Duration::from_secs(60),
+        ));
+        let first_key = store.current_key();
+        let attesting = {
+            let store = Arc::clone(&store);
+            std::thread::spawn(move || store.attest(start))
+        };
+        assert_eq!(
+            entered.recv_timeout(bound),
+            Ok(()),
+            "the NSM was not called"
+        );
+        // The NSM holds the attesting thread; rotating on another thread must still finish.
+        let (rotated_tx, rotated) = mpsc::channel();
+        let rotating = {
+            let store = Arc::clone(&store);
+            std::thread::spawn(move || {
+                store.rotate(fixture_key(), start);
+                let _ = rotated_tx.send((store.generation(), store.reusable(start).is_none()));
+            })
+        };
+        let outcome = rotated.recv_timeout(bound);
+        let _ = release.send(());
+        assert_eq!(outcome, Ok((1, true)), "rotation waited for the NSM");
+        let attested = attesting.join().map_err(|_| "attesting thread panicked");
+        let attested = attested.and_then(|a| a.map_err(|_| "attestation failed"));
+        let attested = attested.unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            Arc::ptr_eq(&attested.key, &first_key),
+            "document names the old key"
+        );
+        assert!(!Arc::ptr_eq(&store.current_key(), &first_key));
+        assert_eq!(
+            document(store.reusable(start)),
+            None,
+            "a document for the old key is not reused for the new one"
+        );
+        assert!(rotating.join().is_ok());
+    }
+
+    #[test]
+    fn settings_build_stores_and_say_when_reuse_is_capped() {
+        let start = Instant::now();
+        let nsm: Arc<dyn Nsm> = Arc::new(CountingNsm(AtomicU8::new(0)));
+        let hour = Duration::from_secs(3600);
+        let settings = KeySettings::new(Arc::clone(&nsm), Some(hour), MAX_DOCUMENT_REUSE);
+        assert_eq!(settings.nsm_limits, NsmLimits::DEFAULT);
+        assert!(!settings.reuse_capped());
+        let store = settings.store(fixture_key(), start);
+        assert_eq!(store.rotation_due(), Some(start + hour));
+        assert_eq!(store.attest(start).map(|a| a.document), Ok(vec![0x84, 1]));
+        let just_inside = start + MAX_DOCUMENT_REUSE - Duration::from_millis(1);
+        assert!(store.reusable(just_inside).is_some());
+        let more = KeySettings::new(nsm, None, MAX_DOCUMENT_REUSE + Duration::from_secs(1));
+        assert!(more.reuse_capped());
+        assert!(!format!("{more:?}").contains("CountingNsm"));
     }
 
     #[test]

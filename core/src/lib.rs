@@ -3,7 +3,8 @@
 //! Everything here turns bytes into events and decisions into bytes; nothing here opens a
 //! socket, reads a file or a clock, or draws randomness. Time arrives as arguments (`now`),
 //! randomness as seeds, and the runtimes (`kmstool-runtime-tokio`, `kmstool-runtime-smol`) move
-//! the bytes.
+//! the bytes. One exception: `crypto::RecipientKey::generate` makes the enclave key from
+//! the operating system's RNG, so that every runtime makes it the same way.
 #![deny(missing_docs)]
 
 pub mod accept;

@@ -6,7 +6,10 @@
 //! ioctl on `/dev/nsm`) lives in a runtime; the simulator implements the same trait.
 //!
 //! The helpers below build the requests kmstool makes and turn the module's answers into typed
-//! results, so no caller matches on [`Response`] by hand.
+//! results, so no caller matches on [`Response`] by hand. [`gate`] bounds how many calls may
+//! wait for the module, and for how long.
+
+pub mod gate;
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -24,8 +27,8 @@ pub const MAX_RANDOM_BYTES: usize = 64 * 1024;
 
 /// A Nitro Secure Module: answers one request at a time.
 ///
-/// `process` blocks (the real module is an ioctl); async runtimes call it off their reactor
-/// threads. An implementation answers every request, failures included, with a [`Response`]
+/// `process` blocks (the real module is an ioctl), possibly for ever if the module hangs;
+/// async runtimes call it off their reactor threads, on the bounded workers [`gate`] governs. An implementation answers every request, failures included, with a [`Response`]
 /// (`Response::Error` for a refused request); it never panics on a request.
 pub trait Nsm: Send + Sync + 'static {
     /// Sends one request to the module and returns its response.

@@ -130,6 +130,23 @@ fn oaep_decrypts_what_each_library_encrypts_in_every_backend() {
 }
 
 #[test]
+fn generated_keys_are_fresh_rsa2048_keys_that_decrypt_in_their_backend() {
+    let message = b"thirty-two bytes of content key!";
+    for &backend in Backend::all() {
+        let key = RecipientKey::generate(backend).expect("generates");
+        let other = RecipientKey::generate(backend).expect("generates");
+        assert_eq!(key.backend(), backend);
+        assert_ne!(key.public_key_der(), other.public_key_der(), "{backend}");
+        // `from_pkcs8_der` behind `generate` refuses anything but RSA-2048 with e = 65537.
+        let spki = key.public_key_der().to_vec();
+        let ciphertext = oaep_encrypt(&spki, message, 9);
+        let plaintext = key.oaep_sha256_decrypt(&ciphertext).expect("decrypts");
+        assert_eq!(plaintext.as_slice(), message, "{backend}");
+        assert!(other.oaep_sha256_decrypt(&ciphertext).is_err(), "{backend}");
+    }
+}
+
+#[test]
 fn both_backends_derive_the_same_public_key_and_id() {
     let keys: Vec<RecipientKey> = Backend::all().iter().map(|&b| keyed_key(b)).collect();
     for key in &keys {

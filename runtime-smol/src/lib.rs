@@ -17,4 +17,6 @@ pub mod keys;
 pub mod kms;
 pub mod net;
 #[cfg(feature = "enclave")]
+pub mod nsm;
+#[cfg(feature = "enclave")]
 pub mod server;

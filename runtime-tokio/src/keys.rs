@@ -1,27 +1,23 @@
-//! The enclave key pair: generation (AWS-LC, drawing on the kernel RNG, which the NSM feeds),
-//! rotation, and attestation with the NSM's blocking calls kept off the async threads.
+//! The enclave key pair on tokio: generation ([`RecipientKey::generate`], on the blocking
+//! pool), rotation, and attestation with the NSM's blocking calls on bounded workers
+//! ([`NsmWorkers`]).
+//!
+//! `runtime-smol` offers the same [`KeyService`] API on smol.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_lc_rs::encoding::AsDer as _;
-use aws_lc_rs::rsa::{KeySize, PrivateDecryptingKey};
 use kmstool_core::crypto::{Backend, RecipientKey};
-use kmstool_core::keys::{KeyStore, MAX_DOCUMENT_REUSE};
+use kmstool_core::keys::{KeySettings, KeyStore, MAX_DOCUMENT_REUSE};
 use kmstool_core::nsm::Nsm;
 use kmstool_core::session::{Attestation, AttestationFailure};
 use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
-/// Generates an RSA-2048 enclave key (e = 65537) for the default crypto backend.
-pub fn generate_key() -> Result<RecipientKey, String> {
-    let key = PrivateDecryptingKey::generate(KeySize::Rsa2048)
-        .map_err(|_| "RSA key generation failed".to_owned())?;
-    let der = key
-        .as_der()
-        .map_err(|_| "RSA key export failed".to_owned())?;
-    RecipientKey::from_pkcs8_der(Backend::DEFAULT, der.as_ref()).map_err(|e| e.to_string())
-}
+use crate::nsm::NsmWorkers;
+
+/// How long rotation waits after a failed key generation before it tries again.
+const ROTATION_RETRY: Duration = Duration::from_secs(60);
 
 /// Keys and attestation for every session of a server.
 ///
@@ -29,19 +25,20 @@ pub fn generate_key() -> Result<RecipientKey, String> {
 /// [`KeyService::spawn_rotation`]): RSA-2048 generation takes tens to hundreds of
 /// milliseconds, and a server need not wait for it to accept connections. A session that
 /// asks for an attestation before the key exists waits for it.
+///
+/// Calls to the NSM go through [`NsmWorkers`] (within [`KeySettings::nsm_limits`]): a hung module costs a caller at most the
+/// deadline and the server at most `workers` threads. Rotation never waits for the NSM.
 pub struct KeyService {
     store: OnceCell<Arc<KeyStore>>,
-    nsm: Arc<dyn Nsm>,
-    rotate_every: Option<Duration>,
-    reuse_document_for: Duration,
+    settings: KeySettings,
+    workers: NsmWorkers,
 }
 
 impl std::fmt::Debug for KeyService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KeyService")
             .field("key_ready", &self.store.initialized())
-            .field("rotate_every", &self.rotate_every)
-            .field("reuse_document_for", &self.reuse_document_for)
+            .field("settings", &self.settings)
             .finish_non_exhaustive()
     }
 }
@@ -49,29 +46,34 @@ impl std::fmt::Debug for KeyService {
 impl KeyService {
     /// A service whose first key is generated when first needed: by [`store`](Self::store),
     /// [`attest`](Self::attest), or the task [`spawn_rotation`](Self::spawn_rotation) starts.
-    /// Documents are reused for `reuse_document_for`, at most [`MAX_DOCUMENT_REUSE`] (a
-    /// warning says so when more is asked).
+    /// `rotate_every`: replace the key after this long (`None`: never). Documents are reused
+    /// for `reuse_document_for`, at most [`MAX_DOCUMENT_REUSE`] (a warning says so when more is
+    /// asked). NSM calls within [`NsmLimits::DEFAULT`](kmstool_core::nsm::gate::NsmLimits).
     pub fn new(
         nsm: Arc<dyn Nsm>,
         rotate_every: Option<Duration>,
         reuse_document_for: Duration,
     ) -> Arc<Self> {
-        if reuse_document_for > MAX_DOCUMENT_REUSE {
+        Self::with_settings(KeySettings::new(nsm, rotate_every, reuse_document_for))
+    }
+
+    /// [`new`](Self::new) with every setting given, the NSM bounds included.
+    pub fn with_settings(settings: KeySettings) -> Arc<Self> {
+        if settings.reuse_capped() {
             tracing::warn!(
-                asked_secs = reuse_document_for.as_secs(),
+                asked_secs = settings.reuse_document_for.as_secs(),
                 max_secs = MAX_DOCUMENT_REUSE.as_secs(),
                 "attestation documents are reused for at most the maximum"
             );
         }
         Arc::new(Self {
             store: OnceCell::new(),
-            nsm,
-            rotate_every,
-            reuse_document_for,
+            workers: NsmWorkers::new(settings.nsm_limits),
+            settings,
         })
     }
 
-    /// Generates the first key (on a blocking thread) and returns the service.
+    /// [`new`](Self::new), then generates the first key (on a blocking thread).
     pub async fn start(
         nsm: Arc<dyn Nsm>,
         rotate_every: Option<Duration>,
@@ -89,28 +91,24 @@ impl KeyService {
         self.store
             .get_or_try_init(|| async {
                 let started = Instant::now();
-                let key = tokio::task::spawn_blocking(generate_key)
-                    .await
-                    .map_err(|e| e.to_string())??;
+                let key = generate().await?;
                 tracing::debug!(
                     ms = started.elapsed().as_millis() as u64,
                     "enclave key generated"
                 );
-                let store = KeyStore::new(
-                    key,
-                    Arc::clone(&self.nsm),
-                    now(),
-                    self.rotate_every,
-                    self.reuse_document_for,
-                );
-                Ok(Arc::new(store))
+                Ok(Arc::new(self.settings.store(key, now())))
             })
             .await
     }
 
+    /// The workers NSM calls run on: their limits, and how many calls run and wait.
+    pub fn nsm_workers(&self) -> &NsmWorkers {
+        &self.workers
+    }
+
     /// An attestation document for the current key (see [`KeyStore::attest`]), once the key
-    /// exists. A reusable document comes back at once; only a call to the NSM goes to a
-    /// blocking thread.
+    /// exists. A reusable document comes back at once; a call to the NSM goes to the bounded
+    /// workers, and fails when they are busy or the deadline passes (see [`NsmWorkers::run`]).
     pub async fn attest(&self) -> Result<Attestation, AttestationFailure> {
         let store = match self.store.get() {
             Some(store) => store,
@@ -118,19 +116,22 @@ impl KeyService {
                 detail: format!("no enclave key: {detail}"),
             })?,
         };
-        if let Some(reused) = store.reusable(now()) {
+        let at = now();
+        if let Some(reused) = store.reusable(at) {
             return Ok(reused);
         }
         let store = Arc::clone(store);
-        tokio::task::spawn_blocking(move || store.attest(now()))
+        self.workers
+            .run(move || store.attest(at))
             .await
             .map_err(|e| AttestationFailure {
-                detail: format!("NSM task failed: {e}"),
+                detail: e.to_string(),
             })?
     }
 
     /// Generates the first key if no one has asked for it yet, then rotates it whenever it is
-    /// due, for as long as the service lives.
+    /// due, for as long as the service lives. Rotation generates on the blocking pool and
+    /// never waits for the NSM workers.
     pub fn spawn_rotation(self: &Arc<Self>) {
         let weak = Arc::downgrade(self);
         tokio::spawn(async move {
@@ -153,23 +154,27 @@ impl KeyService {
                 let Some(store) = weak.upgrade().and_then(|s| s.store.get().cloned()) else {
                     return;
                 };
-                match tokio::task::spawn_blocking(generate_key).await {
-                    Ok(Ok(key)) => {
+                match generate().await {
+                    Ok(key) => {
                         store.rotate(key, now());
-                        tracing::info!("enclave key rotated");
-                    }
-                    Ok(Err(error)) => {
-                        tracing::error!(%error, "enclave key rotation failed; retrying in 60 s");
-                        tokio::time::sleep(Duration::from_secs(60)).await;
+                        tracing::info!(generation = store.generation(), "enclave key rotated");
                     }
                     Err(error) => {
-                        tracing::error!(%error, "enclave key rotation task failed");
-                        return;
+                        tracing::error!(%error, "enclave key rotation failed; retrying in 60 s");
+                        tokio::time::sleep(ROTATION_RETRY).await;
                     }
                 }
             }
         });
     }
+}
+
+/// A fresh key from the default backend, generated on the blocking pool.
+async fn generate() -> Result<RecipientKey, String> {
+    tokio::task::spawn_blocking(|| RecipientKey::generate(Backend::DEFAULT))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())
 }
 
 fn now() -> std::time::Instant {

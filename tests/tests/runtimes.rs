@@ -59,7 +59,7 @@ impl SmolEnclave {
                     max_idle_per_host: 64,
                     idle_timeout: Duration::from_secs(30),
                 });
-                let keys = KeyService::start(nsm, Duration::ZERO)
+                let keys = KeyService::start(nsm, None, Duration::ZERO)
                     .await
                     .expect("enclave key");
                 let shared = Arc::new(Shared {

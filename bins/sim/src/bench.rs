@@ -34,6 +34,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use aws_lc_rs::rsa::{OAEP_SHA256_MGF1SHA256, OaepPublicEncryptingKey, PublicEncryptingKey};
 use kmstool_core::cms::{self, Layout};
+use kmstool_core::crypto::{Backend, RecipientKey};
 use kmstool_core::protocol::EncryptionContext;
 
 use self::client::{Client, Workload};
@@ -201,7 +202,7 @@ fn progress(what: &str) {
 /// The reference costs, on this thread: RSA-2048 OAEP decrypt, the CMS unwrap around it, and
 /// one attestation document from the simulated NSM.
 fn measure_floor(sim: &SimNsm) -> anyhow::Result<Floor> {
-    let key = kmstool_runtime_tokio::keys::generate_key().map_err(anyhow::Error::msg)?;
+    let key = RecipientKey::generate(Backend::DEFAULT)?;
     let content_key = [0x11_u8; 32];
     let encrypted_key = oaep_encrypt(key.public_key_der(), &content_key)?;
     let envelope = cms::build(

@@ -6,7 +6,9 @@ use aws_lc_rs::cipher::{
 };
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::iv::FixedLength;
-use aws_lc_rs::rsa::{OAEP_SHA256_MGF1SHA256, OaepPrivateDecryptingKey, PrivateDecryptingKey};
+use aws_lc_rs::rsa::{
+    KeySize, OAEP_SHA256_MGF1SHA256, OaepPrivateDecryptingKey, PrivateDecryptingKey,
+};
 use zeroize::Zeroizing;
 
 use super::{AES_BLOCK_LEN, AES256_KEY_LEN, CryptoError, KeyError};
@@ -15,6 +17,15 @@ use super::{AES_BLOCK_LEN, AES256_KEY_LEN, CryptoError, KeyError};
 pub(super) struct PrivateKey(OaepPrivateDecryptingKey);
 
 impl PrivateKey {
+    /// Generates an RSA-2048 key (e = 65537) from AWS-LC's RNG, which draws on the kernel's;
+    /// returns it as PKCS #8 DER, wiped when dropped.
+    pub(super) fn generate_pkcs8_der() -> Result<Zeroizing<Vec<u8>>, KeyError> {
+        let key =
+            PrivateDecryptingKey::generate(KeySize::Rsa2048).map_err(|_| KeyError::Generation)?;
+        let der = key.as_der().map_err(|_| KeyError::Generation)?;
+        Ok(Zeroizing::new(der.as_ref().to_vec()))
+    }
+
     /// Parses PKCS #8 DER; returns the key and its DER SubjectPublicKeyInfo.
     pub(super) fn from_pkcs8_der(der: &[u8]) -> Result<(Self, Vec<u8>), KeyError> {
         let key =

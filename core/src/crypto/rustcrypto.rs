@@ -4,7 +4,8 @@
 //! randomness. The blinding factors come instead from [`BlindingRng`], an HMAC-SHA256 stream
 //! keyed by a secret derived from the private key and seeded with the ciphertext: an attacker
 //! who does not hold the key cannot predict or influence the factor, which is what blinding
-//! needs. (`rsa` is built without its `getrandom` feature, so nothing here reaches the OS RNG.)
+//! needs. (`rsa` is built without its `getrandom` feature, so decryption never reaches the OS
+//! RNG.) Only key generation draws from the operating system, through `getrandom`.
 
 use std::convert::Infallible;
 
@@ -12,7 +13,7 @@ use aes::Aes256;
 use cbc::cipher::block_padding::Pkcs7;
 use cbc::cipher::{BlockModeDecrypt, BlockModeEncrypt, KeyIvInit};
 use hmac::{Hmac, KeyInit, Mac};
-use rsa::pkcs8::{DecodePrivateKey, EncodePublicKey};
+use rsa::pkcs8::{DecodePrivateKey, EncodePrivateKey, EncodePublicKey};
 use rsa::rand_core::{TryCryptoRng, TryRng};
 use rsa::{Oaep, PrivateKey as RsaPrivateKey};
 use sha2::Sha256;
@@ -31,6 +32,15 @@ pub(super) struct PrivateKey {
 }
 
 impl PrivateKey {
+    /// Generates an RSA-2048 key (e = 65537) from the operating system's RNG; returns it as
+    /// PKCS #8 DER, wiped when dropped.
+    pub(super) fn generate_pkcs8_der() -> Result<Zeroizing<Vec<u8>>, KeyError> {
+        let key = RsaPrivateKey::new(&mut getrandom::SysRng, super::RSA_MODULUS_LEN * 8)
+            .map_err(|_| KeyError::Generation)?;
+        let der = key.to_pkcs8_der().map_err(|_| KeyError::Generation)?;
+        Ok(Zeroizing::new(der.as_bytes().to_vec()))
+    }
+
     /// Parses PKCS #8 DER; returns the key and its DER SubjectPublicKeyInfo.
     pub(super) fn from_pkcs8_der(der: &[u8]) -> Result<(Self, Vec<u8>), KeyError> {
         let key =

@@ -214,6 +214,7 @@ impl Canary {
                         .and_then(|m| STANDARD.decode(m).ok())
                         .is_some_and(|bytes| bytes.len() == 8);
                 if !fine {
+                    eprintln!("the canary's request failed: {reply}");
                     failures.push(reply.to_string());
                     break;
                 }

@@ -15,6 +15,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use kmstool_core::address::{ANY_CID, Address, PARENT_CID};
 use kmstool_core::framing::DEFAULT_MAX_MESSAGE_BYTES;
+use kmstool_core::keys::KeySettings;
 use kmstool_core::nsm::Nsm;
 use kmstool_core::session::{
     Backoff, DEFAULT_MAX_CONNECTION_BYTES, MIN_CONNECTION_BYTES, SessionConfig,
@@ -386,14 +387,14 @@ pub struct KmsSetup {
     pub attestation_reuse: Duration,
 }
 
-/// Builds what sessions share: TLS settings, the KMS connector, the enclave key (generated
-/// before this returns).
+/// Builds what the one session of `kmstool-enclave-cli` uses: TLS settings, the KMS
+/// connector, the enclave key (generated before this returns).
 pub async fn build_shared(
     session: SessionConfig,
     setup: &KmsSetup,
     nsm: Arc<dyn Nsm>,
 ) -> anyhow::Result<Arc<Shared>> {
-    let shared = shared_state(session, setup, nsm)?;
+    let shared = shared_state(session, setup, nsm, 1)?;
     shared
         .keys
         .store()
@@ -409,6 +410,7 @@ fn shared_state(
     session: SessionConfig,
     setup: &KmsSetup,
     nsm: Arc<dyn Nsm>,
+    max_connections: usize,
 ) -> anyhow::Result<Arc<Shared>> {
     let roots = setup.trust_roots.roots(session.region.as_deref());
     let tls = kms_tls(setup.ca_bundle.as_deref(), roots)?;
@@ -419,7 +421,10 @@ fn shared_state(
         max_idle_per_host: 64,
         idle_timeout: Duration::from_secs(30),
     });
-    let keys = KeyService::new(nsm, setup.key_rotation, setup.attestation_reuse);
+    let mut settings = KeySettings::new(nsm, setup.key_rotation, setup.attestation_reuse);
+    // One document at a time per session: the queue holds every connection's.
+    settings.nsm_limits.queue = max_connections;
+    let keys = KeyService::with_settings(settings);
     keys.spawn_rotation();
     Ok(Arc::new(Shared {
         session: Arc::new(session),
@@ -463,15 +468,14 @@ pub async fn prepare(args: &Args, nsm: Arc<dyn Nsm>) -> anyhow::Result<Prepared>
         attestation_reuse: Duration::from_secs(args.attestation_reuse_secs),
     };
     let session = args.session_config()?;
-    let session_bound = session.connection_bound();
-    let shared = shared_state(session, &setup, nsm)?;
     let max_connections = match args.max_connections {
         Some(max) => max.max(1),
         None => {
             let soft = limits::nofile_limits().map_or(u64::MAX, |nofile| nofile.soft);
-            limits::default_max_connections(soft, session_bound)
+            limits::default_max_connections(soft, session.connection_bound())
         }
     };
+    let shared = shared_state(session, &setup, nsm, max_connections)?;
     let limits = ServerLimits {
         max_connections,
         shutdown_grace: Duration::from_millis(args.kms_timeout_ms) + Duration::from_secs(2),

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 /// The longest deadline [`NsmGate`] applies, whatever [`NsmLimits::deadline`] asks for.
 pub const MAX_NSM_DEADLINE: Duration = Duration::from_secs(60 * 60);
 
-/// Bounds on the calls to the NSM. [`NsmLimits::DEFAULT`]: 2 workers, 64 waiting, 10 s.
+/// Bounds on the calls to the NSM. [`NsmLimits::DEFAULT`]: 2 workers, 1024 waiting, 10 s.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NsmLimits {
     /// Calls to the module at once, hung ones included: at most this many threads ever block
@@ -46,10 +46,14 @@ pub struct NsmLimits {
 
 impl NsmLimits {
     /// Two workers (a healthy module answers in milliseconds, and one hung call leaves one
-    /// worker to find out whether the next also hangs), 64 waiting callers, ten seconds.
+    /// worker to find out whether the next also hangs), 1024 waiting callers, ten seconds.
+    ///
+    /// A session waits for at most one document at a time, so a server passes its connection
+    /// limit as the queue: a load the connection limit admits is never refused as busy (a
+    /// waiting caller costs a few hundred bytes), and the deadline still bounds every wait.
     pub const DEFAULT: NsmLimits = NsmLimits {
         workers: 2,
-        queue: 64,
+        queue: 1024,
         deadline: Duration::from_secs(10),
     };
 
@@ -279,7 +283,7 @@ mod tests {
     #[test]
     fn defaults_are_documented_values() {
         assert_eq!(NsmLimits::default(), NsmLimits::DEFAULT);
-        assert_eq!(NsmLimits::DEFAULT, limits(2, 64, 10));
+        assert_eq!(NsmLimits::DEFAULT, limits(2, 1024, 10));
     }
 
     #[test]
@@ -402,7 +406,7 @@ mod tests {
         );
         assert_eq!(
             NsmLimits::DEFAULT.busy().to_string(),
-            "NSM is busy: 64 calls already wait for it"
+            "NSM is busy: 1024 calls already wait for it"
         );
     }
 }

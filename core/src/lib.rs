@@ -24,6 +24,8 @@ pub mod pool;
 pub mod protocol;
 pub mod secret;
 #[cfg(any(feature = "aws-lc", feature = "rustcrypto"))]
+pub mod server;
+#[cfg(any(feature = "aws-lc", feature = "rustcrypto"))]
 pub mod session;
 pub mod sigv4;
 #[cfg(feature = "tls")]

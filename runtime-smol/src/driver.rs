@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use kmstool_core::session::{
-    Attestation, AttestationFailure, CallId, EnclaveSession, Now, Output, READ_CHUNK_BYTES,
-    SharedRequest, TransportFailure, TransportStage,
+    Attestation, AttestationFailure, CallId, EnclaveSession, EventLevel, Now, Output,
+    READ_CHUNK_BYTES, SessionEvent, SharedRequest, TransportFailure, TransportStage,
 };
 use smol::future::{self, FutureExt as _};
 use smol::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
@@ -76,7 +76,7 @@ pub(crate) async fn drive<S>(
     loop {
         while let Some(output) = session.poll_output() {
             match output {
-                Output::Event(event) => shared.log(connection, &event),
+                Output::Event(event) => log(connection, &event),
                 Output::Attest(call) => {
                     let keys = Arc::clone(&shared.keys);
                     nsm = Some((call, Box::pin(async move { keys.attest().await })));
@@ -235,6 +235,16 @@ fn connect_and_send(
             Err(e) => Err(TransportFailure::new(TransportStage::Io, e.to_string())),
         }
     })
+}
+
+/// Logs a session event at its level, as the tokio runtime does.
+fn log(connection: u64, event: &SessionEvent) {
+    let text = event.to_string();
+    match event.level() {
+        EventLevel::Warn => tracing::warn!(connection, "{text}"),
+        EventLevel::Info => tracing::info!(connection, "{text}"),
+        EventLevel::Debug => tracing::debug!(connection, "{text}"),
+    }
 }
 
 fn wall_nanos() -> u64 {

@@ -4,12 +4,13 @@
 use std::future::Future;
 use std::io;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use kmstool_core::accept::{AcceptBackoff, AcceptFailure, MAX_REFUSING};
+use kmstool_core::accept::{AcceptBackoff, AcceptFailure};
 use kmstool_core::address::Address;
-use kmstool_core::session::{SessionConfig, SessionEvent, busy_reply};
+use kmstool_core::server::Admission;
+pub use kmstool_core::server::{ServerLimits, Stats};
+use kmstool_core::session::{SessionConfig, busy_reply};
 use smol::future::FutureExt as _;
 use smol::io::AsyncWriteExt as _;
 
@@ -26,18 +27,8 @@ pub struct Shared {
     pub kms: KmsConnector,
     /// Enclave key and attestation.
     pub keys: Arc<KeyService>,
-    /// Connections being served now.
-    pub open_connections: AtomicUsize,
-    /// Receives session events (logging); `None` drops them.
-    pub on_event: Option<fn(u64, &SessionEvent)>,
-}
-
-impl Shared {
-    pub(crate) fn log(&self, connection: u64, event: &SessionEvent) {
-        if let Some(log) = self.on_event {
-            log(connection, event);
-        }
-    }
+    /// Counters.
+    pub stats: Stats,
 }
 
 /// A bound enclave server on smol.
@@ -45,7 +36,7 @@ impl Shared {
 pub struct Server {
     listener: Listener,
     shared: Arc<Shared>,
-    max_connections: usize,
+    limits: ServerLimits,
 }
 
 impl Server {
@@ -53,12 +44,13 @@ impl Server {
     pub async fn bind(
         address: &Address,
         shared: Arc<Shared>,
-        max_connections: usize,
+        limits: ServerLimits,
     ) -> io::Result<Self> {
+        let listener = Listener::bind(address).await?;
         Ok(Self {
-            listener: Listener::bind(address).await?,
+            listener,
             shared,
-            max_connections,
+            limits,
         })
     }
 
@@ -67,78 +59,90 @@ impl Server {
         self.listener.local_address()
     }
 
-    /// Serves until `shutdown` completes, then lets in-flight commands finish (within `grace`).
-    pub async fn run(self, shutdown: impl Future<Output = ()>, grace: Duration) -> io::Result<()> {
+    /// The shared state (for its counters).
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Serves until `shutdown` completes, then drains: nothing more accepted, queued and
+    /// in-flight commands answered, idle connections closed, all within the shutdown grace.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> io::Result<()> {
         let (stop_tx, stop_rx) = smol::channel::bounded::<()>(1);
         let mut tasks: Vec<smol::Task<()>> = Vec::new();
-        let mut next_connection = 0u64;
-        let shutdown = async {
+        let mut connection = 0u64;
+        let mut shutdown = Box::pin(async {
             shutdown.await;
             None
-        };
-        let mut shutdown = Box::pin(shutdown);
+        });
         let mut backoff = AcceptBackoff::new();
-        let refusing = Arc::new(AtomicUsize::new(0));
         loop {
-            let accepted = async { Some(self.listener.accept().await) };
-            let Some(accepted) = accepted.or(&mut shutdown).await else {
+            let next = async { Some(self.listener.accept().await) };
+            let Some(accepted) = next.or(&mut shutdown).await else {
                 break;
             };
-            tasks.retain(|t| !t.is_finished());
-            let stream = match accepted {
-                Ok((stream, _peer)) => stream,
+            tasks.retain(|task| !task.is_finished());
+            let (stream, peer) = match accepted {
+                Ok(accepted) => accepted,
                 Err(error) => {
-                    // No log here: this runtime's server reports session events only. The
-                    // pause still keeps the loop from spinning while descriptors run out.
                     let pause = backoff.handle_error(Instant::now(), AcceptFailure::of(&error));
-                    let paused = async {
+                    if let Some(unreported) = pause.warn {
+                        tracing::warn!(%error, unreported, "accept failed; pausing");
+                    }
+                    let resume = async {
                         smol::Timer::at(pause.resume_at).await;
                         false
                     };
-                    if paused.or(async { shutdown.as_mut().await.is_none() }).await {
+                    if resume.or(async { shutdown.as_mut().await.is_none() }).await {
                         break;
                     }
                     continue;
                 }
             };
             backoff.handle_accepted();
-            next_connection += 1;
-            let connection = next_connection;
-            if self.shared.open_connections.load(Ordering::Relaxed) >= self.max_connections {
-                if refusing.load(Ordering::Relaxed) >= MAX_REFUSING {
-                    // Closed without a reply: refusals keep to their descriptors.
-                    drop(stream);
-                    continue;
-                }
-                refusing.fetch_add(1, Ordering::Relaxed);
-                let refusing = Arc::clone(&refusing);
-                let max = self.max_connections;
-                tasks.push(smol::spawn(async move {
-                    refuse(stream, max).await;
-                    refusing.fetch_sub(1, Ordering::Relaxed);
-                }));
-                continue;
-            }
-            self.shared.open_connections.fetch_add(1, Ordering::Relaxed);
+            connection += 1;
             let shared = Arc::clone(&self.shared);
-            let stop = stop_rx.clone();
-            tasks.push(smol::spawn(async move {
-                crate::driver::drive(stream, connection, Arc::clone(&shared), stop).await;
-                shared.open_connections.fetch_sub(1, Ordering::Relaxed);
-            }));
+            let max = self.limits.max_connections;
+            let task = match shared.stats.admit(&self.limits) {
+                Admission::Serve => {
+                    tracing::info!(connection, %peer, "accepted");
+                    let stop = stop_rx.clone();
+                    smol::spawn(async move {
+                        crate::driver::drive(stream, connection, Arc::clone(&shared), stop).await;
+                        shared.stats.closed();
+                        tracing::info!(connection, "connection closed");
+                    })
+                }
+                Admission::Refuse => {
+                    tracing::warn!(connection, %peer, max, "refusing connection: limit reached");
+                    smol::spawn(async move {
+                        refuse(stream, max).await;
+                        shared.stats.refused_done();
+                    })
+                }
+                Admission::Drop => continue,
+            };
+            tasks.push(task);
         }
         drop(self.listener);
+        tracing::info!(
+            open = tasks.len(),
+            "shutting down: finishing in-flight commands"
+        );
         stop_tx.close();
-        let drain = async {
+        let drained = async {
             for task in tasks {
                 task.await;
             }
+            true
         };
-        drain
-            .or(async {
-                smol::Timer::after(grace).await;
-            })
-            .await;
+        let grace = self.limits.shutdown_grace;
+        let expired = async {
+            smol::Timer::after(grace).await;
+            false
+        };
+        if !drained.or(expired).await {
+            tracing::warn!("shutdown grace expired; closing the rest");
+        }
         Ok(())
     }
 }

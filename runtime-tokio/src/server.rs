@@ -4,11 +4,12 @@
 use std::future::Future;
 use std::io;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use kmstool_core::accept::{AcceptBackoff, AcceptFailure, MAX_REFUSING};
+use kmstool_core::accept::{AcceptBackoff, AcceptFailure};
 use kmstool_core::address::Address;
+use kmstool_core::server::Admission;
+pub use kmstool_core::server::{ServerLimits, Stats};
 use kmstool_core::session::{SessionConfig, busy_reply};
 use tokio::io::AsyncWriteExt as _;
 use tokio::sync::watch;
@@ -18,17 +19,6 @@ use tokio::time::Instant;
 use crate::keys::KeyService;
 use crate::kms::KmsConnector;
 use crate::net::{Listener, Stream};
-
-/// Counters a test or a benchmark can read while the server runs.
-#[derive(Debug, Default)]
-pub struct Stats {
-    /// Connections being served now.
-    pub open_connections: AtomicUsize,
-    /// Connections accepted and served since start.
-    pub accepted: AtomicU64,
-    /// Connections refused because `max_connections` were open.
-    pub refused: AtomicU64,
-}
 
 /// What every session of a server shares.
 #[derive(Debug)]
@@ -41,24 +31,6 @@ pub struct Shared {
     pub keys: Arc<KeyService>,
     /// Counters.
     pub stats: Stats,
-}
-
-/// Server limits.
-#[derive(Debug, Clone, Copy)]
-pub struct ServerLimits {
-    /// Connections served at once; more are answered with an error and closed.
-    pub max_connections: usize,
-    /// After shutdown starts, how long in-flight work may take before connections are cut.
-    pub shutdown_grace: Duration,
-}
-
-impl Default for ServerLimits {
-    fn default() -> Self {
-        Self {
-            max_connections: 1024,
-            shutdown_grace: Duration::from_secs(15),
-        }
-    }
 }
 
 /// A bound enclave server.
@@ -102,7 +74,6 @@ impl Server {
         let mut backoff = AcceptBackoff::new();
         // While set, nothing is accepted: sessions and shutdown are still served.
         let mut paused_until: Option<Instant> = None;
-        let refusing = Arc::new(AtomicUsize::new(0));
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -120,34 +91,29 @@ impl Server {
                     backoff.handle_accepted();
                     next_connection += 1;
                     let connection = next_connection;
-                    let stats = &self.shared.stats;
-                    if stats.open_connections.load(Ordering::Relaxed) >= self.limits.max_connections {
-                        stats.refused.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(connection, %peer, max = self.limits.max_connections, "refusing connection: limit reached");
-                        if refusing.load(Ordering::Relaxed) >= MAX_REFUSING {
-                            // Closed without a reply: refusals keep to their descriptors.
-                            drop(stream);
-                            continue;
-                        }
-                        refusing.fetch_add(1, Ordering::Relaxed);
-                        let refusing = Arc::clone(&refusing);
-                        let max = self.limits.max_connections;
-                        sessions.spawn(async move {
-                            refuse(stream, max).await;
-                            refusing.fetch_sub(1, Ordering::Relaxed);
-                        });
-                        continue;
-                    }
-                    stats.open_connections.fetch_add(1, Ordering::Relaxed);
-                    stats.accepted.fetch_add(1, Ordering::Relaxed);
-                    tracing::info!(connection, %peer, "accepted");
                     let shared = Arc::clone(&self.shared);
-                    let stop = stop_rx.clone();
-                    sessions.spawn(async move {
-                        crate::driver::drive(stream, connection, Arc::clone(&shared), stop).await;
-                        shared.stats.open_connections.fetch_sub(1, Ordering::Relaxed);
-                        tracing::info!(connection, "connection closed");
-                    });
+                    let max = self.limits.max_connections;
+                    match shared.stats.admit(&self.limits) {
+                        Admission::Serve => {
+                            tracing::info!(connection, %peer, "accepted");
+                            let stop = stop_rx.clone();
+                            sessions.spawn(async move {
+                                crate::driver::drive(stream, connection, Arc::clone(&shared), stop).await;
+                                shared.stats.closed();
+                                tracing::info!(connection, "connection closed");
+                            });
+                        }
+                        Admission::Refuse => {
+                            tracing::warn!(connection, %peer, max, "refusing connection: limit reached");
+                            sessions.spawn(async move {
+                                refuse(stream, max).await;
+                                shared.stats.refused_done();
+                            });
+                        }
+                        Admission::Drop => {
+                            tracing::warn!(connection, %peer, max, "closing connection: limit reached, refusals in flight");
+                        }
+                    }
                 }
             }
         }

@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 use std::io::{BufRead as _, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -404,8 +404,8 @@ pub async fn wait_for_close(stream: &TcpStream, bound: Duration) -> Ending {
 }
 
 /// The enclave server on smol, on its own thread, with the given session settings, reaching
-/// `local`'s KMS emulator directly and using its NSM; stopped and joined on drop. (The same
-/// set-up as `runtimes.rs`'s, with the session settings a test chooses.)
+/// `local`'s KMS emulator directly (trusting only the emulator's CA) and using its NSM;
+/// stopped and joined on drop.
 #[derive(Debug)]
 pub struct SmolEnclave {
     /// Where it listens (TCP on 127.0.0.1).
@@ -420,7 +420,7 @@ impl SmolEnclave {
     pub async fn start(local: &Local, mut session: SessionConfig, max_connections: usize) -> Self {
         use kmstool_runtime_smol::keys::KeyService;
         use kmstool_runtime_smol::kms::{KmsConnector, KmsTransportConfig};
-        use kmstool_runtime_smol::server::{Server, Shared};
+        use kmstool_runtime_smol::server::{Server, ServerLimits, Shared, Stats};
 
         session.region = Some(REGION.to_owned());
         let nsm = Arc::clone(&local.nsm) as Arc<dyn Nsm>;
@@ -441,31 +441,31 @@ impl SmolEnclave {
                     max_idle_per_host: 64,
                     idle_timeout: Duration::from_secs(30),
                 });
-                let keys = KeyService::start(nsm, Duration::ZERO)
+                let keys = KeyService::start(nsm, None, Duration::ZERO)
                     .await
                     .expect("enclave key");
                 let shared = Arc::new(Shared {
                     session: Arc::new(session),
                     kms,
                     keys,
-                    open_connections: AtomicUsize::new(0),
-                    on_event: None,
+                    stats: Stats::default(),
                 });
                 let listen = Address::Tcp {
                     host: "127.0.0.1".into(),
                     port: 0,
                 };
-                let server = Server::bind(&listen, shared, max_connections)
+                let limits = ServerLimits {
+                    max_connections,
+                    shutdown_grace: Duration::from_secs(5),
+                };
+                let server = Server::bind(&listen, shared, limits)
                     .await
                     .expect("binding");
                 let _ = ready_tx.send(server.local_address().expect("local address"));
                 let shutdown = async {
                     let _ = stopped.recv().await;
                 };
-                server
-                    .run(shutdown, Duration::from_secs(5))
-                    .await
-                    .expect("smol server");
+                server.run(shutdown).await.expect("smol server");
             });
         });
         let address = ready_rx.await.expect("smol server started");
@@ -474,6 +474,19 @@ impl SmolEnclave {
             stop: Some(stop),
             thread: Some(thread),
         }
+    }
+}
+
+impl SmolEnclave {
+    /// Tells the server to stop (it drains in-flight commands) and waits for its thread.
+    pub async fn stop(mut self) {
+        drop(self.stop.take());
+        let thread = self.thread.take();
+        tokio::task::spawn_blocking(move || thread.map(std::thread::JoinHandle::join))
+            .await
+            .expect("joining")
+            .transpose()
+            .expect("the smol server thread did not panic");
     }
 }
 

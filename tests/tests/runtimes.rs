@@ -9,116 +9,19 @@
 // may unwrap.
 #![allow(clippy::unwrap_used)]
 
-use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use kmstool_core::address::Address;
 use kmstool_core::framing::DEFAULT_MAX_MESSAGE_BYTES;
-use kmstool_core::nsm::Nsm;
 use kmstool_core::session::SessionConfig;
-use kmstool_core::tls::{self, Roots};
-use kmstool_runtime_smol::keys::KeyService;
-use kmstool_runtime_smol::kms::{KmsConnector, KmsTransportConfig};
-use kmstool_runtime_smol::server::{Server, Shared};
 use kmstool_sim::kms::KeyMetadata;
-use kmstool_sim::local::{Local, LocalOptions, REGION};
+use kmstool_sim::local::{Local, LocalOptions};
+use kmstool_tests::hostile::SmolEnclave;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
-
-/// The enclave server on smol, on its own thread; stopped and joined on drop.
-struct SmolEnclave {
-    address: Address,
-    stop: Option<smol::channel::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl SmolEnclave {
-    /// Serves with the same settings as `local`'s tokio enclave: its region, the default
-    /// session settings, its NSM, its KMS emulator (reached directly, trusting only the
-    /// emulator's CA), at most `max_connections` at once.
-    async fn start(local: &Local, max_connections: usize) -> Self {
-        let nsm = Arc::clone(&local.nsm) as Arc<dyn Nsm>;
-        let ca_pem = local.kms.ca_pem().as_bytes().to_vec();
-        let proxy = Address::Tcp {
-            host: "127.0.0.1".into(),
-            port: local.kms.local_addr().port(),
-        };
-        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-        let (stop, stopped) = smol::channel::bounded::<()>(1);
-        let thread = std::thread::spawn(move || {
-            smol::block_on(async move {
-                let tls = tls::client_config(Roots::ExtraOnly, Some(&ca_pem)).expect("TLS");
-                let kms = KmsConnector::new(KmsTransportConfig {
-                    proxy,
-                    tls,
-                    connect_timeout: Duration::from_secs(3),
-                    max_idle_per_host: 64,
-                    idle_timeout: Duration::from_secs(30),
-                });
-                let keys = KeyService::start(nsm, None, Duration::ZERO)
-                    .await
-                    .expect("enclave key");
-                let shared = Arc::new(Shared {
-                    session: Arc::new(SessionConfig {
-                        region: Some(REGION.to_owned()),
-                        ..SessionConfig::default()
-                    }),
-                    kms,
-                    keys,
-                    open_connections: AtomicUsize::new(0),
-                    on_event: None,
-                });
-                let listen = Address::Tcp {
-                    host: "127.0.0.1".into(),
-                    port: 0,
-                };
-                let server = Server::bind(&listen, shared, max_connections)
-                    .await
-                    .expect("binding");
-                let _ = ready_tx.send(server.local_address().expect("local address"));
-                let shutdown = async {
-                    let _ = stopped.recv().await;
-                };
-                server
-                    .run(shutdown, Duration::from_secs(5))
-                    .await
-                    .expect("smol server");
-            });
-        });
-        let address = ready_rx.await.expect("smol server started");
-        Self {
-            address,
-            stop: Some(stop),
-            thread: Some(thread),
-        }
-    }
-}
-
-impl SmolEnclave {
-    /// Tells the server to stop (it drains in-flight commands) and waits for its thread.
-    async fn stop(mut self) {
-        drop(self.stop.take());
-        let thread = self.thread.take();
-        tokio::task::spawn_blocking(move || thread.map(std::thread::JoinHandle::join))
-            .await
-            .expect("joining")
-            .transpose()
-            .expect("the smol server thread did not panic");
-    }
-}
-
-impl Drop for SmolEnclave {
-    fn drop(&mut self) {
-        drop(self.stop.take());
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
 
 /// A client connection speaking raw frames.
 struct Conn {
@@ -403,7 +306,7 @@ async fn smol_and_tokio_enclaves_give_identical_replies() {
     let local = Local::start(LocalOptions::default())
         .await
         .expect("local setup");
-    let smol = SmolEnclave::start(&local, 64).await;
+    let smol = SmolEnclave::start(&local, SessionConfig::default(), 64).await;
     let fixture = Fixture::new(&local);
     for scenario in [
         Scenario::Operations,
@@ -487,7 +390,7 @@ async fn both_turn_away_a_connection_over_the_limit_alike() {
         ..LocalOptions::default()
     };
     let local = Local::start(options).await.expect("local setup");
-    let smol = SmolEnclave::start(&local, 1).await;
+    let smol = SmolEnclave::start(&local, SessionConfig::default(), 1).await;
     let fixture = Fixture::new(&local);
     let mut transcripts = Vec::new();
     for address in [&local.enclave, &smol.address] {
@@ -529,7 +432,7 @@ async fn the_smol_server_finishes_in_flight_commands_on_shutdown_then_closes() {
         ..LocalOptions::default()
     };
     let local = Local::start(options).await.expect("local setup");
-    let smol = SmolEnclave::start(&local, 64).await;
+    let smol = SmolEnclave::start(&local, SessionConfig::default(), 64).await;
     let address = smol.address.clone();
     let fixture = Fixture::new(&local);
     let mut conn = Conn::open(&address).await;

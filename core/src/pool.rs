@@ -1,5 +1,6 @@
 //! Idle KMS connections kept for reuse, per host. The runtimes keep their connection type in
-//! it; the policy (most recently used first, bounded, expiring) lives here once.
+//! it; the policy (most recently used first, bounded, expiring) lives here once, and so does
+//! the reuse half of their KMS connectors ([`KmsConnections`]).
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -110,6 +111,71 @@ impl<C> SharedPool<C> {
     fn lock(&self) -> MutexGuard<'_, IdlePool<C>> {
         // Nothing panics while holding the lock; the pool stays consistent if something did.
         self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// What a runtime's KMS connector does besides connecting: its settings, and the idle
+/// connections `C` shared by every session of a server, reused when a call may reuse one. A
+/// runtime adds only the making of a new connection (proxy stream and TLS handshake, with
+/// their timeouts).
+#[cfg(feature = "tls")]
+pub struct KmsConnections<C> {
+    config: crate::tls::KmsTransportConfig,
+    idle: SharedPool<C>,
+}
+
+#[cfg(feature = "tls")]
+impl<C> std::fmt::Debug for KmsConnections<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KmsConnections")
+            .field("proxy", &self.config.proxy)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(feature = "tls")]
+impl<C> KmsConnections<C> {
+    /// Connections made by `config`, none idle yet.
+    pub fn new(config: crate::tls::KmsTransportConfig) -> Self {
+        Self {
+            idle: SharedPool::new(config.max_idle_per_host, config.idle_timeout),
+            config,
+        }
+    }
+
+    /// How to make a new connection.
+    pub fn config(&self) -> &crate::tls::KmsTransportConfig {
+        &self.config
+    }
+
+    /// An idle connection to `host` when `may_reuse` and one is pooled; `None`: make a new one.
+    pub fn reuse(&self, host: &str, may_reuse: bool, now: Instant) -> Option<C> {
+        if may_reuse {
+            self.idle.take(host, now)
+        } else {
+            None
+        }
+    }
+
+    /// Keeps a connection whose last response was complete and reusable (or closes it, when
+    /// `host` has the most idle already).
+    pub fn checkin(&self, host: &str, conn: C, now: Instant) {
+        self.idle.put(host, conn, now);
+    }
+
+    /// Idle connections in the pool.
+    pub fn idle_connections(&self) -> usize {
+        self.idle.len()
+    }
+
+    /// The failure of a connection to the proxy that could not be made (`error`, or
+    /// [`crate::tls::connect_timeout`]).
+    pub fn connect_failure(&self, error: &std::io::Error) -> crate::session::TransportFailure {
+        let proxy = &self.config.proxy;
+        crate::session::TransportFailure::new(
+            crate::session::TransportStage::Connect,
+            format!("proxy {proxy}: {error}"),
+        )
     }
 }
 

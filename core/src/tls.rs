@@ -449,6 +449,12 @@ pub fn server_name(host: &str) -> Result<ServerName<'static>, TlsConfigError> {
         .map_err(|_| TlsConfigError::BadServerName(host.to_owned()))
 }
 
+/// The SNI name for a KMS host a connection is made to; a host that cannot be one fails the
+/// call at [`TransportStage::Tls`] (not retried).
+pub fn connect_server_name(host: &str) -> Result<ServerName<'static>, TransportFailure> {
+    server_name(host).map_err(|e| TransportFailure::new(TransportStage::Tls, e.to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

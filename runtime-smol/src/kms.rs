@@ -1,5 +1,6 @@
 //! Connections to KMS on smol: the proxy stream, TLS with SNI = the KMS host, and a pool of
-//! idle connections shared by every session.
+//! idle connections shared by every session (kept by core's [`KmsConnections`]; this runtime
+//! only makes new connections).
 
 use std::io;
 use std::sync::Arc;
@@ -7,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use futures_rustls::TlsConnector;
 use futures_rustls::client::TlsStream;
-use kmstool_core::pool::SharedPool;
-use kmstool_core::session::{TransportFailure, TransportStage};
+use kmstool_core::pool::KmsConnections;
+use kmstool_core::session::TransportFailure;
 use kmstool_core::tls;
 use smol::future::FutureExt as _;
 
@@ -20,27 +21,16 @@ pub type KmsStream = TlsStream<Stream>;
 pub use kmstool_core::tls::KmsTransportConfig;
 
 /// Makes and reuses KMS connections. Each connection carries one request at a time.
+#[derive(Debug)]
 pub struct KmsConnector {
-    config: KmsTransportConfig,
-    connector: TlsConnector,
-    idle: SharedPool<Box<KmsStream>>,
-}
-
-impl std::fmt::Debug for KmsConnector {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KmsConnector")
-            .field("proxy", &self.config.proxy)
-            .finish_non_exhaustive()
-    }
+    connections: KmsConnections<Box<KmsStream>>,
 }
 
 impl KmsConnector {
     /// A connector with an empty pool.
     pub fn new(config: KmsTransportConfig) -> Self {
         Self {
-            connector: TlsConnector::from(Arc::clone(&config.tls)),
-            idle: SharedPool::new(config.max_idle_per_host, config.idle_timeout),
-            config,
+            connections: KmsConnections::new(config),
         }
     }
 
@@ -50,7 +40,7 @@ impl KmsConnector {
         host: &str,
         may_reuse: bool,
     ) -> Result<(Box<KmsStream>, bool), TransportFailure> {
-        if may_reuse && let Some(stream) = self.idle.take(host, Instant::now()) {
+        if let Some(stream) = self.connections.reuse(host, may_reuse, Instant::now()) {
             return Ok((stream, true));
         }
         Ok((Box::new(self.connect(host).await?), false))
@@ -58,21 +48,23 @@ impl KmsConnector {
 
     /// Gives back a connection whose last response was complete and reusable.
     pub fn checkin(&self, host: &str, stream: Box<KmsStream>) {
-        self.idle.put(host, stream, Instant::now());
+        self.connections.checkin(host, stream, Instant::now());
+    }
+
+    /// Idle connections in the pool.
+    pub fn idle_connections(&self) -> usize {
+        self.connections.idle_connections()
     }
 
     async fn connect(&self, host: &str) -> Result<KmsStream, TransportFailure> {
-        let limit = self.config.connect_timeout;
-        let server_name = tls::server_name(host)
-            .map_err(|e| TransportFailure::new(TransportStage::Tls, e.to_string()))?;
-        let proxy = &self.config.proxy;
-        let stream = net::connect(proxy)
+        let config = self.connections.config();
+        let limit = config.connect_timeout;
+        let server_name = tls::connect_server_name(host)?;
+        let stream = net::connect(&config.proxy)
             .or(expire(tls::connect_timeout(limit), limit))
             .await
-            .map_err(|e| {
-                TransportFailure::new(TransportStage::Connect, format!("proxy {proxy}: {e}"))
-            })?;
-        self.connector
+            .map_err(|error| self.connections.connect_failure(&error))?;
+        TlsConnector::from(Arc::clone(&config.tls))
             .connect(server_name, stream)
             .or(expire(tls::handshake_timeout(limit), limit))
             .await

@@ -2,11 +2,9 @@
 //! `async_io::Async`), TCP and Unix sockets.
 
 use std::io;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 
 use async_io::Async;
-use kmstool_core::address::Address;
+use kmstool_core::address::{Address, UNIX_PEER, vsock_peer};
 use smol::io::{AsyncRead, AsyncWrite};
 use smol::net::unix::{UnixListener, UnixStream};
 use smol::net::{TcpListener, TcpStream};
@@ -58,20 +56,8 @@ impl Listener {
     /// The bound address (with the real port when port 0 was asked for).
     pub fn local_address(&self) -> io::Result<Address> {
         match self {
-            Self::Tcp(l) => {
-                let addr = l.local_addr()?;
-                Ok(Address::Tcp {
-                    host: addr.ip().to_string(),
-                    port: addr.port(),
-                })
-            }
-            Self::Unix(l) => {
-                let addr = l.local_addr()?;
-                let path = addr
-                    .as_pathname()
-                    .ok_or_else(|| io::Error::other("unnamed unix socket"))?;
-                Ok(Address::Unix(path.to_owned()))
-            }
+            Self::Tcp(l) => Ok(l.local_addr()?.into()),
+            Self::Unix(l) => Address::unix_bound(l.local_addr()?.as_pathname()),
             Self::Vsock(l) => {
                 let addr = l.get_ref().local_addr()?;
                 Ok(Address::Vsock {
@@ -90,15 +76,12 @@ impl Listener {
                 s.set_nodelay(true)?;
                 Ok((Stream::Tcp(s), peer.to_string()))
             }
-            Self::Unix(l) => {
-                let (s, _) = l.accept().await?;
-                Ok((Stream::Unix(s), "unix".to_owned()))
-            }
+            Self::Unix(l) => Ok((Stream::Unix(l.accept().await?.0), UNIX_PEER.to_owned())),
             Self::Vsock(l) => {
                 let (s, peer) = l.read_with(|l| l.accept()).await?;
                 Ok((
                     Stream::Vsock(vsock_stream(s)?),
-                    format!("vsock:{}:{}", peer.cid(), peer.port()),
+                    vsock_peer(peer.cid(), peer.port()),
                 ))
             }
         }
@@ -130,45 +113,15 @@ fn vsock_stream(stream: vsock::VsockStream) -> io::Result<Async<std::os::unix::n
 }
 
 impl AsyncRead for Stream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Self::Tcp(s) => Pin::new(s).poll_read(cx, buf),
-            Self::Unix(s) => Pin::new(s).poll_read(cx, buf),
-            Self::Vsock(s) => Pin::new(s).poll_read(cx, buf),
-        }
+    kmstool_core::forward_to_socket! {
+        fn poll_read(buf: &mut [u8]) -> usize;
     }
 }
 
 impl AsyncWrite for Stream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Self::Tcp(s) => Pin::new(s).poll_write(cx, buf),
-            Self::Unix(s) => Pin::new(s).poll_write(cx, buf),
-            Self::Vsock(s) => Pin::new(s).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Tcp(s) => Pin::new(s).poll_flush(cx),
-            Self::Unix(s) => Pin::new(s).poll_flush(cx),
-            Self::Vsock(s) => Pin::new(s).poll_flush(cx),
-        }
-    }
-
-    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Tcp(s) => Pin::new(s).poll_close(cx),
-            Self::Unix(s) => Pin::new(s).poll_close(cx),
-            Self::Vsock(s) => Pin::new(s).poll_close(cx),
-        }
+    kmstool_core::forward_to_socket! {
+        fn poll_write(buf: &[u8]) -> usize;
+        fn poll_flush() -> ();
+        fn poll_close() -> ();
     }
 }

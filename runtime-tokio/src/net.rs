@@ -2,10 +2,8 @@
 //! sockets (development, tests, and a parent-side proxy on TCP).
 
 use std::io;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 
-use kmstool_core::address::Address;
+use kmstool_core::address::{Address, UNIX_PEER, vsock_peer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio_vsock::{VsockAddr, VsockListener, VsockStream};
@@ -54,20 +52,8 @@ impl Listener {
     /// The bound address (with the real port when port 0 was asked for).
     pub fn local_address(&self) -> io::Result<Address> {
         match self {
-            Self::Tcp(l) => {
-                let addr = l.local_addr()?;
-                Ok(Address::Tcp {
-                    host: addr.ip().to_string(),
-                    port: addr.port(),
-                })
-            }
-            Self::Unix(l) => {
-                let addr = l.local_addr()?;
-                let path = addr
-                    .as_pathname()
-                    .ok_or_else(|| io::Error::other("unnamed unix socket"))?;
-                Ok(Address::Unix(path.to_owned()))
-            }
+            Self::Tcp(l) => Ok(l.local_addr()?.into()),
+            Self::Unix(l) => Address::unix_bound(l.local_addr()?.as_pathname()),
             Self::Vsock(l) => {
                 let addr = l.local_addr()?;
                 Ok(Address::Vsock {
@@ -86,16 +72,10 @@ impl Listener {
                 s.set_nodelay(true)?;
                 Ok((Stream::Tcp(s), peer.to_string()))
             }
-            Self::Unix(l) => {
-                let (s, _) = l.accept().await?;
-                Ok((Stream::Unix(s), "unix".to_owned()))
-            }
+            Self::Unix(l) => Ok((Stream::Unix(l.accept().await?.0), UNIX_PEER.to_owned())),
             Self::Vsock(l) => {
                 let (s, peer) = l.accept().await?;
-                Ok((
-                    Stream::Vsock(s),
-                    format!("vsock:{}:{}", peer.cid(), peer.port()),
-                ))
+                Ok((Stream::Vsock(s), vsock_peer(peer.cid(), peer.port())))
             }
         }
     }
@@ -117,45 +97,15 @@ pub async fn connect(address: &Address) -> io::Result<Stream> {
 }
 
 impl AsyncRead for Stream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Tcp(s) => Pin::new(s).poll_read(cx, buf),
-            Self::Unix(s) => Pin::new(s).poll_read(cx, buf),
-            Self::Vsock(s) => Pin::new(s).poll_read(cx, buf),
-        }
+    kmstool_core::forward_to_socket! {
+        fn poll_read(buf: &mut ReadBuf<'_>) -> ();
     }
 }
 
 impl AsyncWrite for Stream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Self::Tcp(s) => Pin::new(s).poll_write(cx, buf),
-            Self::Unix(s) => Pin::new(s).poll_write(cx, buf),
-            Self::Vsock(s) => Pin::new(s).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Tcp(s) => Pin::new(s).poll_flush(cx),
-            Self::Unix(s) => Pin::new(s).poll_flush(cx),
-            Self::Vsock(s) => Pin::new(s).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Tcp(s) => Pin::new(s).poll_shutdown(cx),
-            Self::Unix(s) => Pin::new(s).poll_shutdown(cx),
-            Self::Vsock(s) => Pin::new(s).poll_shutdown(cx),
-        }
+    kmstool_core::forward_to_socket! {
+        fn poll_write(buf: &[u8]) -> usize;
+        fn poll_flush() -> ();
+        fn poll_shutdown() -> ();
     }
 }

@@ -125,6 +125,11 @@ impl From<SocketAddr> for Address {
 }
 
 impl Address {
+    /// A vsock address, from a socket's CID and port.
+    pub const fn vsock(cid: u32, port: u32) -> Self {
+        Self::Vsock { cid, port }
+    }
+
     /// The address of a bound Unix socket, from its path as the listener reports it; an
     /// unnamed socket (no path) has no address kmstool can name.
     pub fn unix_bound(path: Option<&Path>) -> io::Result<Self> {
@@ -138,7 +143,7 @@ pub const UNIX_PEER: &str = "unix";
 
 /// How a connection's peer on vsock is logged: `vsock:CID:PORT`.
 pub fn vsock_peer(cid: u32, port: u32) -> String {
-    Address::Vsock { cid, port }.to_string()
+    Address::vsock(cid, port).to_string()
 }
 
 /// Writes the `poll_*` methods of an IO trait for an enum with one variant per [`Address`]

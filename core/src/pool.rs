@@ -114,6 +114,10 @@ impl<C> SharedPool<C> {
     }
 }
 
+/// A connection to KMS for a call, and whether it is a reused idle one (`true`) or new.
+#[cfg(feature = "tls")]
+pub type Checkout<C> = Result<(C, bool), crate::session::TransportFailure>;
+
 /// What a runtime's KMS connector does besides connecting: its settings, and the idle
 /// connections `C` shared by every session of a server, reused when a call may reuse one. A
 /// runtime adds only the making of a new connection (proxy stream and TLS handshake, with
@@ -166,16 +170,6 @@ impl<C> KmsConnections<C> {
     /// Idle connections in the pool.
     pub fn idle_connections(&self) -> usize {
         self.idle.len()
-    }
-
-    /// The failure of a connection to the proxy that could not be made (`error`, or
-    /// [`crate::tls::connect_timeout`]).
-    pub fn connect_failure(&self, error: &std::io::Error) -> crate::session::TransportFailure {
-        let proxy = &self.config.proxy;
-        crate::session::TransportFailure::new(
-            crate::session::TransportStage::Connect,
-            format!("proxy {proxy}: {error}"),
-        )
     }
 }
 
@@ -246,6 +240,32 @@ mod tests {
                 .is_none()
         );
         assert_eq!((closed.get(), pool.len()), (3, 1));
+    }
+
+    #[cfg(feature = "tls")]
+    #[test]
+    fn kms_connections_reuse_only_when_the_call_may() {
+        use crate::address::Address;
+        use crate::tls::{KmsTransportConfig, Roots, client_config};
+        let connections = KmsConnections::new(KmsTransportConfig {
+            proxy: Address::vsock(3, 8000),
+            tls: client_config(Roots::MozillaAndExtra, None).expect("config"),
+            connect_timeout: Duration::from_secs(1),
+            max_idle_per_host: 1,
+            idle_timeout: Duration::from_secs(10),
+        });
+        let t0 = Instant::now();
+        assert_eq!(connections.reuse("kms", true, t0), None, "nothing pooled");
+        connections.checkin("kms", 1, t0);
+        connections.checkin("kms", 2, t0);
+        assert_eq!(connections.idle_connections(), 1, "one kept per host");
+        assert_eq!(connections.reuse("kms", false, t0), None, "may not reuse");
+        assert_eq!(connections.reuse("kms", true, t0), Some(1));
+        assert_eq!(connections.idle_connections(), 0);
+        assert!(
+            format!("{connections:?}").contains("Vsock"),
+            "shows the proxy"
+        );
     }
 
     #[test]

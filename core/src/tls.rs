@@ -55,6 +55,12 @@ pub fn connect_timeout(limit: Duration) -> io::Error {
     )
 }
 
+/// The failure of a connection to the proxy that could not be made (`error`, or
+/// [`connect_timeout`]): [`TransportStage::Connect`], naming the proxy.
+pub fn proxy_failure(proxy: &crate::address::Address, error: &io::Error) -> TransportFailure {
+    TransportFailure::new(TransportStage::Connect, format!("proxy {proxy}: {error}"))
+}
+
 /// How a runtime reaches KMS.
 #[derive(Debug, Clone)]
 pub struct KmsTransportConfig {

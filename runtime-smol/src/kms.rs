@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use futures_rustls::TlsConnector;
 use futures_rustls::client::TlsStream;
-use kmstool_core::pool::KmsConnections;
+use kmstool_core::pool::{Checkout, KmsConnections};
 use kmstool_core::session::TransportFailure;
 use kmstool_core::tls;
 use smol::future::FutureExt as _;
@@ -22,54 +22,47 @@ pub use kmstool_core::tls::KmsTransportConfig;
 
 /// Makes and reuses KMS connections. Each connection carries one request at a time.
 #[derive(Debug)]
-pub struct KmsConnector {
-    connections: KmsConnections<Box<KmsStream>>,
-}
+pub struct KmsConnector(KmsConnections<Box<KmsStream>>);
 
 impl KmsConnector {
     /// A connector with an empty pool.
     pub fn new(config: KmsTransportConfig) -> Self {
-        Self {
-            connections: KmsConnections::new(config),
-        }
+        Self(KmsConnections::new(config))
     }
 
     /// A pooled connection to `host` when `may_reuse` (then `true`), or a new one (`false`).
-    pub async fn checkout(
-        &self,
-        host: &str,
-        may_reuse: bool,
-    ) -> Result<(Box<KmsStream>, bool), TransportFailure> {
-        if let Some(stream) = self.connections.reuse(host, may_reuse, Instant::now()) {
+    pub async fn checkout(&self, host: &str, may_reuse: bool) -> Checkout<Box<KmsStream>> {
+        if let Some(stream) = self.0.reuse(host, may_reuse, Instant::now()) {
             return Ok((stream, true));
         }
-        Ok((Box::new(self.connect(host).await?), false))
+        Ok((Box::new(connect(self.0.config(), host).await?), false))
     }
 
     /// Gives back a connection whose last response was complete and reusable.
     pub fn checkin(&self, host: &str, stream: Box<KmsStream>) {
-        self.connections.checkin(host, stream, Instant::now());
+        self.0.checkin(host, stream, Instant::now());
     }
 
     /// Idle connections in the pool.
     pub fn idle_connections(&self) -> usize {
-        self.connections.idle_connections()
+        self.0.idle_connections()
     }
+}
 
-    async fn connect(&self, host: &str) -> Result<KmsStream, TransportFailure> {
-        let config = self.connections.config();
-        let limit = config.connect_timeout;
-        let server_name = tls::connect_server_name(host)?;
-        let stream = net::connect(&config.proxy)
-            .or(expire(tls::connect_timeout(limit), limit))
-            .await
-            .map_err(|error| self.connections.connect_failure(&error))?;
-        TlsConnector::from(Arc::clone(&config.tls))
-            .connect(server_name, stream)
-            .or(expire(tls::handshake_timeout(limit), limit))
-            .await
-            .map_err(|error| tls::handshake_failure(&error))
-    }
+/// A new connection to `host` through the proxy, connected and handshaken within the connect
+/// timeout each.
+async fn connect(config: &KmsTransportConfig, host: &str) -> Result<KmsStream, TransportFailure> {
+    let limit = config.connect_timeout;
+    let server_name = tls::connect_server_name(host)?;
+    let stream = net::connect(&config.proxy)
+        .or(expire(tls::connect_timeout(limit), limit))
+        .await
+        .map_err(|error| tls::proxy_failure(&config.proxy, &error))?;
+    TlsConnector::from(Arc::clone(&config.tls))
+        .connect(server_name, stream)
+        .or(expire(tls::handshake_timeout(limit), limit))
+        .await
+        .map_err(|error| tls::handshake_failure(&error))
 }
 
 async fn expire<T>(error: io::Error, after: Duration) -> io::Result<T> {

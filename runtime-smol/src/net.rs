@@ -2,6 +2,7 @@
 //! `async_io::Async`), TCP and Unix sockets.
 
 use std::io;
+use std::path::Path;
 
 use async_io::Async;
 use kmstool_core::address::{Address, UNIX_PEER, vsock_peer};
@@ -40,12 +41,7 @@ impl Listener {
             Address::Tcp { host, port } => {
                 Ok(Self::Tcp(TcpListener::bind((host.as_str(), *port)).await?))
             }
-            Address::Unix(path) => {
-                if path.exists() {
-                    std::fs::remove_file(path)?;
-                }
-                Ok(Self::Unix(UnixListener::bind(path)?))
-            }
+            Address::Unix(path) => Ok(Self::Unix(UnixListener::bind(unlink_stale(path)?)?)),
             Address::Vsock { cid, port } => {
                 let listener = vsock::VsockListener::bind_with_cid_port(*cid, *port)?;
                 Ok(Self::Vsock(Async::new(listener)?))
@@ -60,10 +56,7 @@ impl Listener {
             Self::Unix(l) => Address::unix_bound(l.local_addr()?.as_pathname()),
             Self::Vsock(l) => {
                 let addr = l.get_ref().local_addr()?;
-                Ok(Address::Vsock {
-                    cid: addr.cid(),
-                    port: addr.port(),
-                })
+                Ok(Address::vsock(addr.cid(), addr.port()))
             }
         }
     }
@@ -73,16 +66,12 @@ impl Listener {
         match self {
             Self::Tcp(l) => {
                 let (s, peer) = l.accept().await?;
-                s.set_nodelay(true)?;
-                Ok((Stream::Tcp(s), peer.to_string()))
+                Ok((Stream::tcp(s)?, peer.to_string()))
             }
             Self::Unix(l) => Ok((Stream::Unix(l.accept().await?.0), UNIX_PEER.to_owned())),
             Self::Vsock(l) => {
                 let (s, peer) = l.read_with(|l| l.accept()).await?;
-                Ok((
-                    Stream::Vsock(vsock_stream(s)?),
-                    vsock_peer(peer.cid(), peer.port()),
-                ))
+                Ok((Stream::vsock(s)?, vsock_peer(peer.cid(), peer.port())))
             }
         }
     }
@@ -92,9 +81,7 @@ impl Listener {
 pub async fn connect(address: &Address) -> io::Result<Stream> {
     match address {
         Address::Tcp { host, port } => {
-            let s = TcpStream::connect((host.as_str(), *port)).await?;
-            s.set_nodelay(true)?;
-            Ok(Stream::Tcp(s))
+            Stream::tcp(TcpStream::connect((host.as_str(), *port)).await?)
         }
         Address::Unix(path) => Ok(Stream::Unix(UnixStream::connect(path).await?)),
         Address::Vsock { cid, port } => {
@@ -102,14 +89,32 @@ pub async fn connect(address: &Address) -> io::Result<Stream> {
             // The vsock crate connects blocking; keep it off the executor.
             let stream =
                 smol::unblock(move || vsock::VsockStream::connect_with_cid_port(cid, port)).await?;
-            Ok(Stream::Vsock(vsock_stream(stream)?))
+            Stream::vsock(stream)
         }
     }
 }
 
-fn vsock_stream(stream: vsock::VsockStream) -> io::Result<Async<std::os::unix::net::UnixStream>> {
-    let fd = std::os::fd::OwnedFd::from(stream);
-    Async::new(std::os::unix::net::UnixStream::from(fd))
+impl Stream {
+    /// A TCP stream, with Nagle's algorithm off: a request or an answer is one small write.
+    fn tcp(stream: TcpStream) -> io::Result<Self> {
+        stream.set_nodelay(true)?;
+        Ok(Self::Tcp(stream))
+    }
+
+    /// A vsock stream, held as a `UnixStream` (see [`Stream::Vsock`]).
+    fn vsock(stream: vsock::VsockStream) -> io::Result<Self> {
+        let fd = std::os::fd::OwnedFd::from(stream);
+        let stream = std::os::unix::net::UnixStream::from(fd);
+        Ok(Self::Vsock(Async::new(stream)?))
+    }
+}
+
+/// Removes a Unix socket file left by an earlier server at `path`, so that `path` can be bound.
+fn unlink_stale(path: &Path) -> io::Result<&Path> {
+    if path.exists() {
+        std::fs::remove_file(path)?;
+    }
+    Ok(path)
 }
 
 impl AsyncRead for Stream {

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use kmstool_core::pool::KmsConnections;
+use kmstool_core::pool::{Checkout, KmsConnections};
 use kmstool_core::session::TransportFailure;
 use kmstool_core::tls;
 use tokio::time::{Instant, timeout};
@@ -20,60 +20,51 @@ pub use kmstool_core::tls::KmsTransportConfig;
 
 /// Makes and reuses KMS connections. Each connection carries one request at a time.
 #[derive(Debug)]
-pub struct KmsConnector {
-    connections: KmsConnections<Box<KmsStream>>,
-}
+pub struct KmsConnector(KmsConnections<Box<KmsStream>>);
 
 impl KmsConnector {
     /// A connector with an empty pool.
     pub fn new(config: KmsTransportConfig) -> Self {
-        Self {
-            connections: KmsConnections::new(config),
-        }
+        Self(KmsConnections::new(config))
     }
 
     /// An idle connection to `host` when `may_reuse` and one is pooled (then `true`), or a
     /// new one (`false`).
-    pub async fn checkout(
-        &self,
-        host: &str,
-        may_reuse: bool,
-    ) -> Result<(Box<KmsStream>, bool), TransportFailure> {
+    pub async fn checkout(&self, host: &str, may_reuse: bool) -> Checkout<Box<KmsStream>> {
         let now = Instant::now().into_std();
-        match self.connections.reuse(host, may_reuse, now) {
+        match self.0.reuse(host, may_reuse, now) {
             Some(stream) => Ok((stream, true)),
-            None => Ok((Box::new(self.connect(host).await?), false)),
+            None => Ok((Box::new(connect(self.0.config(), host).await?), false)),
         }
     }
 
     /// Gives back a connection whose last response was complete and reusable.
     pub fn checkin(&self, host: &str, stream: Box<KmsStream>) {
         let now = Instant::now().into_std();
-        self.connections.checkin(host, stream, now);
+        self.0.checkin(host, stream, now);
     }
 
     /// Idle connections in the pool.
     pub fn idle_connections(&self) -> usize {
-        self.connections.idle_connections()
+        self.0.idle_connections()
     }
+}
 
-    async fn connect(&self, host: &str) -> Result<KmsStream, TransportFailure> {
-        let config = self.connections.config();
-        let deadline = config.connect_timeout;
-        let server_name = tls::connect_server_name(host)?;
-        let stream = match timeout(deadline, net::connect(&config.proxy)).await {
-            Ok(Ok(stream)) => stream,
-            Ok(Err(error)) => return Err(self.connections.connect_failure(&error)),
-            Err(_) => {
-                let error = tls::connect_timeout(deadline);
-                return Err(self.connections.connect_failure(&error));
-            }
-        };
-        let handshake = TlsConnector::from(Arc::clone(&config.tls)).connect(server_name, stream);
-        match timeout(deadline, handshake).await {
-            Ok(Ok(tls)) => Ok(tls),
-            Ok(Err(error)) => Err(tls::handshake_failure(&error)),
-            Err(_) => Err(tls::handshake_failure(&tls::handshake_timeout(deadline))),
-        }
+/// A new connection to `host` through the proxy, connected and handshaken within the connect
+/// timeout each.
+async fn connect(config: &KmsTransportConfig, host: &str) -> Result<KmsStream, TransportFailure> {
+    let deadline = config.connect_timeout;
+    let server_name = tls::connect_server_name(host)?;
+    let proxy = &config.proxy;
+    let stream = match timeout(deadline, net::connect(proxy)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(error)) => return Err(tls::proxy_failure(proxy, &error)),
+        Err(_) => return Err(tls::proxy_failure(proxy, &tls::connect_timeout(deadline))),
+    };
+    let handshake = TlsConnector::from(Arc::clone(&config.tls)).connect(server_name, stream);
+    match timeout(deadline, handshake).await {
+        Ok(Ok(tls)) => Ok(tls),
+        Ok(Err(error)) => Err(tls::handshake_failure(&error)),
+        Err(_) => Err(tls::handshake_failure(&tls::handshake_timeout(deadline))),
     }
 }

@@ -2,6 +2,7 @@
 //! sockets (development, tests, and a parent-side proxy on TCP).
 
 use std::io;
+use std::path::Path;
 
 use kmstool_core::address::{Address, UNIX_PEER, vsock_peer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -37,12 +38,7 @@ impl Listener {
             Address::Tcp { host, port } => {
                 Ok(Self::Tcp(TcpListener::bind((host.as_str(), *port)).await?))
             }
-            Address::Unix(path) => {
-                if path.exists() {
-                    std::fs::remove_file(path)?;
-                }
-                Ok(Self::Unix(UnixListener::bind(path)?))
-            }
+            Address::Unix(path) => Ok(Self::Unix(UnixListener::bind(unlink_stale(path)?)?)),
             Address::Vsock { cid, port } => Ok(Self::Vsock(VsockListener::bind(VsockAddr::new(
                 *cid, *port,
             ))?)),
@@ -54,13 +50,7 @@ impl Listener {
         match self {
             Self::Tcp(l) => Ok(l.local_addr()?.into()),
             Self::Unix(l) => Address::unix_bound(l.local_addr()?.as_pathname()),
-            Self::Vsock(l) => {
-                let addr = l.local_addr()?;
-                Ok(Address::Vsock {
-                    cid: addr.cid(),
-                    port: addr.port(),
-                })
-            }
+            Self::Vsock(l) => l.local_addr().map(|a| Address::vsock(a.cid(), a.port())),
         }
     }
 
@@ -69,8 +59,7 @@ impl Listener {
         match self {
             Self::Tcp(l) => {
                 let (s, peer) = l.accept().await?;
-                s.set_nodelay(true)?;
-                Ok((Stream::Tcp(s), peer.to_string()))
+                Ok((Stream::tcp(s)?, peer.to_string()))
             }
             Self::Unix(l) => Ok((Stream::Unix(l.accept().await?.0), UNIX_PEER.to_owned())),
             Self::Vsock(l) => {
@@ -85,15 +74,29 @@ impl Listener {
 pub async fn connect(address: &Address) -> io::Result<Stream> {
     match address {
         Address::Tcp { host, port } => {
-            let s = TcpStream::connect((host.as_str(), *port)).await?;
-            s.set_nodelay(true)?;
-            Ok(Stream::Tcp(s))
+            Stream::tcp(TcpStream::connect((host.as_str(), *port)).await?)
         }
         Address::Unix(path) => Ok(Stream::Unix(UnixStream::connect(path).await?)),
         Address::Vsock { cid, port } => Ok(Stream::Vsock(
             VsockStream::connect(VsockAddr::new(*cid, *port)).await?,
         )),
     }
+}
+
+impl Stream {
+    /// A TCP stream, with Nagle's algorithm off: a request or an answer is one small write.
+    fn tcp(stream: TcpStream) -> io::Result<Self> {
+        stream.set_nodelay(true)?;
+        Ok(Self::Tcp(stream))
+    }
+}
+
+/// Removes a Unix socket file left by an earlier server at `path`, so that `path` can be bound.
+fn unlink_stale(path: &Path) -> io::Result<&Path> {
+    if path.exists() {
+        std::fs::remove_file(path)?;
+    }
+    Ok(path)
 }
 
 impl AsyncRead for Stream {

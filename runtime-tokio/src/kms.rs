@@ -31,17 +31,15 @@ impl KmsConnector {
     /// An idle connection to `host` when `may_reuse` and one is pooled (then `true`), or a
     /// new one (`false`).
     pub async fn checkout(&self, host: &str, may_reuse: bool) -> Checkout<Box<KmsStream>> {
-        let now = Instant::now().into_std();
-        match self.0.reuse(host, may_reuse, now) {
-            Some(stream) => Ok((stream, true)),
-            None => Ok((Box::new(connect(self.0.config(), host).await?), false)),
+        if let Some(stream) = self.0.reuse(host, may_reuse, Instant::now().into_std()) {
+            return Ok((stream, true));
         }
+        Ok((Box::new(connect(self.0.config(), host).await?), false))
     }
 
     /// Gives back a connection whose last response was complete and reusable.
     pub fn checkin(&self, host: &str, stream: Box<KmsStream>) {
-        let now = Instant::now().into_std();
-        self.0.checkin(host, stream, now);
+        self.0.checkin(host, stream, Instant::now().into_std());
     }
 
     /// Idle connections in the pool.

@@ -2,7 +2,9 @@
 //! `tcp:HOST:PORT`, `unix:PATH`. Parsing is shared by both runtimes; they do the connecting.
 
 use std::fmt;
-use std::path::PathBuf;
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 /// The CID of the parent instance as seen from an enclave.
@@ -112,6 +114,72 @@ impl fmt::Display for Address {
     }
 }
 
+impl From<SocketAddr> for Address {
+    /// The TCP address of a socket, as its listener reports it.
+    fn from(addr: SocketAddr) -> Self {
+        Self::Tcp {
+            host: addr.ip().to_string(),
+            port: addr.port(),
+        }
+    }
+}
+
+impl Address {
+    /// A vsock address, from a socket's CID and port.
+    pub const fn vsock(cid: u32, port: u32) -> Self {
+        Self::Vsock { cid, port }
+    }
+
+    /// The address of a bound Unix socket, from its path as the listener reports it; an
+    /// unnamed socket (no path) has no address kmstool can name.
+    pub fn unix_bound(path: Option<&Path>) -> io::Result<Self> {
+        let path = path.ok_or_else(|| io::Error::other("unnamed unix socket"))?;
+        Ok(Self::Unix(path.to_owned()))
+    }
+}
+
+/// How a connection's peer on a Unix socket is logged (its address is mostly unnamed).
+pub const UNIX_PEER: &str = "unix";
+
+/// How a connection's peer on vsock is logged: `vsock:CID:PORT`.
+pub fn vsock_peer(cid: u32, port: u32) -> String {
+    Address::vsock(cid, port).to_string()
+}
+
+/// Writes the `poll_*` methods of an IO trait for an enum with one variant per [`Address`]
+/// kind — `Tcp`, `Unix` and `Vsock`, each holding a socket of that kind — so that each method
+/// forwards to whichever socket the value holds. Both runtimes' `Stream`s use it for their own
+/// `AsyncRead` and `AsyncWrite` traits (the trait must be in scope), so that the list of
+/// kinds, and how a call reaches each, is written once. Each method is named with its
+/// arguments after the context and the type its `io::Result` carries:
+///
+/// ```ignore
+/// impl AsyncWrite for Stream {
+///     kmstool_core::forward_to_socket! {
+///         fn poll_write(buf: &[u8]) -> usize;
+///         fn poll_flush() -> ();
+///     }
+/// }
+/// ```
+#[macro_export]
+macro_rules! forward_to_socket {
+    ($(fn $name:ident($($arg:ident: $ty:ty),*) -> $out:ty;)*) => {
+        $(
+            fn $name(
+                self: ::std::pin::Pin<&mut Self>,
+                cx: &mut ::std::task::Context<'_>,
+                $($arg: $ty),*
+            ) -> ::std::task::Poll<::std::io::Result<$out>> {
+                match self.get_mut() {
+                    Self::Tcp(socket) => ::std::pin::Pin::new(socket).$name(cx, $($arg),*),
+                    Self::Unix(socket) => ::std::pin::Pin::new(socket).$name(cx, $($arg),*),
+                    Self::Vsock(socket) => ::std::pin::Pin::new(socket).$name(cx, $($arg),*),
+                }
+            }
+        )*
+    };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,6 +235,26 @@ mod tests {
             let address: Address = text.parse().expect(text);
             assert_eq!(address.to_string(), text);
         }
+    }
+
+    #[test]
+    fn names_bound_sockets_and_peers() {
+        let tcp: SocketAddr = "[::1]:443".parse().expect("literal");
+        assert_eq!(
+            Address::from(tcp),
+            Address::Tcp {
+                host: "::1".into(),
+                port: 443
+            }
+        );
+        assert_eq!(
+            Address::unix_bound(Some(Path::new("/run/k.sock"))).ok(),
+            Some(Address::Unix("/run/k.sock".into()))
+        );
+        let unnamed = Address::unix_bound(None).expect_err("unnamed");
+        assert_eq!(unnamed.to_string(), "unnamed unix socket");
+        assert_eq!(vsock_peer(16, 5000), "vsock:16:5000");
+        assert_eq!(UNIX_PEER, "unix");
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Idle KMS connections kept for reuse, per host. The runtimes keep their connection type in
-//! it; the policy (most recently used first, bounded, expiring) lives here once.
+//! it; the policy (most recently used first, bounded, expiring) lives here once, and so does
+//! the reuse half of their KMS connectors ([`KmsConnections`]).
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -113,6 +114,65 @@ impl<C> SharedPool<C> {
     }
 }
 
+/// A connection to KMS for a call, and whether it is a reused idle one (`true`) or new.
+#[cfg(feature = "tls")]
+pub type Checkout<C> = Result<(C, bool), crate::session::TransportFailure>;
+
+/// What a runtime's KMS connector does besides connecting: its settings, and the idle
+/// connections `C` shared by every session of a server, reused when a call may reuse one. A
+/// runtime adds only the making of a new connection (proxy stream and TLS handshake, with
+/// their timeouts).
+#[cfg(feature = "tls")]
+pub struct KmsConnections<C> {
+    config: crate::tls::KmsTransportConfig,
+    idle: SharedPool<C>,
+}
+
+#[cfg(feature = "tls")]
+impl<C> std::fmt::Debug for KmsConnections<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KmsConnections")
+            .field("proxy", &self.config.proxy)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(feature = "tls")]
+impl<C> KmsConnections<C> {
+    /// Connections made by `config`, none idle yet.
+    pub fn new(config: crate::tls::KmsTransportConfig) -> Self {
+        Self {
+            idle: SharedPool::new(config.max_idle_per_host, config.idle_timeout),
+            config,
+        }
+    }
+
+    /// How to make a new connection.
+    pub fn config(&self) -> &crate::tls::KmsTransportConfig {
+        &self.config
+    }
+
+    /// An idle connection to `host` when `may_reuse` and one is pooled; `None`: make a new one.
+    pub fn reuse(&self, host: &str, may_reuse: bool, now: Instant) -> Option<C> {
+        if may_reuse {
+            self.idle.take(host, now)
+        } else {
+            None
+        }
+    }
+
+    /// Keeps a connection whose last response was complete and reusable (or closes it, when
+    /// `host` has the most idle already).
+    pub fn checkin(&self, host: &str, conn: C, now: Instant) {
+        self.idle.put(host, conn, now);
+    }
+
+    /// Idle connections in the pool.
+    pub fn idle_connections(&self) -> usize {
+        self.idle.len()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -180,6 +240,32 @@ mod tests {
                 .is_none()
         );
         assert_eq!((closed.get(), pool.len()), (3, 1));
+    }
+
+    #[cfg(feature = "tls")]
+    #[test]
+    fn kms_connections_reuse_only_when_the_call_may() {
+        use crate::address::Address;
+        use crate::tls::{KmsTransportConfig, Roots, client_config};
+        let connections = KmsConnections::new(KmsTransportConfig {
+            proxy: Address::vsock(3, 8000),
+            tls: client_config(Roots::MozillaAndExtra, None).expect("config"),
+            connect_timeout: Duration::from_secs(1),
+            max_idle_per_host: 1,
+            idle_timeout: Duration::from_secs(10),
+        });
+        let t0 = Instant::now();
+        assert_eq!(connections.reuse("kms", true, t0), None, "nothing pooled");
+        connections.checkin("kms", 1, t0);
+        connections.checkin("kms", 2, t0);
+        assert_eq!(connections.idle_connections(), 1, "one kept per host");
+        assert_eq!(connections.reuse("kms", false, t0), None, "may not reuse");
+        assert_eq!(connections.reuse("kms", true, t0), Some(1));
+        assert_eq!(connections.idle_connections(), 0);
+        assert!(
+            format!("{connections:?}").contains("Vsock"),
+            "shows the proxy"
+        );
     }
 
     #[test]

@@ -1,11 +1,28 @@
-//! What both runtimes' servers share besides their sessions: their limits, their counters, and
-//! the decision of what to do with each accepted connection ([`Stats::admit`]). Counters are
-//! atomics so a test or a benchmark can read them while the server runs; nothing here does IO.
+//! What both runtimes' servers share besides their sessions: what every session of a server
+//! holds ([`Shared`]), their limits, their counters, and the decision of what to do with each
+//! accepted connection ([`Stats::admit`]). Counters are atomics so a test or a benchmark can
+//! read them while the server runs; nothing here does IO.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crate::accept::MAX_REFUSING;
+use crate::session::SessionConfig;
+
+/// What every session of a server shares. Each runtime names it with its own key service `K`
+/// and KMS connector `C` (`kmstool_runtime_tokio::server::Shared`, and likewise on smol).
+#[derive(Debug)]
+pub struct Shared<K, C> {
+    /// Session settings.
+    pub session: Arc<SessionConfig>,
+    /// KMS connections.
+    pub kms: C,
+    /// Enclave key and attestation.
+    pub keys: Arc<K>,
+    /// Counters.
+    pub stats: Stats,
+}
 
 /// Server limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

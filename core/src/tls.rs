@@ -55,6 +55,12 @@ pub fn connect_timeout(limit: Duration) -> io::Error {
     )
 }
 
+/// The failure of a connection to the proxy that could not be made (`error`, or
+/// [`connect_timeout`]): [`TransportStage::Connect`], naming the proxy.
+pub fn proxy_failure(proxy: &crate::address::Address, error: &io::Error) -> TransportFailure {
+    TransportFailure::new(TransportStage::Connect, format!("proxy {proxy}: {error}"))
+}
+
 /// How a runtime reaches KMS.
 #[derive(Debug, Clone)]
 pub struct KmsTransportConfig {
@@ -447,6 +453,12 @@ pub fn parse_certificates(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, Tl
 pub fn server_name(host: &str) -> Result<ServerName<'static>, TlsConfigError> {
     ServerName::try_from(host.to_owned())
         .map_err(|_| TlsConfigError::BadServerName(host.to_owned()))
+}
+
+/// The SNI name for a KMS host a connection is made to; a host that cannot be one fails the
+/// call at [`TransportStage::Tls`] (not retried).
+pub fn connect_server_name(host: &str) -> Result<ServerName<'static>, TransportFailure> {
+    server_name(host).map_err(|e| TransportFailure::new(TransportStage::Tls, e.to_string()))
 }
 
 #[cfg(test)]

@@ -2,11 +2,10 @@
 //! `async_io::Async`), TCP and Unix sockets.
 
 use std::io;
-use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::path::Path;
 
 use async_io::Async;
-use kmstool_core::address::Address;
+use kmstool_core::address::{Address, UNIX_PEER, vsock_peer};
 use smol::io::{AsyncRead, AsyncWrite};
 use smol::net::unix::{UnixListener, UnixStream};
 use smol::net::{TcpListener, TcpStream};
@@ -42,12 +41,7 @@ impl Listener {
             Address::Tcp { host, port } => {
                 Ok(Self::Tcp(TcpListener::bind((host.as_str(), *port)).await?))
             }
-            Address::Unix(path) => {
-                if path.exists() {
-                    std::fs::remove_file(path)?;
-                }
-                Ok(Self::Unix(UnixListener::bind(path)?))
-            }
+            Address::Unix(path) => Ok(Self::Unix(UnixListener::bind(unlink_stale(path)?)?)),
             Address::Vsock { cid, port } => {
                 let listener = vsock::VsockListener::bind_with_cid_port(*cid, *port)?;
                 Ok(Self::Vsock(Async::new(listener)?))
@@ -58,26 +52,11 @@ impl Listener {
     /// The bound address (with the real port when port 0 was asked for).
     pub fn local_address(&self) -> io::Result<Address> {
         match self {
-            Self::Tcp(l) => {
-                let addr = l.local_addr()?;
-                Ok(Address::Tcp {
-                    host: addr.ip().to_string(),
-                    port: addr.port(),
-                })
-            }
-            Self::Unix(l) => {
-                let addr = l.local_addr()?;
-                let path = addr
-                    .as_pathname()
-                    .ok_or_else(|| io::Error::other("unnamed unix socket"))?;
-                Ok(Address::Unix(path.to_owned()))
-            }
+            Self::Tcp(l) => Ok(l.local_addr()?.into()),
+            Self::Unix(l) => Address::unix_bound(l.local_addr()?.as_pathname()),
             Self::Vsock(l) => {
                 let addr = l.get_ref().local_addr()?;
-                Ok(Address::Vsock {
-                    cid: addr.cid(),
-                    port: addr.port(),
-                })
+                Ok(Address::vsock(addr.cid(), addr.port()))
             }
         }
     }
@@ -87,19 +66,12 @@ impl Listener {
         match self {
             Self::Tcp(l) => {
                 let (s, peer) = l.accept().await?;
-                s.set_nodelay(true)?;
-                Ok((Stream::Tcp(s), peer.to_string()))
+                Ok((Stream::tcp(s)?, peer.to_string()))
             }
-            Self::Unix(l) => {
-                let (s, _) = l.accept().await?;
-                Ok((Stream::Unix(s), "unix".to_owned()))
-            }
+            Self::Unix(l) => Ok((Stream::Unix(l.accept().await?.0), UNIX_PEER.to_owned())),
             Self::Vsock(l) => {
                 let (s, peer) = l.read_with(|l| l.accept()).await?;
-                Ok((
-                    Stream::Vsock(vsock_stream(s)?),
-                    format!("vsock:{}:{}", peer.cid(), peer.port()),
-                ))
+                Ok((Stream::vsock(s)?, vsock_peer(peer.cid(), peer.port())))
             }
         }
     }
@@ -109,9 +81,7 @@ impl Listener {
 pub async fn connect(address: &Address) -> io::Result<Stream> {
     match address {
         Address::Tcp { host, port } => {
-            let s = TcpStream::connect((host.as_str(), *port)).await?;
-            s.set_nodelay(true)?;
-            Ok(Stream::Tcp(s))
+            Stream::tcp(TcpStream::connect((host.as_str(), *port)).await?)
         }
         Address::Unix(path) => Ok(Stream::Unix(UnixStream::connect(path).await?)),
         Address::Vsock { cid, port } => {
@@ -119,56 +89,44 @@ pub async fn connect(address: &Address) -> io::Result<Stream> {
             // The vsock crate connects blocking; keep it off the executor.
             let stream =
                 smol::unblock(move || vsock::VsockStream::connect_with_cid_port(cid, port)).await?;
-            Ok(Stream::Vsock(vsock_stream(stream)?))
+            Stream::vsock(stream)
         }
     }
 }
 
-fn vsock_stream(stream: vsock::VsockStream) -> io::Result<Async<std::os::unix::net::UnixStream>> {
-    let fd = std::os::fd::OwnedFd::from(stream);
-    Async::new(std::os::unix::net::UnixStream::from(fd))
+impl Stream {
+    /// A TCP stream, with Nagle's algorithm off: a request or an answer is one small write.
+    fn tcp(stream: TcpStream) -> io::Result<Self> {
+        stream.set_nodelay(true)?;
+        Ok(Self::Tcp(stream))
+    }
+
+    /// A vsock stream, held as a `UnixStream` (see [`Stream::Vsock`]).
+    fn vsock(stream: vsock::VsockStream) -> io::Result<Self> {
+        let fd = std::os::fd::OwnedFd::from(stream);
+        let stream = std::os::unix::net::UnixStream::from(fd);
+        Ok(Self::Vsock(Async::new(stream)?))
+    }
+}
+
+/// Removes a Unix socket file left by an earlier server at `path`, so that `path` can be bound.
+fn unlink_stale(path: &Path) -> io::Result<&Path> {
+    if path.exists() {
+        std::fs::remove_file(path)?;
+    }
+    Ok(path)
 }
 
 impl AsyncRead for Stream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Self::Tcp(s) => Pin::new(s).poll_read(cx, buf),
-            Self::Unix(s) => Pin::new(s).poll_read(cx, buf),
-            Self::Vsock(s) => Pin::new(s).poll_read(cx, buf),
-        }
+    kmstool_core::forward_to_socket! {
+        fn poll_read(buf: &mut [u8]) -> usize;
     }
 }
 
 impl AsyncWrite for Stream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Self::Tcp(s) => Pin::new(s).poll_write(cx, buf),
-            Self::Unix(s) => Pin::new(s).poll_write(cx, buf),
-            Self::Vsock(s) => Pin::new(s).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Tcp(s) => Pin::new(s).poll_flush(cx),
-            Self::Unix(s) => Pin::new(s).poll_flush(cx),
-            Self::Vsock(s) => Pin::new(s).poll_flush(cx),
-        }
-    }
-
-    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Tcp(s) => Pin::new(s).poll_close(cx),
-            Self::Unix(s) => Pin::new(s).poll_close(cx),
-            Self::Vsock(s) => Pin::new(s).poll_close(cx),
-        }
+    kmstool_core::forward_to_socket! {
+        fn poll_write(buf: &[u8]) -> usize;
+        fn poll_flush() -> ();
+        fn poll_close() -> ();
     }
 }

@@ -2,10 +2,9 @@
 //! sockets (development, tests, and a parent-side proxy on TCP).
 
 use std::io;
-use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::path::Path;
 
-use kmstool_core::address::Address;
+use kmstool_core::address::{Address, UNIX_PEER, vsock_peer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio_vsock::{VsockAddr, VsockListener, VsockStream};
@@ -39,12 +38,7 @@ impl Listener {
             Address::Tcp { host, port } => {
                 Ok(Self::Tcp(TcpListener::bind((host.as_str(), *port)).await?))
             }
-            Address::Unix(path) => {
-                if path.exists() {
-                    std::fs::remove_file(path)?;
-                }
-                Ok(Self::Unix(UnixListener::bind(path)?))
-            }
+            Address::Unix(path) => Ok(Self::Unix(UnixListener::bind(unlink_stale(path)?)?)),
             Address::Vsock { cid, port } => Ok(Self::Vsock(VsockListener::bind(VsockAddr::new(
                 *cid, *port,
             ))?)),
@@ -54,27 +48,9 @@ impl Listener {
     /// The bound address (with the real port when port 0 was asked for).
     pub fn local_address(&self) -> io::Result<Address> {
         match self {
-            Self::Tcp(l) => {
-                let addr = l.local_addr()?;
-                Ok(Address::Tcp {
-                    host: addr.ip().to_string(),
-                    port: addr.port(),
-                })
-            }
-            Self::Unix(l) => {
-                let addr = l.local_addr()?;
-                let path = addr
-                    .as_pathname()
-                    .ok_or_else(|| io::Error::other("unnamed unix socket"))?;
-                Ok(Address::Unix(path.to_owned()))
-            }
-            Self::Vsock(l) => {
-                let addr = l.local_addr()?;
-                Ok(Address::Vsock {
-                    cid: addr.cid(),
-                    port: addr.port(),
-                })
-            }
+            Self::Tcp(l) => Ok(l.local_addr()?.into()),
+            Self::Unix(l) => Address::unix_bound(l.local_addr()?.as_pathname()),
+            Self::Vsock(l) => l.local_addr().map(|a| Address::vsock(a.cid(), a.port())),
         }
     }
 
@@ -83,19 +59,12 @@ impl Listener {
         match self {
             Self::Tcp(l) => {
                 let (s, peer) = l.accept().await?;
-                s.set_nodelay(true)?;
-                Ok((Stream::Tcp(s), peer.to_string()))
+                Ok((Stream::tcp(s)?, peer.to_string()))
             }
-            Self::Unix(l) => {
-                let (s, _) = l.accept().await?;
-                Ok((Stream::Unix(s), "unix".to_owned()))
-            }
+            Self::Unix(l) => Ok((Stream::Unix(l.accept().await?.0), UNIX_PEER.to_owned())),
             Self::Vsock(l) => {
                 let (s, peer) = l.accept().await?;
-                Ok((
-                    Stream::Vsock(s),
-                    format!("vsock:{}:{}", peer.cid(), peer.port()),
-                ))
+                Ok((Stream::Vsock(s), vsock_peer(peer.cid(), peer.port())))
             }
         }
     }
@@ -105,9 +74,7 @@ impl Listener {
 pub async fn connect(address: &Address) -> io::Result<Stream> {
     match address {
         Address::Tcp { host, port } => {
-            let s = TcpStream::connect((host.as_str(), *port)).await?;
-            s.set_nodelay(true)?;
-            Ok(Stream::Tcp(s))
+            Stream::tcp(TcpStream::connect((host.as_str(), *port)).await?)
         }
         Address::Unix(path) => Ok(Stream::Unix(UnixStream::connect(path).await?)),
         Address::Vsock { cid, port } => Ok(Stream::Vsock(
@@ -116,46 +83,32 @@ pub async fn connect(address: &Address) -> io::Result<Stream> {
     }
 }
 
+impl Stream {
+    /// A TCP stream, with Nagle's algorithm off: a request or an answer is one small write.
+    fn tcp(stream: TcpStream) -> io::Result<Self> {
+        stream.set_nodelay(true)?;
+        Ok(Self::Tcp(stream))
+    }
+}
+
+/// Removes a Unix socket file left by an earlier server at `path`, so that `path` can be bound.
+fn unlink_stale(path: &Path) -> io::Result<&Path> {
+    if path.exists() {
+        std::fs::remove_file(path)?;
+    }
+    Ok(path)
+}
+
 impl AsyncRead for Stream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Tcp(s) => Pin::new(s).poll_read(cx, buf),
-            Self::Unix(s) => Pin::new(s).poll_read(cx, buf),
-            Self::Vsock(s) => Pin::new(s).poll_read(cx, buf),
-        }
+    kmstool_core::forward_to_socket! {
+        fn poll_read(buf: &mut ReadBuf<'_>) -> ();
     }
 }
 
 impl AsyncWrite for Stream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Self::Tcp(s) => Pin::new(s).poll_write(cx, buf),
-            Self::Unix(s) => Pin::new(s).poll_write(cx, buf),
-            Self::Vsock(s) => Pin::new(s).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Tcp(s) => Pin::new(s).poll_flush(cx),
-            Self::Unix(s) => Pin::new(s).poll_flush(cx),
-            Self::Vsock(s) => Pin::new(s).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Tcp(s) => Pin::new(s).poll_shutdown(cx),
-            Self::Unix(s) => Pin::new(s).poll_shutdown(cx),
-            Self::Vsock(s) => Pin::new(s).poll_shutdown(cx),
-        }
+    kmstool_core::forward_to_socket! {
+        fn poll_write(buf: &[u8]) -> usize;
+        fn poll_flush() -> ();
+        fn poll_shutdown() -> ();
     }
 }

@@ -10,7 +10,7 @@ use kmstool_core::accept::{AcceptBackoff, AcceptFailure};
 use kmstool_core::address::Address;
 use kmstool_core::server::Admission;
 pub use kmstool_core::server::{ServerLimits, Stats};
-use kmstool_core::session::{SessionConfig, busy_reply};
+use kmstool_core::session::busy_reply;
 use tokio::io::AsyncWriteExt as _;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -20,18 +20,10 @@ use crate::keys::KeyService;
 use crate::kms::KmsConnector;
 use crate::net::{Listener, Stream};
 
-/// What every session of a server shares.
-#[derive(Debug)]
-pub struct Shared {
-    /// Session settings.
-    pub session: Arc<SessionConfig>,
-    /// KMS connections.
-    pub kms: KmsConnector,
-    /// Enclave key and attestation.
-    pub keys: Arc<KeyService>,
-    /// Counters.
-    pub stats: Stats,
-}
+/// What every session of a server shares: its settings, KMS connections, enclave key and
+/// counters (core's [`kmstool_core::server::Shared`], with this runtime's key service and KMS
+/// connector).
+pub type Shared = kmstool_core::server::Shared<KeyService, KmsConnector>;
 
 /// A bound enclave server.
 #[derive(Debug)]

@@ -98,6 +98,11 @@ impl<C> SharedPool<C> {
         drop(excess);
     }
 
+    /// Closes the connections idle longer than the idle timeout, for every host.
+    pub fn expire(&self, now: Instant) {
+        self.lock().expire(now);
+    }
+
     /// Idle connections across hosts.
     pub fn len(&self) -> usize {
         self.lock().len()
@@ -171,11 +176,43 @@ impl<C> KmsConnections<C> {
     pub fn idle_connections(&self) -> usize {
         self.idle.len()
     }
+
+    /// Closes the connections idle longer than the idle timeout, whatever their host: a
+    /// server calls this every [`SWEEP_EVERY`], so connections to a region no client uses any
+    /// more do not stay open until the next call.
+    pub fn expire_idle(&self, now: Instant) {
+        self.idle.expire(now);
+    }
 }
+
+/// How often a server closes expired idle KMS connections ([`KmsConnections::expire_idle`]).
+pub const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sweep_closes_expired_connections_of_every_host() {
+        let t0 = Instant::now();
+        let pool = SharedPool::new(4, Duration::from_secs(30));
+        pool.put("kms.eu-west-1.amazonaws.com", 1, t0);
+        pool.put(
+            "kms.us-east-1.amazonaws.com",
+            2,
+            t0 + Duration::from_secs(20),
+        );
+        pool.expire(t0 + Duration::from_secs(30));
+        assert_eq!(
+            pool.len(),
+            1,
+            "the eu-west-1 connection is closed untouched"
+        );
+        pool.expire(t0 + Duration::from_secs(49));
+        assert_eq!(pool.len(), 1);
+        pool.expire(t0 + Duration::from_secs(50));
+        assert!(pool.is_empty());
+    }
 
     #[test]
     fn reuses_most_recent_and_expires() {

@@ -47,6 +47,11 @@ impl KmsConnector {
     pub fn idle_connections(&self) -> usize {
         self.0.idle_connections()
     }
+
+    /// Closes the idle connections past their idle timeout (the server does, every second).
+    pub fn expire_idle(&self) {
+        self.0.expire_idle(Instant::now());
+    }
 }
 
 /// A new connection to `host` through the proxy, connected and handshaken within the connect

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use kmstool_core::accept::{AcceptBackoff, AcceptFailure};
 use kmstool_core::address::Address;
+use kmstool_core::pool::SWEEP_EVERY;
 use kmstool_core::server::Admission;
 pub use kmstool_core::server::{ServerLimits, Stats};
 use kmstool_core::session::busy_reply;
@@ -59,6 +60,15 @@ impl Server {
     /// Serves until `shutdown` completes, then drains: nothing more accepted, queued and
     /// in-flight commands answered, idle connections closed, all within the shutdown grace.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> io::Result<()> {
+        // Closes expired idle KMS connections until the server returns (dropping the task
+        // cancels it).
+        let shared = Arc::clone(&self.shared);
+        let _sweeper = smol::spawn(async move {
+            loop {
+                smol::Timer::after(SWEEP_EVERY).await;
+                shared.kms.expire_idle();
+            }
+        });
         let (stop_tx, stop_rx) = smol::channel::bounded::<()>(1);
         let mut tasks: Vec<smol::Task<()>> = Vec::new();
         let mut connection = 0u64;

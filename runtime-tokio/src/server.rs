@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use kmstool_core::accept::{AcceptBackoff, AcceptFailure};
 use kmstool_core::address::Address;
+use kmstool_core::pool::SWEEP_EVERY;
 use kmstool_core::server::Admission;
 pub use kmstool_core::server::{ServerLimits, Stats};
 use kmstool_core::session::busy_reply;
@@ -60,6 +61,7 @@ impl Server {
     /// Serves until `shutdown` completes, then drains: no new connections, queued and
     /// in-flight commands answered, idle connections closed, within the shutdown grace.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> io::Result<()> {
+        let sweeper = tokio::spawn(sweep_idle_kms(Arc::clone(&self.shared)));
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut sessions = JoinSet::new();
         let mut next_connection = 0u64;
@@ -110,6 +112,7 @@ impl Server {
             }
         }
         drop(self.listener);
+        sweeper.abort();
         let open = sessions.len();
         tracing::info!(open, "shutting down: finishing in-flight commands");
         let _ = stop_tx.send(true);
@@ -137,6 +140,16 @@ where
 {
     let (_stop, stop_rx) = watch::channel(false);
     crate::driver::drive(stream, 0, shared, stop_rx).await;
+}
+
+/// Closes expired idle KMS connections every [`SWEEP_EVERY`] until aborted.
+async fn sweep_idle_kms(shared: Arc<Shared>) {
+    let mut every = tokio::time::interval(SWEEP_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        shared.kms.expire_idle();
+    }
 }
 
 /// Feeds a failed `accept` to `backoff`, logs what it says to, and returns until when to stop

@@ -373,14 +373,7 @@ impl ActiveCall {
                 );
             }
         };
-        let request = Arc::new(request);
-        self.state = State::Sending {
-            parser: ResponseParser::new(self.http_limits),
-            sent: now.instant,
-            request: Arc::clone(&request),
-            reused: false,
-            received_any: false,
-        };
+        let request = self.sending(now, Arc::new(request));
         Step::Continue(vec![
             Output::Event(SessionEvent::KmsAttempt {
                 call: self.id,
@@ -395,6 +388,19 @@ impl ActiveCall {
                 may_reuse: true,
             },
         ])
+    }
+
+    /// Hands `request` to the driver (as of `now`, on a connection not known to be pooled yet)
+    /// and returns it for the [`Output::KmsSend`].
+    fn sending(&mut self, now: Now, request: SharedRequest) -> SharedRequest {
+        self.state = State::Sending {
+            parser: ResponseParser::new(self.http_limits),
+            sent: now.instant,
+            request: Arc::clone(&request),
+            reused: false,
+            received_any: false,
+        };
+        request
     }
 
     /// The driver wrote the request; `reused`: on a pooled connection.
@@ -417,14 +423,7 @@ impl ActiveCall {
         else {
             return None;
         };
-        let request = Arc::clone(request);
-        self.state = State::Sending {
-            parser: ResponseParser::new(self.http_limits),
-            sent: now.instant,
-            request: Arc::clone(&request),
-            reused: false,
-            received_any: false,
-        };
+        let request = self.sending(now, Arc::clone(request));
         Some(Step::Continue(vec![
             self.release(false),
             Output::KmsSend {

@@ -10,7 +10,8 @@ use std::time::{Instant, SystemTime};
 
 use kmstool_core::session::{
     Attestation, AttestationFailure, CallId, EnclaveSession, EventLevel, Now, Output,
-    READ_CHUNK_BYTES, SessionEvent, SharedRequest, TransportFailure, TransportStage,
+    READ_CHUNK_BYTES, REPLY_BATCH_BYTES, SessionEvent, SharedRequest, TransportFailure,
+    TransportStage,
 };
 use smol::future::{self, FutureExt as _};
 use smol::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
@@ -111,8 +112,13 @@ pub(crate) async fn drive<S>(
         if sent_out == outbox.len()
             && let Some(next) = session.poll_transmit()
         {
+            let whole_batch = next.len() >= REPLY_BATCH_BYTES;
             outbox = next;
             sent_out = 0;
+            if whole_batch {
+                // Other connections go first while this client pipelines hard.
+                future::yield_now().await;
+            }
         }
 
         let deadline = session.poll_timeout();

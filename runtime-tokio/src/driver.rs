@@ -10,7 +10,8 @@ use std::time::SystemTime;
 
 use kmstool_core::session::{
     Attestation, AttestationFailure, CallId, EnclaveSession, EventLevel, Now, Output,
-    READ_CHUNK_BYTES, SessionEvent, SharedRequest, TransportFailure, TransportStage,
+    READ_CHUNK_BYTES, REPLY_BATCH_BYTES, SessionEvent, SharedRequest, TransportFailure,
+    TransportStage,
 };
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::sync::watch;
@@ -112,6 +113,13 @@ pub(crate) async fn drive<S>(
         }
         if transmit.is_none() {
             transmit = session.poll_transmit().map(|bytes| (bytes, 0));
+            if transmit
+                .as_ref()
+                .is_some_and(|(b, _)| b.len() >= REPLY_BATCH_BYTES)
+            {
+                // A client pipelining hard: let the other connections have their turn.
+                tokio::task::yield_now().await;
+            }
         }
 
         let deadline = session.poll_timeout();

@@ -67,6 +67,13 @@ pub const MIN_CONNECTION_BYTES: usize = 64 * 1024;
 /// ARN, a ciphertext blob and a request id fit with room to spare.
 pub const MAX_REPLY_BYTES: usize = 16 * 1024;
 
+/// Replies are made in batches of about this many bytes: a session runs no further command
+/// while this much waits to be written. A client pipelining cheap commands (or garbage) then
+/// costs one batch of work per write, and its driver yields to other connections after a full
+/// batch ([`crate::session::EnclaveSession::poll_transmit`]), so a hundred such clients cannot
+/// starve an honest one of the CPU.
+pub const REPLY_BATCH_BYTES: usize = 16 * 1024;
+
 /// The most a session reads from its client at once.
 pub const READ_CHUNK_BYTES: usize = 16 * 1024;
 

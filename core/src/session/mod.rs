@@ -78,7 +78,7 @@ pub use self::call::{
 };
 pub use self::config::{
     Backoff, DEFAULT_MAX_CONNECTION_BYTES, MAX_REPLY_BYTES, MIN_CONNECTION_BYTES, READ_CHUNK_BYTES,
-    SessionConfig,
+    REPLY_BATCH_BYTES, SessionConfig,
 };
 pub use self::event::{CloseReason, EventLevel, KmsSummary, SessionEvent};
 use crate::framing::{self, FrameDecoder};
@@ -376,7 +376,9 @@ impl EnclaveSession {
 
     /// The next bytes to write to the client, when there are any. The driver writes them (in
     /// as many writes as it takes) and reports each with
-    /// [`EnclaveSession::handle_client_written`] before asking again.
+    /// [`EnclaveSession::handle_client_written`] before asking again. When they are a whole
+    /// batch ([`REPLY_BATCH_BYTES`] or more) the client is pipelining hard: the driver should
+    /// let other connections run before it writes them.
     pub fn poll_transmit(&mut self) -> Option<Zeroizing<Vec<u8>>> {
         if self.closed {
             return None;
@@ -531,9 +533,12 @@ impl EnclaveSession {
         self.queued_bytes <= self.config.max_connection_bytes / 4 && self.may_reply()
     }
 
-    /// Whether another command may run: untaken replies hold at most half the budget.
+    /// Whether another command may run: while less than a batch of replies waits to be
+    /// written ([`REPLY_BATCH_BYTES`]), so untaken replies hold at most a batch and one reply,
+    /// within half the budget.
     fn may_reply(&self) -> bool {
-        self.transmit.unwritten + MAX_REPLY_BYTES <= self.config.max_connection_bytes / 2
+        self.transmit.unwritten < REPLY_BATCH_BYTES
+            && self.transmit.unwritten + MAX_REPLY_BYTES <= self.config.max_connection_bytes / 2
     }
 
     /// Pulls complete frames into the queue and runs queued commands until one needs KMS.

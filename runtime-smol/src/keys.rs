@@ -30,6 +30,18 @@ pub struct KeyService {
 }
 
 impl KeyService {
+    /// A service with no key yet. `rotate_every`: a new key after this long (`None`: never);
+    /// documents reused for `reuse_document_for`, at most [`MAX_DOCUMENT_REUSE`] (with a
+    /// warning when more is asked); NSM calls within the default [`KeySettings::nsm_limits`].
+    pub fn new(
+        nsm: Arc<dyn Nsm>,
+        rotate_every: Option<Duration>,
+        reuse_document_for: Duration,
+    ) -> Arc<Self> {
+        let settings = KeySettings::new(nsm, rotate_every, reuse_document_for);
+        Self::with_settings(settings)
+    }
+
     /// A service with no key yet, configured by `settings` (NSM bounds included).
     pub fn with_settings(settings: KeySettings) -> Arc<Self> {
         if settings.reuse_capped() {
@@ -46,6 +58,17 @@ impl KeyService {
         })
     }
 
+    /// [`new`](Self::new) with its first key generated (on the blocking pool).
+    pub async fn start(
+        nsm: Arc<dyn Nsm>,
+        rotate_every: Option<Duration>,
+        reuse_document_for: Duration,
+    ) -> Result<Arc<Self>, String> {
+        let service = Self::new(nsm, rotate_every, reuse_document_for);
+        service.store().await.map(|_| ())?;
+        Ok(service)
+    }
+
     /// The key store: at once when the first key exists; else after generating it (on the
     /// blocking pool) or waiting for the generation in progress. A caller after a failed
     /// generation tries again.
@@ -57,32 +80,9 @@ impl KeyService {
         self.store.get_or_try_init(first).await
     }
 
-    /// A service with no key yet. `rotate_every`: a new key after this long (`None`: never);
-    /// documents reused for `reuse_document_for`, at most [`MAX_DOCUMENT_REUSE`] (with a
-    /// warning when more is asked); NSM calls within the default [`KeySettings::nsm_limits`].
-    pub fn new(
-        nsm: Arc<dyn Nsm>,
-        rotate_every: Option<Duration>,
-        reuse_document_for: Duration,
-    ) -> Arc<Self> {
-        let settings = KeySettings::new(nsm, rotate_every, reuse_document_for);
-        Self::with_settings(settings)
-    }
-
     /// The workers NSM calls run on: their limits, and how many calls run and wait.
     pub fn nsm_workers(&self) -> &NsmWorkers {
         &self.workers
-    }
-
-    /// [`new`](Self::new) with its first key generated (on the blocking pool).
-    pub async fn start(
-        nsm: Arc<dyn Nsm>,
-        rotate_every: Option<Duration>,
-        reuse_document_for: Duration,
-    ) -> Result<Arc<Self>, String> {
-        let service = Self::new(nsm, rotate_every, reuse_document_for);
-        service.store().await.map(|_| ())?;
-        Ok(service)
     }
 
     /// A document for the current key ([`KeyStore::attest`]) once the key exists: a reusable

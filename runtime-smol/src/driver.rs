@@ -100,7 +100,7 @@ pub(crate) async fn drive<S>(
                     if let Some(done) = exchange.take_if(|e| e.call == call)
                         && let (true, Stage::Answering(stream)) = (reusable, done.stage)
                     {
-                        shared.kms.checkin(&done.host, stream);
+                        shared.kms.checkin(&done.host, stream, Instant::now());
                     }
                 }
                 Output::Close(_) => {
@@ -232,7 +232,7 @@ fn connect_and_send(
     may_reuse: bool,
 ) -> Pending<Connected> {
     Box::pin(async move {
-        let (mut stream, reused) = shared.kms.checkout(&host, may_reuse).await?;
+        let (mut stream, reused) = crate::kms::checkout(&shared.kms, &host, may_reuse).await?;
         if let Err(e) = stream.write_all(&request).await {
             return Err(TransportFailure::new(TransportStage::Io, e.to_string()));
         }

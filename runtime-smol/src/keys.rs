@@ -19,8 +19,8 @@ const RETRY_AFTER_FAILED_ROTATION: Duration = Duration::from_secs(60);
 
 /// Keys and attestation for every session of a server.
 ///
-/// The first key is made on first use ([`store`](Self::store), [`attest`](Self::attest)), by
-/// [`start`](Self::start), or in the background by [`spawn_rotation`](Self::spawn_rotation);
+/// The first key is made on first use ([`store`](Self::store), [`attest`](Self::attest)), or
+/// in the background by [`spawn_rotation`](Self::spawn_rotation);
 /// sessions that need it before it exists wait for it. NSM calls run on [`NsmWorkers`]
 /// (within [`KeySettings::nsm_limits`]); key rotation never waits for them.
 pub struct KeyService {
@@ -56,17 +56,6 @@ impl KeyService {
             workers,
             store,
         })
-    }
-
-    /// [`new`](Self::new) with its first key generated (on the blocking pool).
-    pub async fn start(
-        nsm: Arc<dyn Nsm>,
-        rotate_every: Option<Duration>,
-        reuse_document_for: Duration,
-    ) -> Result<Arc<Self>, String> {
-        let service = Self::new(nsm, rotate_every, reuse_document_for);
-        service.store().await.map(|_| ())?;
-        Ok(service)
     }
 
     /// The key store: at once when the first key exists; else after generating it (on the

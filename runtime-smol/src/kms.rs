@@ -20,37 +20,16 @@ pub type KmsStream = TlsStream<Stream>;
 
 pub use kmstool_core::tls::KmsTransportConfig;
 
-/// Makes and reuses KMS connections. Each connection carries one request at a time.
-#[derive(Debug)]
-pub struct KmsConnector(KmsConnections<Box<KmsStream>>);
+/// The KMS connections every session of a server shares: core's pool of idle ones, with
+/// what [`checkout`] needs to make new ones.
+pub type KmsConnector = KmsConnections<Box<KmsStream>>;
 
-impl KmsConnector {
-    /// A connector with an empty pool.
-    pub fn new(config: KmsTransportConfig) -> Self {
-        Self(KmsConnections::new(config))
-    }
-
-    /// A pooled connection to `host` when `may_reuse` (then `true`), or a new one (`false`).
-    pub async fn checkout(&self, host: &str, may_reuse: bool) -> Checkout<Box<KmsStream>> {
-        if let Some(stream) = self.0.reuse(host, may_reuse, Instant::now()) {
-            return Ok((stream, true));
-        }
-        Ok((Box::new(connect(self.0.config(), host).await?), false))
-    }
-
-    /// Gives back a connection whose last response was complete and reusable.
-    pub fn checkin(&self, host: &str, stream: Box<KmsStream>) {
-        self.0.checkin(host, stream, Instant::now());
-    }
-
-    /// Idle connections in the pool.
-    pub fn idle_connections(&self) -> usize {
-        self.0.idle_connections()
-    }
-
-    /// Closes the idle connections past their idle timeout (the server does, every second).
-    pub fn expire_idle(&self) {
-        self.0.expire_idle(Instant::now());
+/// An idle connection to `host` when `may_reuse` and one is pooled (then `true`), or a new
+/// one (`false`). A connection goes back with [`KmsConnections::checkin`].
+pub async fn checkout(kms: &KmsConnector, host: &str, may_reuse: bool) -> Checkout<Box<KmsStream>> {
+    match kms.reuse(host, may_reuse, Instant::now()) {
+        Some(stream) => Ok((stream, true)),
+        None => Ok((Box::new(connect(kms.config(), host).await?), false)),
     }
 }
 

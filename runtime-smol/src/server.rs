@@ -6,13 +6,10 @@ use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kmstool_core::accept::{AcceptBackoff, AcceptFailure};
-use kmstool_core::address::Address;
-use kmstool_core::pool::SWEEP_EVERY;
-use kmstool_core::server::Admission;
+use kmstool_core::server::{Acceptor, Admission, ServerEvent, ServerOutput};
 pub use kmstool_core::server::{ServerLimits, Stats};
-use kmstool_core::session::busy_reply;
-use smol::future::FutureExt as _;
+use kmstool_core::session::{EventLevel, busy_reply};
+use smol::future::{self, FutureExt as _};
 use smol::io::AsyncWriteExt as _;
 
 use crate::keys::KeyService;
@@ -24,128 +21,112 @@ use crate::net::{Listener, Stream};
 /// connector).
 pub type Shared = kmstool_core::server::Shared<KeyService, KmsConnector>;
 
-/// A bound enclave server on smol.
-#[derive(Debug)]
-pub struct Server {
+/// Serves the connections `listener` accepts until `shutdown` completes, then drains: nothing
+/// more accepted, queued and in-flight commands answered, idle connections closed, all within
+/// the shutdown grace. Every decision is core's [`Acceptor`]; this loop only carries them out.
+pub async fn serve(
     listener: Listener,
     shared: Arc<Shared>,
     limits: ServerLimits,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    let mut listener = Some(listener);
+    let mut acceptor = Acceptor::new(Instant::now(), limits);
+    let (stop_tx, stop_rx) = smol::channel::bounded::<()>(1);
+    // Every task holds a sender: once the server drops its own, `recv` fails when the last
+    // task has finished.
+    let (done_tx, done_rx) = smol::channel::bounded::<()>(1);
+    let mut done_tx = Some(done_tx);
+    let mut tasks: Vec<smol::Task<()>> = Vec::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        while let Some(output) = acceptor.poll_output() {
+            match output {
+                ServerOutput::SweepIdleKms => shared.kms.expire_idle(Instant::now()),
+                ServerOutput::StopAccepting => {
+                    listener = None;
+                    done_tx = None;
+                    stop_tx.close();
+                }
+                // Dropping a task cancels it.
+                ServerOutput::Cut => return Ok(()),
+                ServerOutput::Event(event) => log(&event),
+            }
+        }
+        tasks.retain(|task| !task.is_finished());
+        let draining = acceptor.is_draining();
+        let accepting = listener.as_ref().filter(|_| acceptor.may_accept());
+        let deadline = acceptor.poll_timeout();
+        let wake = async {
+            match deadline {
+                Some(at) => smol::Timer::at(at).await,
+                None => future::pending().await,
+            };
+            Wake::Timer
+        }
+        .or(async {
+            if draining {
+                let _ = done_rx.recv().await;
+                return Wake::AllDone;
+            }
+            (&mut shutdown).await;
+            Wake::Shutdown
+        })
+        .or(async {
+            match accepting {
+                Some(listener) => Wake::Accepted(listener.accept().await),
+                None => future::pending().await,
+            }
+        })
+        .await;
+        match wake {
+            Wake::Timer => acceptor.handle_timeout(Instant::now()),
+            Wake::Shutdown => acceptor.handle_shutdown(Instant::now(), tasks.len()),
+            Wake::AllDone => return Ok(()),
+            Wake::Accepted(Err(error)) => acceptor.handle_accept_error(Instant::now(), &error),
+            Wake::Accepted(Ok((stream, peer))) => {
+                let accepted = acceptor.handle_accepted(Instant::now(), &peer, &shared.stats);
+                let shared = Arc::clone(&shared);
+                let connection = accepted.connection;
+                let done = done_tx.clone();
+                tasks.push(match accepted.admission {
+                    Admission::Serve => {
+                        let stop = stop_rx.clone();
+                        smol::spawn(async move {
+                            crate::driver::drive(stream, connection, Arc::clone(&shared), stop)
+                                .await;
+                            shared.stats.closed();
+                            tracing::info!(connection, "connection closed");
+                            drop(done);
+                        })
+                    }
+                    Admission::Refuse => smol::spawn(async move {
+                        refuse(stream, limits.max_connections).await;
+                        shared.stats.refused_done();
+                        drop(done);
+                    }),
+                    Admission::Drop => continue,
+                });
+            }
+        }
+    }
 }
 
-impl Server {
-    /// Binds `address`.
-    pub async fn bind(
-        address: &Address,
-        shared: Arc<Shared>,
-        limits: ServerLimits,
-    ) -> io::Result<Self> {
-        let listener = Listener::bind(address).await?;
-        Ok(Self {
-            listener,
-            shared,
-            limits,
-        })
-    }
+/// What woke the server's loop.
+enum Wake {
+    Timer,
+    Shutdown,
+    /// Draining, and every task has finished.
+    AllDone,
+    Accepted(io::Result<(Stream, String)>),
+}
 
-    /// The address actually bound.
-    pub fn local_address(&self) -> io::Result<Address> {
-        self.listener.local_address()
-    }
-
-    /// The shared state (for its counters).
-    pub fn shared(&self) -> &Arc<Shared> {
-        &self.shared
-    }
-
-    /// Serves until `shutdown` completes, then drains: nothing more accepted, queued and
-    /// in-flight commands answered, idle connections closed, all within the shutdown grace.
-    pub async fn run(self, shutdown: impl Future<Output = ()>) -> io::Result<()> {
-        // Closes expired idle KMS connections until the server returns (dropping the task
-        // cancels it).
-        let shared = Arc::clone(&self.shared);
-        let _sweeper = smol::spawn(async move {
-            loop {
-                smol::Timer::after(SWEEP_EVERY).await;
-                shared.kms.expire_idle();
-            }
-        });
-        let (stop_tx, stop_rx) = smol::channel::bounded::<()>(1);
-        let mut tasks: Vec<smol::Task<()>> = Vec::new();
-        let mut connection = 0u64;
-        let mut shutdown = Box::pin(async {
-            shutdown.await;
-            None
-        });
-        let mut backoff = AcceptBackoff::new();
-        loop {
-            let next = async { Some(self.listener.accept().await) };
-            let Some(accepted) = next.or(&mut shutdown).await else {
-                break;
-            };
-            tasks.retain(|task| !task.is_finished());
-            let (stream, peer) = match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    let pause = backoff.handle_error(Instant::now(), AcceptFailure::of(&error));
-                    if let Some(unreported) = pause.warn {
-                        tracing::warn!(%error, unreported, "accept failed; pausing");
-                    }
-                    let resume = async {
-                        smol::Timer::at(pause.resume_at).await;
-                        false
-                    };
-                    if resume.or(async { shutdown.as_mut().await.is_none() }).await {
-                        break;
-                    }
-                    continue;
-                }
-            };
-            backoff.handle_accepted();
-            connection += 1;
-            let shared = Arc::clone(&self.shared);
-            let max = self.limits.max_connections;
-            let task = match shared.stats.admit(&self.limits) {
-                Admission::Serve => {
-                    tracing::info!(connection, %peer, "accepted");
-                    let stop = stop_rx.clone();
-                    smol::spawn(async move {
-                        crate::driver::drive(stream, connection, Arc::clone(&shared), stop).await;
-                        shared.stats.closed();
-                        tracing::info!(connection, "connection closed");
-                    })
-                }
-                Admission::Refuse => {
-                    tracing::warn!(connection, %peer, max, "refusing connection: limit reached");
-                    smol::spawn(async move {
-                        refuse(stream, max).await;
-                        shared.stats.refused_done();
-                    })
-                }
-                Admission::Drop => continue,
-            };
-            tasks.push(task);
-        }
-        drop(self.listener);
-        tracing::info!(
-            open = tasks.len(),
-            "shutting down: finishing in-flight commands"
-        );
-        stop_tx.close();
-        let drained = async {
-            for task in tasks {
-                task.await;
-            }
-            true
-        };
-        let grace = self.limits.shutdown_grace;
-        let expired = async {
-            smol::Timer::after(grace).await;
-            false
-        };
-        if !drained.or(expired).await {
-            tracing::warn!("shutdown grace expired; closing the rest");
-        }
-        Ok(())
+/// Logs a server event at its level.
+fn log(event: &ServerEvent) {
+    match event.level() {
+        EventLevel::Warn => tracing::warn!("{event}"),
+        EventLevel::Info => tracing::info!("{event}"),
+        EventLevel::Debug => tracing::debug!("{event}"),
     }
 }
 

@@ -99,7 +99,9 @@ pub(crate) async fn drive<S>(
                         call: current,
                         host,
                         state: KmsState::Reading(stream),
-                    }) if current == call && reusable => shared.kms.checkin(&host, stream),
+                    }) if current == call && reusable => {
+                        shared.kms.checkin(&host, stream, now().instant)
+                    }
                     Some(work) if work.call != call => kms = Some(work),
                     _ => {}
                 },
@@ -191,7 +193,7 @@ pub(crate) async fn drive<S>(
 /// Takes a connection (pooled if `may_reuse`) and writes the request.
 fn send(shared: Arc<Shared>, host: String, request: SharedRequest, may_reuse: bool) -> SendFuture {
     Box::pin(async move {
-        let (mut stream, reused) = shared.kms.checkout(&host, may_reuse).await?;
+        let (mut stream, reused) = crate::kms::checkout(&shared.kms, &host, may_reuse).await?;
         let write = async {
             stream.write_all(&request).await?;
             stream.flush().await

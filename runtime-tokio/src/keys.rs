@@ -73,17 +73,6 @@ impl KeyService {
         })
     }
 
-    /// [`new`](Self::new), then generates the first key (on a blocking thread).
-    pub async fn start(
-        nsm: Arc<dyn Nsm>,
-        rotate_every: Option<Duration>,
-        reuse_document_for: Duration,
-    ) -> Result<Arc<Self>, String> {
-        let service = Self::new(nsm, rotate_every, reuse_document_for);
-        service.store().await?;
-        Ok(service)
-    }
-
     /// The key store, once the first key exists: generates it (on a blocking thread) if no
     /// one has yet, or waits for the generation under way. A failed generation is tried again
     /// by the next caller.

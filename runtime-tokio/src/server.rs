@@ -6,12 +6,9 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kmstool_core::accept::{AcceptBackoff, AcceptFailure};
-use kmstool_core::address::Address;
-use kmstool_core::pool::SWEEP_EVERY;
-use kmstool_core::server::Admission;
+use kmstool_core::server::{Acceptor, Admission, ServerEvent, ServerOutput};
 pub use kmstool_core::server::{ServerLimits, Stats};
-use kmstool_core::session::busy_reply;
+use kmstool_core::session::{EventLevel, busy_reply};
 use tokio::io::AsyncWriteExt as _;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -26,108 +23,68 @@ use crate::net::{Listener, Stream};
 /// connector).
 pub type Shared = kmstool_core::server::Shared<KeyService, KmsConnector>;
 
-/// A bound enclave server.
-#[derive(Debug)]
-pub struct Server {
+/// Serves the connections `listener` accepts until `shutdown` completes, then drains: nothing
+/// more accepted, queued and in-flight commands answered, idle connections closed, all within
+/// the shutdown grace. Every decision is core's [`Acceptor`]; this loop only carries them out.
+pub async fn serve(
     listener: Listener,
     shared: Arc<Shared>,
     limits: ServerLimits,
-}
-
-impl Server {
-    /// Binds `address`.
-    pub async fn bind(
-        address: &Address,
-        shared: Arc<Shared>,
-        limits: ServerLimits,
-    ) -> io::Result<Self> {
-        Ok(Self {
-            listener: Listener::bind(address).await?,
-            shared,
-            limits,
-        })
-    }
-
-    /// The address actually bound.
-    pub fn local_address(&self) -> io::Result<Address> {
-        self.listener.local_address()
-    }
-
-    /// The shared state (for its counters).
-    pub fn shared(&self) -> &Arc<Shared> {
-        &self.shared
-    }
-
-    /// Serves until `shutdown` completes, then drains: no new connections, queued and
-    /// in-flight commands answered, idle connections closed, within the shutdown grace.
-    pub async fn run(self, shutdown: impl Future<Output = ()>) -> io::Result<()> {
-        let sweeper = tokio::spawn(sweep_idle_kms(Arc::clone(&self.shared)));
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let mut sessions = JoinSet::new();
-        let mut next_connection = 0u64;
-        let mut backoff = AcceptBackoff::new();
-        // While set, nothing is accepted: sessions and shutdown are still served.
-        let mut paused_until: Option<Instant> = None;
-        tokio::pin!(shutdown);
-        loop {
-            tokio::select! {
-                () = &mut shutdown => break,
-                Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
-                () = sleep_until(paused_until), if paused_until.is_some() => paused_until = None,
-                accepted = self.listener.accept(), if paused_until.is_none() => {
-                    let (stream, peer) = match accepted {
-                        Ok(accepted) => accepted,
-                        Err(error) => {
-                            paused_until = pause_accepting(&mut backoff, &error);
-                            continue;
-                        }
-                    };
-                    backoff.handle_accepted();
-                    next_connection += 1;
-                    let connection = next_connection;
-                    let shared = Arc::clone(&self.shared);
-                    let max = self.limits.max_connections;
-                    match shared.stats.admit(&self.limits) {
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    let mut listener = Some(listener);
+    let mut acceptor = Acceptor::new(now(), limits);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        while let Some(output) = acceptor.poll_output() {
+            match output {
+                ServerOutput::SweepIdleKms => shared.kms.expire_idle(now()),
+                ServerOutput::StopAccepting => {
+                    listener = None;
+                    let _ = stop_tx.send(true);
+                }
+                ServerOutput::Cut => tasks.abort_all(),
+                ServerOutput::Event(event) => log(&event),
+            }
+        }
+        if acceptor.is_draining() && tasks.is_empty() {
+            return Ok(());
+        }
+        let accepting = listener.as_ref().filter(|_| acceptor.may_accept());
+        tokio::select! {
+            () = &mut shutdown, if !acceptor.is_draining() => {
+                acceptor.handle_shutdown(now(), tasks.len());
+            }
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            () = sleep_until(acceptor.poll_timeout()) => acceptor.handle_timeout(now()),
+            accepted = accept(accepting) => match accepted {
+                Err(error) => acceptor.handle_accept_error(now(), &error),
+                Ok((stream, peer)) => {
+                    let accepted = acceptor.handle_accepted(now(), &peer, &shared.stats);
+                    let shared = Arc::clone(&shared);
+                    let connection = accepted.connection;
+                    match accepted.admission {
                         Admission::Serve => {
-                            tracing::info!(connection, %peer, "accepted");
                             let stop = stop_rx.clone();
-                            sessions.spawn(async move {
+                            tasks.spawn(async move {
                                 crate::driver::drive(stream, connection, Arc::clone(&shared), stop).await;
                                 shared.stats.closed();
                                 tracing::info!(connection, "connection closed");
                             });
                         }
                         Admission::Refuse => {
-                            tracing::warn!(connection, %peer, max, "refusing connection: limit reached");
-                            sessions.spawn(async move {
-                                refuse(stream, max).await;
+                            tasks.spawn(async move {
+                                refuse(stream, limits.max_connections).await;
                                 shared.stats.refused_done();
                             });
                         }
-                        Admission::Drop => {
-                            tracing::warn!(connection, %peer, max, "closing connection: limit reached, refusals in flight");
-                        }
+                        Admission::Drop => {}
                     }
                 }
-            }
+            },
         }
-        drop(self.listener);
-        sweeper.abort();
-        let open = sessions.len();
-        tracing::info!(open, "shutting down: finishing in-flight commands");
-        let _ = stop_tx.send(true);
-        let drained = tokio::time::timeout(self.limits.shutdown_grace, async {
-            while sessions.join_next().await.is_some() {}
-        })
-        .await;
-        if drained.is_err() {
-            tracing::warn!(
-                left = sessions.len(),
-                "shutdown grace expired; closing the rest"
-            );
-            sessions.shutdown().await;
-        }
-        Ok(())
     }
 }
 
@@ -142,37 +99,33 @@ where
     crate::driver::drive(stream, 0, shared, stop_rx).await;
 }
 
-/// Closes expired idle KMS connections every [`SWEEP_EVERY`] until aborted.
-async fn sweep_idle_kms(shared: Arc<Shared>) {
-    let mut every = tokio::time::interval(SWEEP_EVERY);
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        every.tick().await;
-        shared.kms.expire_idle();
+/// The acceptor's clock.
+fn now() -> std::time::Instant {
+    Instant::now().into_std()
+}
+
+/// Accepts from `listener`; never completes when there is none to accept from (shutdown, or
+/// paused after a failed `accept`).
+async fn accept(listener: Option<&Listener>) -> io::Result<(Stream, String)> {
+    match listener {
+        Some(listener) => listener.accept().await,
+        None => std::future::pending().await,
     }
 }
 
-/// Feeds a failed `accept` to `backoff`, logs what it says to, and returns until when to stop
-/// accepting (`None`: accept again at once).
-fn pause_accepting(backoff: &mut AcceptBackoff, error: &io::Error) -> Option<Instant> {
-    let now = Instant::now();
-    let pause = backoff.handle_error(now.into_std(), AcceptFailure::of(error));
-    match pause.warn {
-        Some(unreported) => tracing::warn!(
-            %error,
-            unreported,
-            pause_ms = backoff.current_pause().unwrap_or_default().as_millis() as u64,
-            "accept failed; pausing (one warning a minute while this goes on)"
-        ),
-        None => tracing::debug!(%error, "accept failed"),
+/// Logs a server event at its level.
+fn log(event: &ServerEvent) {
+    match event.level() {
+        EventLevel::Debug => tracing::debug!("{event}"),
+        EventLevel::Info => tracing::info!("{event}"),
+        EventLevel::Warn => tracing::warn!("{event}"),
     }
-    (pause.resume_at > now.into_std()).then(|| pause.resume_at.into())
 }
 
-/// Completes at `until`; never when there is none (its `select!` branch is disabled then).
-async fn sleep_until(until: Option<Instant>) {
+/// Completes at `until`; never when there is none.
+async fn sleep_until(until: Option<std::time::Instant>) {
     match until {
-        Some(until) => tokio::time::sleep_until(until).await,
+        Some(until) => tokio::time::sleep_until(until.into()).await,
         None => std::future::pending().await,
     }
 }

@@ -241,8 +241,7 @@ pub async fn kms_call(
         max_idle_per_host: 1,
         idle_timeout: Duration::from_secs(1),
     });
-    let (mut stream, _) = connector
-        .checkout(&host, false)
+    let (mut stream, _) = kmstool_runtime_tokio::kms::checkout(&connector, &host, false)
         .await
         .map_err(|f| anyhow::anyhow!("connecting to KMS: {}", f.detail))?;
     let target = RequestTarget {

@@ -420,7 +420,8 @@ impl SmolEnclave {
     pub async fn start(local: &Local, mut session: SessionConfig, max_connections: usize) -> Self {
         use kmstool_runtime_smol::keys::KeyService;
         use kmstool_runtime_smol::kms::{KmsConnector, KmsTransportConfig};
-        use kmstool_runtime_smol::server::{Server, ServerLimits, Shared, Stats};
+        use kmstool_runtime_smol::net::Listener;
+        use kmstool_runtime_smol::server::{ServerLimits, Shared, Stats, serve};
 
         session.region = Some(REGION.to_owned());
         let nsm = Arc::clone(&local.nsm) as Arc<dyn Nsm>;
@@ -441,9 +442,8 @@ impl SmolEnclave {
                     max_idle_per_host: 64,
                     idle_timeout: Duration::from_secs(30),
                 });
-                let keys = KeyService::start(nsm, None, Duration::ZERO)
-                    .await
-                    .expect("enclave key");
+                let keys = KeyService::new(nsm, None, Duration::ZERO);
+                keys.store().await.expect("enclave key");
                 let shared = Arc::new(Shared {
                     session: Arc::new(session),
                     kms,
@@ -458,14 +458,15 @@ impl SmolEnclave {
                     max_connections,
                     shutdown_grace: Duration::from_secs(5),
                 };
-                let server = Server::bind(&listen, shared, limits)
-                    .await
-                    .expect("binding");
-                let _ = ready_tx.send(server.local_address().expect("local address"));
+                let listener = Listener::bind(&listen).await.expect("binding");
+                let _ = ready_tx.send(listener.local_address().expect("local address"));
+
                 let shutdown = async {
                     let _ = stopped.recv().await;
                 };
-                server.run(shutdown).await.expect("smol server");
+                serve(listener, shared, limits, shutdown)
+                    .await
+                    .expect("smol server");
             });
         });
         let address = ready_rx.await.expect("smol server started");

@@ -308,7 +308,7 @@ impl Enclave {
         let prepared = kmstool_enclave::prepare(&args, nsm)
             .await
             .expect("starting the enclave");
-        let address = prepared.local_address().expect("bound address");
+        let address = prepared.local_address().clone();
         let shared = prepared.stats();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(prepared.run(async {

@@ -26,7 +26,8 @@ const MAX_SIZE_BYTES: usize = 64 * 1024 * 1024;
 use kmstool_core::tls;
 use kmstool_runtime_tokio::keys::KeyService;
 use kmstool_runtime_tokio::kms::{KmsConnector, KmsTransportConfig};
-use kmstool_runtime_tokio::server::{Server, ServerLimits, Shared, Stats};
+use kmstool_runtime_tokio::net::Listener;
+use kmstool_runtime_tokio::server::{ServerLimits, Shared, Stats, serve};
 pub use logging::{LogFormat, check_logging, init_logging};
 
 /// What `--help` says about exit statuses.
@@ -313,7 +314,10 @@ impl Args {
 /// A server ready to run: bound, its key generated or being generated.
 #[derive(Debug)]
 pub struct Prepared {
-    server: Server,
+    listener: Listener,
+    shared: Arc<Shared>,
+    limits: ServerLimits,
+    address: Address,
     max_connections: usize,
 }
 
@@ -325,20 +329,22 @@ impl Prepared {
     }
 
     /// The bound address.
-    pub fn local_address(&self) -> std::io::Result<Address> {
-        self.server.local_address()
+    pub fn local_address(&self) -> &Address {
+        &self.address
     }
 
     /// Counters of the running server.
     pub fn stats(&self) -> Arc<Shared> {
-        Arc::clone(self.server.shared())
+        Arc::clone(&self.shared)
     }
 
     /// Serves until `shutdown` completes, handing freed memory back to the kernel after
     /// connections close ([`memory`]).
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         let trimmer = tokio::spawn(memory::trim_after_connections_close(self.stats()));
-        let served = self.server.run(shutdown).await.context("server failed");
+        let served = serve(self.listener, self.shared, self.limits, shutdown)
+            .await
+            .context("server failed");
         trimmer.abort();
         served
     }
@@ -481,11 +487,17 @@ pub async fn prepare(args: &Args, nsm: Arc<dyn Nsm>) -> anyhow::Result<Prepared>
         shutdown_grace: Duration::from_millis(args.kms_timeout_ms) + Duration::from_secs(2),
     };
     let listen = args.listen_address();
-    let server = Server::bind(&listen, shared, limits)
+    let listener = Listener::bind(&listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
+    let address = listener
+        .local_address()
+        .with_context(|| format!("the address bound for {listen}"))?;
     Ok(Prepared {
-        server,
+        listener,
+        shared,
+        limits,
+        address,
         max_connections,
     })
 }
@@ -525,7 +537,7 @@ pub async fn run(args: Args, nsm: Arc<dyn Nsm>) -> anyhow::Result<()> {
     }
     let prepared = prepare(&args, nsm).await?;
     log_limits(args.max_connections.is_some(), prepared.max_connections());
-    let address = prepared.local_address()?;
+    let address = prepared.local_address();
     tracing::info!(
         listen = %address,
         proxy = %args.proxy_address(),

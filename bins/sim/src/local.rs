@@ -175,7 +175,7 @@ impl Local {
         argv.extend(options.enclave_args.iter().cloned());
         let args = kmstool_enclave::Args::try_parse_from(argv).context("enclave arguments")?;
         let prepared = kmstool_enclave::prepare(&args, Arc::clone(&nsm) as Arc<dyn Nsm>).await?;
-        let enclave = prepared.local_address()?;
+        let enclave = prepared.local_address().clone();
         let enclave_state = prepared.stats();
         // The server accepts before its key exists (start-up stays fast); wait for the key so
         // callers see steady-state behaviour, not the first call's key generation.

@@ -16,14 +16,13 @@ use crate::keys::KeyService;
 use crate::kms::KmsConnector;
 use crate::net::{Listener, Stream};
 
-/// What every session of a server shares: its settings, KMS connections, enclave key and
-/// counters (core's [`kmstool_core::server::Shared`], with this runtime's key service and KMS
-/// connector).
+/// What every session of a smol server shares (core's [`kmstool_core::server::Shared`] with
+/// smol's [`KeyService`] and [`KmsConnector`]).
 pub type Shared = kmstool_core::server::Shared<KeyService, KmsConnector>;
 
-/// Serves the connections `listener` accepts until `shutdown` completes, then drains: nothing
-/// more accepted, queued and in-flight commands answered, idle connections closed, all within
-/// the shutdown grace. Every decision is core's [`Acceptor`]; this loop only carries them out.
+/// Serves the connections `listener` accepts until `shutdown` completes, then drains within the
+/// shutdown grace, as core's [`Acceptor`] decides. Each connection is a `smol::Task`: the drain
+/// ends when every task has dropped its end of a channel, and dropping the tasks cuts the rest.
 pub async fn serve(
     listener: Listener,
     shared: Arc<Shared>,

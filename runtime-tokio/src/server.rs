@@ -25,7 +25,8 @@ pub type Shared = kmstool_core::server::Shared<KeyService, KmsConnector>;
 
 /// Serves the connections `listener` accepts until `shutdown` completes, then drains: nothing
 /// more accepted, queued and in-flight commands answered, idle connections closed, all within
-/// the shutdown grace. Every decision is core's [`Acceptor`]; this loop only carries them out.
+/// the shutdown grace. Every decision is core's [`Acceptor`]; this loop carries them out with
+/// a `JoinSet` of connection tasks, aborted if the grace runs out.
 pub async fn serve(
     listener: Listener,
     shared: Arc<Shared>,

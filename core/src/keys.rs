@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::crypto::RecipientKey;
+use crate::crypto::{Backend, RecipientKey};
 use crate::nsm::gate::NsmLimits;
 use crate::nsm::{self, Nsm};
 use crate::session::{Attestation, AttestationFailure};
@@ -106,6 +106,8 @@ pub struct KeySettings {
     pub reuse_document_for: Duration,
     /// Bounds on the calls to the NSM.
     pub nsm_limits: NsmLimits,
+    /// The crypto backend of the keys made ([`Backend::DEFAULT`] unless chosen).
+    pub backend: Backend,
 }
 
 impl KeySettings {
@@ -120,6 +122,7 @@ impl KeySettings {
             rotate_every,
             reuse_document_for,
             nsm_limits: NsmLimits::DEFAULT,
+            backend: Backend::DEFAULT,
         }
     }
 
@@ -146,6 +149,7 @@ impl std::fmt::Debug for KeySettings {
             .field("rotate_every", &self.rotate_every)
             .field("reuse_document_for", &self.reuse_document_for)
             .field("nsm_limits", &self.nsm_limits)
+            .field("backend", &self.backend)
             .finish_non_exhaustive()
     }
 }
@@ -239,7 +243,6 @@ impl KeyStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crypto::Backend;
     use crate::nsm::{Request, Response};
     use std::sync::atomic::{AtomicU8, Ordering};
 

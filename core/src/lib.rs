@@ -7,6 +7,9 @@
 //! the operating system's RNG, so that every runtime makes it the same way.
 #![deny(missing_docs)]
 
+#[cfg(all(feature = "tls", not(any(feature = "aws-lc", feature = "rustcrypto"))))]
+compile_error!("the `tls` feature needs a crypto backend: enable `aws-lc` or `rustcrypto`");
+
 pub mod accept;
 pub mod address;
 pub mod attestation;

@@ -1,4 +1,5 @@
-//! TLS client settings for KMS: rustls with the aws-lc-rs provider, roots compiled in (an
+//! TLS client settings for KMS: rustls with the crypto backend's provider (aws-lc-rs, or ring in
+//! the RustCrypto build), roots compiled in (an
 //! enclave image has no system trust store) plus optional extra roots, ALPN `http/1.1` only
 //! (KMS answers HTTP/1.1; the C tool offered `h2` too and never used it).
 //!
@@ -9,6 +10,7 @@
 //!
 //! Building the configuration is pure; the runtimes run the handshakes.
 
+use crate::crypto::Backend;
 use std::fmt;
 use std::io;
 use std::sync::Arc;
@@ -307,8 +309,29 @@ fn der_tlv(input: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
     (rest.len() >= len).then(|| rest.split_at(len))
 }
 
-/// Client settings trusting `roots` and the certificates in `extra_roots_pem`.
+/// rustls's provider for `backend`: `aws_lc_rs` for AWS-LC, `ring` for RustCrypto (whose
+/// build then has no AWS-LC anywhere in its tree).
+fn crypto_provider(backend: Backend) -> rustls::crypto::CryptoProvider {
+    match backend {
+        #[cfg(feature = "aws-lc")]
+        Backend::AwsLc => rustls::crypto::aws_lc_rs::default_provider(),
+        #[cfg(feature = "rustcrypto")]
+        Backend::RustCrypto => rustls::crypto::ring::default_provider(),
+    }
+}
+
+/// Client settings trusting `roots` and the certificates in `extra_roots_pem`, with the
+/// default backend's provider.
 pub fn client_config(
+    roots: Roots,
+    extra_roots_pem: Option<&[u8]>,
+) -> Result<Arc<rustls::ClientConfig>, TlsConfigError> {
+    client_config_for(Backend::DEFAULT, roots, extra_roots_pem)
+}
+
+/// [`client_config`] with `backend`'s provider.
+pub fn client_config_for(
+    backend: Backend,
     roots: Roots,
     extra_roots_pem: Option<&[u8]>,
 ) -> Result<Arc<rustls::ClientConfig>, TlsConfigError> {
@@ -316,7 +339,7 @@ pub fn client_config(
         Some(pem) => parse_certificates(pem)?,
         None => Vec::new(),
     };
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let provider = Arc::new(crypto_provider(backend));
     let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsConfigError::Rustls(e.to_string()))?;

@@ -13,7 +13,7 @@ macro_rules! crypto_backend {
 #[cfg(all(feature = "rustcrypto", not(feature = "aws-lc")))]
 macro_rules! crypto_backend {
     () => {
-        "RustCrypto (pure Rust)"
+        "RustCrypto rsa and aes (TLS: rustls with ring)"
     };
 }
 #[cfg(not(any(feature = "aws-lc", feature = "rustcrypto")))]

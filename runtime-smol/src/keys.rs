@@ -63,7 +63,7 @@ impl KeyService {
     /// generation tries again.
     pub async fn store(&self) -> Result<&Arc<KeyStore>, String> {
         let first = || async {
-            let key = generate().await?;
+            let key = generate(self.settings.backend).await?;
             Ok(Arc::new(self.settings.store(key, Instant::now())))
         };
         self.store.get_or_try_init(first).await
@@ -98,12 +98,12 @@ impl KeyService {
     /// not exist yet, then a new one whenever one is due, until the service is dropped. It
     /// generates on the blocking pool and never waits for the NSM workers.
     pub fn spawn_rotation(self: &Arc<Self>) {
-        smol::spawn(rotate(Arc::downgrade(self))).detach();
+        smol::spawn(rotate(Arc::downgrade(self), self.settings.backend)).detach();
     }
 }
 
 /// The rotation task: holds the service only while it works, never while it sleeps.
-async fn rotate(service: Weak<KeyService>) {
+async fn rotate(service: Weak<KeyService>, backend: Backend) {
     let first = match service.upgrade() {
         Some(service) => service.store().await.map(|_| ()),
         None => return,
@@ -117,7 +117,7 @@ async fn rotate(service: Weak<KeyService>) {
     while let Some(due) = store().and_then(|store| store.rotation_due()) {
         Timer::at(due).await;
         let Some(current) = store() else { break };
-        let Err(error) = generate()
+        let Err(error) = generate(backend)
             .await
             .map(|key| current.rotate(key, Instant::now()))
         else {
@@ -130,8 +130,8 @@ async fn rotate(service: Weak<KeyService>) {
 }
 
 /// A new key in the default backend, made on the blocking pool.
-async fn generate() -> Result<RecipientKey, String> {
-    let made = smol::unblock(|| RecipientKey::generate(Backend::DEFAULT)).await;
+async fn generate(backend: Backend) -> Result<RecipientKey, String> {
+    let made = smol::unblock(move || RecipientKey::generate(backend)).await;
     made.map_err(|e| e.to_string())
 }
 

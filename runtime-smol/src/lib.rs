@@ -7,6 +7,12 @@
 //! [`EnclaveSession`]: kmstool_core::session::EnclaveSession
 #![deny(missing_docs)]
 
+#[cfg(all(
+    feature = "enclave",
+    not(any(feature = "aws-lc", feature = "rustcrypto"))
+))]
+compile_error!("the `enclave` feature needs a crypto backend: enable `aws-lc` or `rustcrypto`");
+
 pub mod client;
 pub mod credentials;
 #[cfg(feature = "enclave")]

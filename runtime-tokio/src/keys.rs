@@ -80,7 +80,7 @@ impl KeyService {
         self.store
             .get_or_try_init(|| async {
                 let started = Instant::now();
-                let key = generate().await?;
+                let key = generate(self.settings.backend).await?;
                 tracing::debug!(
                     ms = started.elapsed().as_millis() as u64,
                     "enclave key generated"
@@ -123,6 +123,7 @@ impl KeyService {
     /// never waits for the NSM workers.
     pub fn spawn_rotation(self: &Arc<Self>) {
         let weak = Arc::downgrade(self);
+        let backend = self.settings.backend;
         tokio::spawn(async move {
             if let Some(service) = weak.upgrade()
                 && let Err(error) = service.store().await
@@ -143,7 +144,7 @@ impl KeyService {
                 let Some(store) = weak.upgrade().and_then(|s| s.store.get().cloned()) else {
                     return;
                 };
-                match generate().await {
+                match generate(backend).await {
                     Ok(key) => {
                         store.rotate(key, now());
                         tracing::info!(generation = store.generation(), "enclave key rotated");
@@ -159,8 +160,8 @@ impl KeyService {
 }
 
 /// A fresh key from the default backend, generated on the blocking pool.
-async fn generate() -> Result<RecipientKey, String> {
-    tokio::task::spawn_blocking(|| RecipientKey::generate(Backend::DEFAULT))
+async fn generate(backend: Backend) -> Result<RecipientKey, String> {
+    tokio::task::spawn_blocking(move || RecipientKey::generate(backend))
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())

@@ -456,6 +456,7 @@ async fn call(
         connect_timeout: Duration::from_secs(3),
         key_rotation: None,
         attestation_reuse: Duration::ZERO,
+        backend: kmstool_core::crypto::Backend::DEFAULT,
     };
     let shared = kmstool_enclave::build_shared(session, &setup, nsm)
         .await

@@ -14,6 +14,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Parser;
 use kmstool_core::address::{ANY_CID, Address, PARENT_CID};
+use kmstool_core::crypto::Backend;
 use kmstool_core::framing::DEFAULT_MAX_MESSAGE_BYTES;
 use kmstool_core::keys::KeySettings;
 use kmstool_core::nsm::Nsm;
@@ -122,6 +123,18 @@ pub struct Args {
         help_heading = "KMS and trust"
     )]
     pub trust_roots: TrustRoots,
+
+    /// Crypto backend for the enclave key, the envelopes and TLS to KMS, among those built in:
+    /// aws-lc (the default build), rustcrypto (RustCrypto RSA and AES, TLS with ring; built
+    /// with `--no-default-features --features rustcrypto`).
+    #[arg(
+        long,
+        value_name = "NAME",
+        default_value_t = Backend::DEFAULT,
+        value_parser = parse_backend,
+        help_heading = "KMS and trust"
+    )]
+    pub crypto_backend: Backend,
 
     /// Replace the enclave's RSA key this often, in seconds (0: never; at most 30 days).
     #[arg(long, default_value_t = 3600, help_heading = "KMS and trust")]
@@ -391,6 +404,16 @@ pub struct KmsSetup {
     pub key_rotation: Option<Duration>,
     /// Attestation document reuse.
     pub attestation_reuse: Duration,
+    /// The crypto backend of the key, the envelopes and TLS.
+    pub backend: Backend,
+}
+
+/// Parses `--crypto-backend`: a backend compiled into this binary.
+fn parse_backend(name: &str) -> Result<Backend, String> {
+    Backend::from_name(name).ok_or_else(|| {
+        let built: Vec<&str> = Backend::all().iter().map(|b| b.name()).collect();
+        format!("not built into this binary; it has: {}", built.join(", "))
+    })
 }
 
 /// Builds what the one session of `kmstool-enclave-cli` uses: TLS settings, the KMS
@@ -419,7 +442,7 @@ fn shared_state(
     max_connections: usize,
 ) -> anyhow::Result<Arc<Shared>> {
     let roots = setup.trust_roots.roots(session.region.as_deref());
-    let tls = kms_tls(setup.ca_bundle.as_deref(), roots)?;
+    let tls = kms_tls(setup.ca_bundle.as_deref(), roots, setup.backend)?;
     let kms = KmsConnector::new(KmsTransportConfig {
         proxy: setup.proxy.clone(),
         tls,
@@ -428,6 +451,7 @@ fn shared_state(
         idle_timeout: Duration::from_secs(30),
     });
     let mut settings = KeySettings::new(nsm, setup.key_rotation, setup.attestation_reuse);
+    settings.backend = setup.backend;
     // One document at a time per session: the queue holds every connection's.
     settings.nsm_limits.queue = max_connections;
     let keys = KeyService::with_settings(settings);
@@ -442,11 +466,15 @@ fn shared_state(
 
 /// Reads `--ca-bundle` (if any) and builds the default TLS settings for KMS with it.
 fn read_ca_bundle(path: Option<&Path>) -> anyhow::Result<Arc<rustls::ClientConfig>> {
-    kms_tls(path, TrustRoots::default().roots(None))
+    kms_tls(path, TrustRoots::default().roots(None), Backend::DEFAULT)
 }
 
 /// Reads `--ca-bundle` (if any) and builds the TLS settings for KMS trusting `roots` and it.
-fn kms_tls(path: Option<&Path>, roots: tls::Roots) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+fn kms_tls(
+    path: Option<&Path>,
+    roots: tls::Roots,
+    backend: Backend,
+) -> anyhow::Result<Arc<rustls::ClientConfig>> {
     let extra_roots = match path {
         Some(path) => Some(
             std::fs::read(path)
@@ -454,7 +482,7 @@ fn kms_tls(path: Option<&Path>, roots: tls::Roots) -> anyhow::Result<Arc<rustls:
         ),
         None => None,
     };
-    tls::client_config(roots, extra_roots.as_deref()).with_context(|| match path {
+    tls::client_config_for(backend, roots, extra_roots.as_deref()).with_context(|| match path {
         Some(path) => format!("--ca-bundle {}", path.display()),
         None => "TLS setup".to_owned(),
     })
@@ -472,6 +500,7 @@ pub async fn prepare(args: &Args, nsm: Arc<dyn Nsm>) -> anyhow::Result<Prepared>
         key_rotation: (args.key_rotation_secs > 0)
             .then(|| Duration::from_secs(args.key_rotation_secs)),
         attestation_reuse: Duration::from_secs(args.attestation_reuse_secs),
+        backend: args.crypto_backend,
     };
     let session = args.session_config()?;
     let max_connections = match args.max_connections {

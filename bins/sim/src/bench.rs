@@ -81,9 +81,10 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 300)]
     pub reuse_secs: u64,
 
-    /// Enclave configurations to measure: fresh-attestation, attestation-reuse (repeatable;
-    /// default both).
-    #[arg(long = "config", value_name = "NAME", value_parser = ["fresh-attestation", "attestation-reuse"])]
+    /// Enclave configurations to measure: fresh-attestation, attestation-reuse, rustcrypto
+    /// (attestation reuse with `--crypto-backend rustcrypto`: RustCrypto RSA and AES, TLS with
+    /// ring, as a `--features rustcrypto` build runs) (repeatable; default all three).
+    #[arg(long = "config", value_name = "NAME", value_parser = ["fresh-attestation", "attestation-reuse", "rustcrypto"])]
     pub configs: Vec<String>,
 
     /// Also write the results as JSON to this file.
@@ -151,18 +152,26 @@ pub async fn run(args: BenchArgs, out: &mut dyn Write) -> anyhow::Result<Report>
         "--attestation-reuse-secs".to_owned(),
         setup.args.reuse_secs.to_string(),
     ];
+    let rustcrypto = [
+        reuse_flag.clone(),
+        vec!["--crypto-backend".into(), "rustcrypto".into()],
+    ];
     let mut configurations = Vec::new();
-    for (name, extra) in [
-        ("fresh-attestation", Vec::new()),
-        ("attestation-reuse", reuse_flag),
+    for (name, extra, floor_us) in [
+        ("fresh-attestation", Vec::new(), floor.rsa_oaep_decrypt_us),
+        ("attestation-reuse", reuse_flag, floor.rsa_oaep_decrypt_us),
+        (
+            "rustcrypto",
+            rustcrypto.concat(),
+            floor.rustcrypto_rsa_oaep_decrypt_us,
+        ),
     ] {
         let wanted = &setup.args.configs;
         if !wanted.is_empty() && !wanted.iter().any(|c| c == name) {
             continue;
         }
         progress(&format!("configuration {name}"));
-        configurations
-            .push(measure_configuration(&setup, name, extra, floor.rsa_oaep_decrypt_us).await?);
+        configurations.push(measure_configuration(&setup, name, extra, floor_us).await?);
     }
     setup.kms.shutdown().await;
 
@@ -213,11 +222,10 @@ fn measure_floor(sim: &SimNsm) -> anyhow::Result<Floor> {
         &[0x22; 16],
         &[0x33; 32],
     );
-    let rsa = per_call(200, || {
-        let decrypted = key.oaep_sha256_decrypt(&encrypted_key)?;
-        anyhow::ensure!(decrypted.as_slice() == content_key, "RSA round trip failed");
-        Ok(())
-    })?;
+    let rsa = rsa_decrypt_cost(&key, &encrypted_key, &content_key)?;
+    let pure = RecipientKey::generate(Backend::RustCrypto)?;
+    let pure_encrypted_key = oaep_encrypt(pure.public_key_der(), &content_key)?;
+    let rustcrypto_rsa = rsa_decrypt_cost(&pure, &pure_encrypted_key, &content_key)?;
     let unwrap = per_call(200, || {
         cms::unwrap(&envelope, &key)?;
         Ok(())
@@ -228,8 +236,22 @@ fn measure_floor(sim: &SimNsm) -> anyhow::Result<Floor> {
     })?;
     Ok(Floor {
         rsa_oaep_decrypt_us: micros(rsa),
+        rustcrypto_rsa_oaep_decrypt_us: micros(rustcrypto_rsa),
         cms_unwrap_us: micros(unwrap),
         sim_nsm_attestation_us: micros(attestation),
+    })
+}
+
+/// CPU time of one RSA-OAEP decrypt of `encrypted` by `key`, checked against `expected`.
+fn rsa_decrypt_cost(
+    key: &RecipientKey,
+    encrypted: &[u8],
+    expected: &[u8],
+) -> anyhow::Result<Duration> {
+    per_call(200, || {
+        let decrypted = key.oaep_sha256_decrypt(encrypted)?;
+        anyhow::ensure!(decrypted.as_slice() == expected, "RSA round trip failed");
+        Ok(())
     })
 }
 

@@ -49,18 +49,38 @@ fn bench_measures_both_configurations_and_writes_json() {
         .iter()
         .filter_map(|c| c["name"].as_str())
         .collect();
-    assert_eq!(names, ["fresh-attestation", "attestation-reuse"]);
+    assert_eq!(
+        names,
+        ["fresh-attestation", "attestation-reuse", "rustcrypto"]
+    );
     assert_eq!(configurations[0]["enclave_args"], serde_json::json!([]));
     assert_eq!(
         configurations[1]["enclave_args"],
         serde_json::json!(["--attestation-reuse-secs", "300"])
     );
+    assert_eq!(
+        configurations[2]["enclave_args"],
+        serde_json::json!([
+            "--attestation-reuse-secs",
+            "300",
+            "--crypto-backend",
+            "rustcrypto"
+        ])
+    );
+    let pure_floor = report["floor"]["rustcrypto_rsa_oaep_decrypt_us"]
+        .as_f64()
+        .unwrap_or(0.0);
+    assert!(pure_floor > 0.0, "no RustCrypto RSA floor: {report}");
     for c in &configurations {
         let cpu = c["cpu_per_decrypt_us"].as_f64().unwrap_or(0.0);
         let ratio = c["cpu_ratio"].as_f64().unwrap_or(0.0);
         assert!(cpu > 0.0, "no enclave CPU measured: {c}");
+        let its_floor = match c["name"].as_str() {
+            Some("rustcrypto") => pure_floor,
+            _ => floor,
+        };
         assert!(
-            (ratio - cpu / floor).abs() < 1e-6,
+            (ratio - cpu / its_floor).abs() < 1e-6,
             "ratio is not CPU over floor: {c}"
         );
         assert_eq!(c["throughput"]["clients"], 2);

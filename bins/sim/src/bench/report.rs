@@ -40,6 +40,8 @@ pub struct Report {
 pub struct Floor {
     /// One RSA-2048 OAEP-SHA256 decrypt (AWS-LC), µs.
     pub rsa_oaep_decrypt_us: f64,
+    /// The same with RustCrypto's `rsa` (the floor of the `rustcrypto` configuration), µs.
+    pub rustcrypto_rsa_oaep_decrypt_us: f64,
     /// One whole CMS unwrap: parse, RSA-OAEP, AES-256-CBC, µs.
     pub cms_unwrap_us: f64,
     /// One attestation document from the simulated NSM, µs.
@@ -227,6 +229,11 @@ impl Report {
             out,
             "  RSA-2048 OAEP-SHA256 decrypt (AWS-LC)           {:>8.0} µs",
             f.rsa_oaep_decrypt_us
+        )?;
+        writeln!(
+            out,
+            "  RSA-2048 OAEP-SHA256 decrypt (RustCrypto rsa)   {:>8.0} µs",
+            f.rustcrypto_rsa_oaep_decrypt_us
         )?;
         writeln!(
             out,

@@ -5,7 +5,8 @@
 //! The client does no IO. Its driver (`kmstool-runtime-smol`) connects to the enclave, then:
 //!
 //! 1. Writes every buffer [`InstanceClient::poll_transmit`] returns, until it returns `None`.
-//! 2. Reads from the connection and feeds the bytes to [`InstanceClient::handle_bytes`], or
+//! 2. Reads from the connection and feeds the bytes to [`InstanceClient::handle_bytes`] with
+//!    the time, or
 //!    calls [`InstanceClient::handle_eof`] when the enclave closes the stream, or
 //!    [`InstanceClient::handle_timeout`] once [`InstanceClient::poll_timeout`] has passed.
 //! 3. Repeats until [`InstanceClient::poll_result`] returns the outcome.
@@ -16,20 +17,21 @@
 //!
 //! ```
 //! use std::time::{Duration, Instant};
-//! use kmstool_core::instance::{InstanceClient, InstanceRequest};
+//! use kmstool_core::instance::InstanceClient;
+//! use kmstool_core::protocol::CommandArgs;
 //! use kmstool_core::secret::Credentials;
 //!
 //! let credentials = Credentials::new("AKIDEXAMPLE", "secret", None);
-//! let request = InstanceRequest::decrypt(b"ciphertext".to_vec());
+//! let request = CommandArgs::decrypt(b"ciphertext".to_vec());
 //! let start = Instant::now();
 //! let mut client = InstanceClient::new(&credentials, None, request, start, Duration::from_secs(30));
 //! let set_client = client.poll_transmit().expect("SetClient first");
 //! assert!(set_client.ends_with(b"\0"));
 //! assert!(client.poll_transmit().is_none(), "waits for the SetClient reply");
-//! client.handle_bytes(b"{ \"Status\": \"Ok\" }\0");
+//! client.handle_bytes(start, b"{ \"Status\": \"Ok\" }\0");
 //! let decrypt = client.poll_transmit().expect("then the Decrypt");
 //! assert!(decrypt.starts_with(b"{\"Operation\":\"Decrypt\""));
-//! client.handle_bytes(b"{\"Status\":\"Ok\",\"Message\":\"SGVsbG8sIEtNUyE=\"}\0{ \"Status\": \"Error\" }\0");
+//! client.handle_bytes(start, b"{\"Status\":\"Ok\",\"Message\":\"SGVsbG8sIEtNUyE=\"}\0{ \"Status\": \"Error\" }\0");
 //! let result = client.poll_result().expect("done").expect("success");
 //! assert_eq!(result.plaintext.expose(), b"Hello, KMS!");
 //! ```
@@ -38,174 +40,19 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use serde::Serialize;
 use zeroize::Zeroizing;
 
 use crate::framing::{self, FrameDecoder};
-use crate::protocol::{
-    EncryptionAlgorithm, EncryptionContext, ErrorKind, KeySpec, Operation, Reply, Status,
-};
+use crate::protocol::{CommandArgs, ErrorKind, Reply, SetClient, Status};
 use crate::secret::{Credentials, SecretBytes};
 
-/// The operation the parent asks the enclave for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum InstanceRequest {
-    /// `Decrypt` (upstream's only operation).
-    Decrypt {
-        /// The KMS ciphertext blob.
-        ciphertext: Vec<u8>,
-        /// `EncryptionContext`.
-        encryption_context: EncryptionContext,
-        /// `KeyId`.
-        key_id: Option<String>,
-        /// `EncryptionAlgorithm`.
-        encryption_algorithm: Option<EncryptionAlgorithm>,
-        /// `GrantTokens`.
-        grant_tokens: Vec<String>,
-    },
-    /// `GenerateDataKey`.
-    GenerateDataKey {
-        /// `KeyId`.
-        key_id: String,
-        /// `KeySpec`, unless `number_of_bytes` is given.
-        key_spec: Option<KeySpec>,
-        /// `NumberOfBytes`.
-        number_of_bytes: Option<u32>,
-        /// `EncryptionContext`.
-        encryption_context: EncryptionContext,
-        /// `GrantTokens`.
-        grant_tokens: Vec<String>,
-    },
-    /// `GenerateRandom`.
-    GenerateRandom {
-        /// `NumberOfBytes`.
-        number_of_bytes: u32,
-    },
-}
-
-impl InstanceRequest {
-    /// A plain `Decrypt` of `ciphertext`.
-    pub fn decrypt(ciphertext: Vec<u8>) -> Self {
-        Self::Decrypt {
-            ciphertext,
-            encryption_context: EncryptionContext::new(),
-            key_id: None,
-            encryption_algorithm: None,
-            grant_tokens: Vec::new(),
-        }
-    }
-
-    /// The operation.
-    pub fn operation(&self) -> Operation {
-        match self {
-            Self::Decrypt { .. } => Operation::Decrypt,
-            Self::GenerateDataKey { .. } => Operation::GenerateDataKey,
-            Self::GenerateRandom { .. } => Operation::GenerateRandom,
-        }
-    }
-
-    /// The command as compact JSON (without terminator).
-    pub fn to_json(&self) -> Vec<u8> {
-        let b64 = base64::engine::general_purpose::STANDARD;
-        let ec = |c: &EncryptionContext| (!c.is_empty()).then_some(c.clone());
-        let tokens = |t: &Vec<String>| (!t.is_empty()).then_some(t.clone());
-        let wire = match self {
-            Self::Decrypt {
-                ciphertext,
-                encryption_context,
-                key_id,
-                encryption_algorithm,
-                grant_tokens,
-            } => WireCommand {
-                operation: "Decrypt",
-                ciphertext: Some(b64.encode(ciphertext)),
-                encryption_context: ec(encryption_context),
-                key_id: key_id.clone(),
-                encryption_algorithm: encryption_algorithm.map(EncryptionAlgorithm::as_str),
-                grant_tokens: tokens(grant_tokens),
-                ..WireCommand::default()
-            },
-            Self::GenerateDataKey {
-                key_id,
-                key_spec,
-                number_of_bytes,
-                encryption_context,
-                grant_tokens,
-            } => WireCommand {
-                operation: "GenerateDataKey",
-                key_id: Some(key_id.clone()),
-                key_spec: key_spec.map(KeySpec::as_str),
-                number_of_bytes: *number_of_bytes,
-                encryption_context: ec(encryption_context),
-                grant_tokens: tokens(grant_tokens),
-                ..WireCommand::default()
-            },
-            Self::GenerateRandom { number_of_bytes } => WireCommand {
-                operation: "GenerateRandom",
-                number_of_bytes: Some(*number_of_bytes),
-                ..WireCommand::default()
-            },
-        };
-        serde_json::to_vec(&wire).unwrap_or_default()
-    }
-}
-
-#[derive(Serialize, Default)]
-struct WireCommand {
-    #[serde(rename = "Operation")]
-    operation: &'static str,
-    #[serde(rename = "Ciphertext", skip_serializing_if = "Option::is_none")]
-    ciphertext: Option<String>,
-    #[serde(rename = "KeyId", skip_serializing_if = "Option::is_none")]
-    key_id: Option<String>,
-    #[serde(rename = "KeySpec", skip_serializing_if = "Option::is_none")]
-    key_spec: Option<&'static str>,
-    #[serde(rename = "NumberOfBytes", skip_serializing_if = "Option::is_none")]
-    number_of_bytes: Option<u32>,
-    #[serde(rename = "EncryptionContext", skip_serializing_if = "Option::is_none")]
-    encryption_context: Option<EncryptionContext>,
-    #[serde(
-        rename = "EncryptionAlgorithm",
-        skip_serializing_if = "Option::is_none"
-    )]
-    encryption_algorithm: Option<&'static str>,
-    #[serde(rename = "GrantTokens", skip_serializing_if = "Option::is_none")]
-    grant_tokens: Option<Vec<String>>,
-}
-
-/// `SetClient` as JSON; holds the secret key, hence the zeroizing buffer.
+/// `SetClient` as JSON (without terminator); holds the secret key, hence the zeroizing buffer.
 pub fn set_client_json(credentials: &Credentials, region: Option<&str>) -> Zeroizing<Vec<u8>> {
-    #[derive(Serialize)]
-    struct WireSetClient<'a> {
-        #[serde(rename = "Operation")]
-        operation: &'static str,
-        #[serde(rename = "AwsAccessKeyId")]
-        access_key_id: &'a str,
-        #[serde(rename = "AwsSecretAccessKey")]
-        secret_access_key: &'a str,
-        #[serde(rename = "AwsSessionToken", skip_serializing_if = "Option::is_none")]
-        session_token: Option<&'a str>,
-        #[serde(rename = "AwsRegion", skip_serializing_if = "Option::is_none")]
-        region: Option<&'a str>,
-    }
-    let wire = WireSetClient {
-        operation: "SetClient",
-        access_key_id: &credentials.access_key_id,
-        secret_access_key: credentials.secret_access_key.expose(),
-        session_token: credentials.session_token.as_ref().map(|t| t.expose()),
-        region,
-    };
-    // Room for everything up front: growing would free an unwiped copy of the secret. JSON
-    // escaping makes a character at most six bytes long (`\u0000`).
-    let values = wire.access_key_id.len()
-        + wire.secret_access_key.len()
-        + wire.session_token.map_or(0, str::len)
-        + wire.region.map_or(0, str::len);
-    let mut out = Zeroizing::new(Vec::with_capacity(128 + 6 * values));
-    if serde_json::to_writer(&mut *out, &wire).is_err() {
-        out.clear();
-    }
-    out
+    CommandArgs::SetClient(SetClient {
+        credentials: credentials.clone(),
+        region: region.map(str::to_owned),
+    })
+    .to_json(None)
 }
 
 /// A successful operation.
@@ -280,7 +127,7 @@ enum Phase {
 pub struct InstanceClient {
     phase: Phase,
     set_client: Zeroizing<Vec<u8>>,
-    request: InstanceRequest,
+    request: CommandArgs,
     decoder: FrameDecoder,
     deadline: Instant,
     timeout: Duration,
@@ -291,11 +138,12 @@ pub struct InstanceClient {
 const MAX_REPLY_BYTES: usize = 1 << 20;
 
 impl InstanceClient {
-    /// A client that will send `request` with `credentials`, giving up after `timeout`.
+    /// A client that will send `request` (an operation other than `SetClient`) with
+    /// `credentials`, giving up after `timeout`.
     pub fn new(
         credentials: &Credentials,
         region: Option<&str>,
-        request: InstanceRequest,
+        request: CommandArgs,
         now: Instant,
         timeout: Duration,
     ) -> Self {
@@ -319,7 +167,7 @@ impl InstanceClient {
             }
             Phase::SendOperation => {
                 self.phase = Phase::AwaitOperation;
-                Zeroizing::new(self.request.to_json())
+                self.request.to_json(None)
             }
             _ => return None,
         };
@@ -328,8 +176,9 @@ impl InstanceClient {
         Some(frame)
     }
 
-    /// Bytes read from the enclave.
-    pub fn handle_bytes(&mut self, bytes: &[u8]) {
+    /// Bytes read from the enclave at `now` (a deadline already passed wins over them).
+    pub fn handle_bytes(&mut self, now: Instant, bytes: &[u8]) {
+        self.handle_timeout(now);
         if self.phase == Phase::Done {
             return;
         }
@@ -349,8 +198,9 @@ impl InstanceClient {
         }
     }
 
-    /// The enclave closed the connection.
-    pub fn handle_eof(&mut self) {
+    /// The enclave closed the connection at `now`.
+    pub fn handle_eof(&mut self, now: Instant) {
+        self.handle_timeout(now);
         if self.phase != Phase::Done {
             self.finish(Err(InstanceError::Closed));
         }

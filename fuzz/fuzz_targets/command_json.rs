@@ -4,9 +4,9 @@
 //! object naming the same arguments.
 #![no_main]
 
-use kmstool_core::instance::{InstanceRequest, set_client_json};
+use kmstool_core::instance::set_client_json;
 use kmstool_core::kms::request::KmsCall;
-use kmstool_core::protocol::{CommandArgs, DataKeySize, parse_command};
+use kmstool_core::protocol::{CommandArgs, parse_command};
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 
@@ -25,27 +25,17 @@ fn kms_body(call: &KmsCall) -> serde_json::Map<String, Value> {
 }
 
 fn round_trip(args: CommandArgs) {
+    // The parent's encoder and the enclave's parser are one definition: what parses, encodes
+    // back to the same arguments.
+    let again = reparse(&args.to_json(Some("request-1")));
+    assert!(again == args, "{:?} changed in a round trip", args.operation());
+    if let CommandArgs::SetClient(set) = &args {
+        let json = set_client_json(&set.credentials, set.region.as_deref());
+        assert!(reparse(&json) == args, "set_client_json differs from to_json");
+    }
     match args {
-        CommandArgs::SetClient(set) => {
-            let json = set_client_json(&set.credentials, set.region.as_deref());
-            let CommandArgs::SetClient(again) = reparse(&json) else {
-                panic!("SetClient became another operation");
-            };
-            assert!(again.credentials == set.credentials, "credentials changed");
-            assert_eq!(again.region, set.region);
-        }
+        CommandArgs::SetClient(_) => {}
         CommandArgs::Decrypt(decrypt) => {
-            let request = InstanceRequest::Decrypt {
-                ciphertext: decrypt.ciphertext.clone(),
-                encryption_context: decrypt.encryption_context.clone(),
-                key_id: decrypt.key_id.clone(),
-                encryption_algorithm: decrypt.encryption_algorithm,
-                grant_tokens: decrypt.grant_tokens.clone(),
-            };
-            let CommandArgs::Decrypt(again) = reparse(&request.to_json()) else {
-                panic!("Decrypt became another operation");
-            };
-            assert_eq!(again, decrypt);
             let body = kms_body(&KmsCall::Decrypt(decrypt.clone()));
             assert_eq!(
                 body.get("KeyId").and_then(Value::as_str),
@@ -55,21 +45,6 @@ fn round_trip(args: CommandArgs) {
             assert!(body.contains_key("Recipient"));
         }
         CommandArgs::GenerateDataKey(generate) => {
-            let (key_spec, number_of_bytes) = match generate.size {
-                DataKeySize::KeySpec(spec) => (Some(spec), None),
-                DataKeySize::NumberOfBytes(n) => (None, Some(n)),
-            };
-            let request = InstanceRequest::GenerateDataKey {
-                key_id: generate.key_id.clone(),
-                key_spec,
-                number_of_bytes,
-                encryption_context: generate.encryption_context.clone(),
-                grant_tokens: generate.grant_tokens.clone(),
-            };
-            let CommandArgs::GenerateDataKey(again) = reparse(&request.to_json()) else {
-                panic!("GenerateDataKey became another operation");
-            };
-            assert_eq!(again, generate);
             let body = kms_body(&KmsCall::GenerateDataKey(generate.clone()));
             assert_eq!(
                 body.get("KeyId").and_then(Value::as_str),
@@ -78,13 +53,6 @@ fn round_trip(args: CommandArgs) {
             assert!(body.contains_key("Recipient"));
         }
         CommandArgs::GenerateRandom(random) => {
-            let request = InstanceRequest::GenerateRandom {
-                number_of_bytes: random.number_of_bytes,
-            };
-            let CommandArgs::GenerateRandom(again) = reparse(&request.to_json()) else {
-                panic!("GenerateRandom became another operation");
-            };
-            assert_eq!(again, random);
             let body = kms_body(&KmsCall::GenerateRandom(random));
             assert_eq!(
                 body.get("NumberOfBytes").and_then(Value::as_u64),

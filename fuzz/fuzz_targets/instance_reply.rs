@@ -14,8 +14,8 @@
 use std::time::{Duration, Instant};
 
 use arbitrary::Arbitrary;
-use kmstool_core::instance::{InstanceClient, InstanceRequest};
-use kmstool_core::protocol::KeySpec;
+use kmstool_core::instance::InstanceClient;
+use kmstool_core::protocol::{CommandArgs, DataKeySize, Decrypt, GenerateDataKey, GenerateRandom, KeySpec};
 use kmstool_core::secret::Credentials;
 use libfuzzer_sys::fuzz_target;
 
@@ -26,26 +26,25 @@ struct Input<'a> {
     stream: &'a [u8],
 }
 
-fn request(kind: u8) -> InstanceRequest {
+fn request(kind: u8) -> CommandArgs {
     match kind % 4 {
-        0 => InstanceRequest::decrypt(vec![1, 2, 3]),
-        1 => InstanceRequest::GenerateDataKey {
+        0 => CommandArgs::decrypt(vec![1, 2, 3]),
+        1 => CommandArgs::GenerateDataKey(GenerateDataKey {
             key_id: "alias/app".into(),
-            key_spec: Some(KeySpec::Aes256),
-            number_of_bytes: None,
+            size: DataKeySize::KeySpec(KeySpec::Aes256),
             encryption_context: [("k".to_owned(), "v".to_owned())].into(),
             grant_tokens: Vec::new(),
-        },
-        2 => InstanceRequest::GenerateRandom {
+        }),
+        2 => CommandArgs::GenerateRandom(GenerateRandom {
             number_of_bytes: 32,
-        },
-        _ => InstanceRequest::Decrypt {
+        }),
+        _ => CommandArgs::Decrypt(Decrypt {
             ciphertext: vec![0xff; 40],
             encryption_context: Default::default(),
             key_id: Some("arn:aws:kms:us-east-1:111122223333:key/k".into()),
             encryption_algorithm: None,
             grant_tokens: vec!["grant".into()],
-        },
+        }),
     }
 }
 
@@ -67,7 +66,7 @@ fn exchange(kind: u8, pieces: &[&[u8]]) {
             assert_eq!(bytes.last(), Some(&0));
             sent += 1;
         }
-        client.handle_bytes(piece);
+        client.handle_bytes(start, piece);
         if client.poll_result().is_some() {
             results += 1;
         }
@@ -75,7 +74,7 @@ fn exchange(kind: u8, pieces: &[&[u8]]) {
     while client.poll_transmit().is_some() {
         sent += 1;
     }
-    client.handle_eof();
+    client.handle_eof(start);
     if client.poll_result().is_some() {
         results += 1;
     }

@@ -19,7 +19,7 @@ where
     loop {
         while let Some(bytes) = client.poll_transmit() {
             if stream.write_all(&bytes).await.is_err() {
-                client.handle_eof();
+                client.handle_eof(Instant::now());
             }
         }
         if let Some(result) = client.poll_result() {
@@ -37,8 +37,8 @@ where
             None
         };
         match read.or(timer).await {
-            Some(Ok(0) | Err(_)) => client.handle_eof(),
-            Some(Ok(n)) => client.handle_bytes(&buf[..n]),
+            Some(Ok(0) | Err(_)) => client.handle_eof(Instant::now()),
+            Some(Ok(n)) => client.handle_bytes(Instant::now(), &buf[..n]),
             None => client.handle_timeout(Instant::now()),
         }
     }

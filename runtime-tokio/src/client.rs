@@ -20,7 +20,7 @@ where
         }
         while let Some(bytes) = client.poll_transmit() {
             if stream.write_all(&bytes).await.is_err() {
-                client.handle_eof();
+                client.handle_eof(now());
             }
         }
         if let Some(result) = client.poll_result() {
@@ -29,12 +29,17 @@ where
         let deadline = client.poll_timeout();
         tokio::select! {
             read = stream.read(&mut buf[..]) => match read {
-                Ok(0) | Err(_) => client.handle_eof(),
-                Ok(n) => client.handle_bytes(&buf[..n]),
+                Ok(0) | Err(_) => client.handle_eof(now()),
+                Ok(n) => client.handle_bytes(now(), &buf[..n]),
             },
-            () = sleep_until(deadline) => client.handle_timeout(tokio::time::Instant::now().into_std()),
+            () = sleep_until(deadline) => client.handle_timeout(now()),
         }
     }
+}
+
+/// The client's clock (tokio's, so that a paused test clock applies).
+fn now() -> std::time::Instant {
+    tokio::time::Instant::now().into_std()
 }
 
 async fn sleep_until(deadline: Option<std::time::Instant>) {

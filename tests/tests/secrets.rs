@@ -14,8 +14,8 @@ use std::time::{Duration, Instant, SystemTime};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use kmstool_core::crypto::{Backend, RecipientKey};
-use kmstool_core::instance::{InstanceClient, InstanceRequest};
-use kmstool_core::protocol::Reply;
+use kmstool_core::instance::InstanceClient;
+use kmstool_core::protocol::{CommandArgs, Decrypt, Reply};
 use kmstool_core::secret::{Credentials, SecretBytes, SecretString};
 use kmstool_core::session::{Attestation, EnclaveSession, Now, Output, SessionConfig};
 use kmstool_sim::kms::{EncryptionContext, SimCredentials};
@@ -208,13 +208,13 @@ async fn full_sessions_leak_no_secret_into_logs_errors_or_other_replies() {
         let mut stream = tokio::net::TcpStream::connect(tcp_addr(&local.enclave))
             .await
             .expect("connect");
-        let request = InstanceRequest::Decrypt {
+        let request = CommandArgs::Decrypt(Decrypt {
             ciphertext: ciphertext.clone(),
             encryption_context: context.clone(),
             key_id: None,
             encryption_algorithm: None,
             grant_tokens: Vec::new(),
-        };
+        });
         let instance = InstanceClient::new(
             credentials,
             Some(REGION),
@@ -448,7 +448,7 @@ fn every_state_and_output_of_a_session_prints_without_secrets() {
     prints.push(format!("{parsed:?} {key:?}"));
 
     // The parent side, printed after every step.
-    let request = InstanceRequest::decrypt(vec![1u8; 32]);
+    let request = CommandArgs::decrypt(vec![1u8; 32]);
     let mut instance = InstanceClient::new(
         &credentials,
         None,
@@ -459,14 +459,14 @@ fn every_state_and_output_of_a_session_prints_without_secrets() {
     prints.push(format!("{instance:?}"));
     while instance.poll_transmit().is_some() {}
     prints.push(format!("{instance:?}"));
-    instance.handle_bytes(b"{\"Status\":\"Ok\"}\0");
+    instance.handle_bytes(Instant::now(), b"{\"Status\":\"Ok\"}\0");
     while instance.poll_transmit().is_some() {}
     let mut framed = reply.to_vec();
     framed.push(0);
     let (first, rest) = framed.split_at(framed.len() - 1);
-    instance.handle_bytes(first);
+    instance.handle_bytes(Instant::now(), first);
     prints.push(format!("{instance:?}"));
-    instance.handle_bytes(rest);
+    instance.handle_bytes(Instant::now(), rest);
     prints.push(format!("{instance:?}"));
     let result = instance.poll_result().expect("done");
     assert_eq!(

@@ -9,6 +9,7 @@
 
 use std::io::{Read as _, Write};
 use std::path::{Path, PathBuf};
+use std::str::FromStr as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,9 +18,12 @@ use clap::{Args as ClapArgs, Parser, Subcommand};
 use kmstool_core::address::{Address, PARENT_CID};
 use kmstool_core::credentials;
 use kmstool_core::credentials::region::{Region, RegionSource, lookup_region};
-use kmstool_core::instance::{InstanceClient, InstanceError, InstanceRequest};
+use kmstool_core::instance::{InstanceClient, InstanceError};
 use kmstool_core::nsm::Nsm;
-use kmstool_core::protocol::{EncryptionAlgorithm, EncryptionContext, KeySpec};
+use kmstool_core::protocol::{
+    CommandArgs, DataKeySize, Decrypt, EncryptionAlgorithm, EncryptionContext, GenerateDataKey,
+    GenerateRandom, KeySpec, parse_key_spec_arg,
+};
 use kmstool_core::secret::{Credentials, SecretString};
 use kmstool_core::session::SessionConfig;
 use kmstool_enclave::{KmsSetup, TrustRoots};
@@ -137,7 +141,7 @@ pub struct DecryptArgs {
     #[arg(long, help_heading = REQUEST, display_order = 23)]
     pub key_id: Option<String>,
     /// SYMMETRIC_DEFAULT, RSAES_OAEP_SHA_1 or RSAES_OAEP_SHA_256.
-    #[arg(long, value_parser = parse_algorithm, help_heading = REQUEST, display_order = 24)]
+    #[arg(long, value_parser = EncryptionAlgorithm::from_str, help_heading = REQUEST, display_order = 24)]
     pub encryption_algorithm: Option<EncryptionAlgorithm>,
     /// Encryption context entry, KEY=VALUE (repeatable; a key at most once).
     #[arg(long = "encryption-context", value_name = "KEY=VALUE", value_parser = parse_context_entry, help_heading = REQUEST, display_order = 25)]
@@ -154,7 +158,7 @@ pub struct GenkeyArgs {
     #[arg(long, help_heading = REQUEST, display_order = 21)]
     pub key_id: String,
     /// AES_256 or AES_128 (AES-256, AES-128 too) [default: AES_256 unless --number-of-bytes].
-    #[arg(long, value_parser = parse_key_spec, conflicts_with = "number_of_bytes", help_heading = REQUEST, display_order = 22)]
+    #[arg(long, value_parser = parse_key_spec_arg, conflicts_with = "number_of_bytes", help_heading = REQUEST, display_order = 22)]
     pub key_spec: Option<KeySpec>,
     /// Data key length in bytes (1 to 1024) instead of --key-spec.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024), help_heading = REQUEST, display_order = 23)]
@@ -175,19 +179,6 @@ pub struct GenrandomArgs {
     pub length: u32,
 }
 
-fn parse_algorithm(text: &str) -> Result<EncryptionAlgorithm, String> {
-    EncryptionAlgorithm::from_wire(text)
-        .ok_or_else(|| "expected SYMMETRIC_DEFAULT, RSAES_OAEP_SHA_1 or RSAES_OAEP_SHA_256".into())
-}
-
-fn parse_key_spec(text: &str) -> Result<KeySpec, String> {
-    match text {
-        "AES_256" | "AES-256" => Ok(KeySpec::Aes256),
-        "AES_128" | "AES-128" => Ok(KeySpec::Aes128),
-        _ => Err("expected AES_256 or AES_128".into()),
-    }
-}
-
 /// Parses `KEY=VALUE` (the value may contain `=`).
 pub fn parse_context_entry(text: &str) -> Result<(String, String), String> {
     match text.split_once('=') {
@@ -205,28 +196,24 @@ impl Command {
         }
     }
 
-    fn request(&self, host: &Host<'_>) -> Result<InstanceRequest, String> {
+    fn request(&self, host: &Host<'_>) -> Result<CommandArgs, String> {
         Ok(match self {
-            Self::Decrypt(a) => InstanceRequest::Decrypt {
+            Self::Decrypt(a) => CommandArgs::Decrypt(Decrypt {
                 ciphertext: read_ciphertext(a, host)?,
                 encryption_context: context(&a.encryption_context)?,
                 key_id: a.key_id.clone(),
                 encryption_algorithm: a.encryption_algorithm,
                 grant_tokens: Vec::new(),
-            },
-            Self::Genkey(a) => InstanceRequest::GenerateDataKey {
+            }),
+            Self::Genkey(a) => CommandArgs::GenerateDataKey(GenerateDataKey {
                 key_id: a.key_id.clone(),
-                key_spec: match (a.key_spec, a.number_of_bytes) {
-                    (None, None) => Some(KeySpec::Aes256),
-                    (spec, _) => spec,
-                },
-                number_of_bytes: a.number_of_bytes,
+                size: DataKeySize::new(a.key_spec, a.number_of_bytes),
                 encryption_context: context(&a.encryption_context)?,
                 grant_tokens: Vec::new(),
-            },
-            Self::Genrandom(a) => InstanceRequest::GenerateRandom {
+            }),
+            Self::Genrandom(a) => CommandArgs::GenerateRandom(GenerateRandom {
                 number_of_bytes: a.length,
-            },
+            }),
         })
     }
 }
@@ -435,7 +422,7 @@ pub async fn execute(
 async fn call(
     common: &CommonArgs,
     credentials: Credentials,
-    request: InstanceRequest,
+    request: CommandArgs,
     nsm: Arc<dyn Nsm>,
 ) -> Result<SecretString, String> {
     let timeout = Duration::from_millis(common.kms_timeout_ms);

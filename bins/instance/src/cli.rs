@@ -2,13 +2,17 @@
 
 use std::io::Read as _;
 use std::path::PathBuf;
+use std::str::FromStr as _;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use clap::{ArgAction, Parser, Subcommand, ValueEnum};
 use kmstool_core::address::Address;
-use kmstool_core::instance::{InstanceClient, InstanceError, InstanceRequest, InstanceResult};
-use kmstool_core::protocol::{EncryptionAlgorithm, EncryptionContext, KeySpec};
+use kmstool_core::instance::{InstanceClient, InstanceError, InstanceResult};
+use kmstool_core::protocol::{
+    CommandArgs, DataKeySize, Decrypt, EncryptionAlgorithm, EncryptionContext, GenerateDataKey,
+    GenerateRandom, KeySpec, parse_key_spec_arg,
+};
 use kmstool_runtime_smol::{client, net};
 use smol::future::FutureExt as _;
 use zeroize::Zeroizing;
@@ -122,7 +126,7 @@ pub enum Command {
         /// The ciphertext, base64, or - for standard input (or give --ciphertext-file).
         ciphertext: Option<String>,
         /// SYMMETRIC_DEFAULT, RSAES_OAEP_SHA_1 or RSAES_OAEP_SHA_256.
-        #[arg(long, value_parser = parse_algorithm, help_heading = REQUEST)]
+        #[arg(long, value_parser = EncryptionAlgorithm::from_str, help_heading = REQUEST)]
         encryption_algorithm: Option<EncryptionAlgorithm>,
         /// Encryption context entry KEY=VALUE (repeatable; a key at most once).
         #[arg(long = "encryption-context", value_name = "KEY=VALUE", value_parser = parse_context_entry, help_heading = REQUEST)]
@@ -134,7 +138,7 @@ pub enum Command {
     /// Generates a data key under a KMS key (--key-id): its plaintext and its encrypted copy.
     GenerateDataKey {
         /// AES_256 (default) or AES_128.
-        #[arg(long, value_parser = parse_key_spec, conflicts_with = "number_of_bytes", help_heading = REQUEST)]
+        #[arg(long, value_parser = parse_key_spec_arg, conflicts_with = "number_of_bytes", help_heading = REQUEST)]
         key_spec: Option<KeySpec>,
         /// Key length in bytes (1 to 1024) instead of --key-spec.
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024), help_heading = REQUEST)]
@@ -277,19 +281,6 @@ fn parse_context_entry(text: &str) -> Result<(String, String), String> {
     }
 }
 
-fn parse_algorithm(text: &str) -> Result<EncryptionAlgorithm, String> {
-    EncryptionAlgorithm::from_wire(text)
-        .ok_or_else(|| "expected SYMMETRIC_DEFAULT, RSAES_OAEP_SHA_1 or RSAES_OAEP_SHA_256".into())
-}
-
-fn parse_key_spec(text: &str) -> Result<KeySpec, String> {
-    match text {
-        "AES_256" | "AES-256" => Ok(KeySpec::Aes256),
-        "AES_128" | "AES-128" => Ok(KeySpec::Aes128),
-        _ => Err("expected AES_256 or AES_128".into()),
-    }
-}
-
 /// The most ciphertext text read from standard input or a file: the largest KMS ciphertext,
 /// 6144 bytes, is 8192 base64 characters; the rest is room for whitespace.
 const MAX_CIPHERTEXT_TEXT: u64 = 64 * 1024;
@@ -354,7 +345,7 @@ fn merge_context(
 }
 
 impl Args {
-    fn request(&self) -> Result<(InstanceRequest, Output), String> {
+    fn request(&self) -> Result<(CommandArgs, Output), String> {
         let context =
             |entries: &[(String, String)]| merge_context(&self.encryption_context, entries);
         if self.command.is_some() && self.ciphertext.is_some() {
@@ -363,13 +354,13 @@ impl Args {
         let file = self.ciphertext_file.as_ref();
         Ok(match &self.command {
             None => (
-                InstanceRequest::Decrypt {
+                CommandArgs::Decrypt(Decrypt {
                     ciphertext: read_ciphertext(self.ciphertext.as_deref(), file)?,
                     encryption_context: context(&[])?,
                     key_id: self.key_id.clone(),
                     encryption_algorithm: None,
                     grant_tokens: Vec::new(),
-                },
+                }),
                 Output::Raw,
             ),
             Some(Command::Decrypt {
@@ -378,13 +369,13 @@ impl Args {
                 encryption_context,
                 grant_tokens,
             }) => (
-                InstanceRequest::Decrypt {
+                CommandArgs::Decrypt(Decrypt {
                     ciphertext: read_ciphertext(ciphertext.as_deref(), file)?,
                     encryption_context: context(encryption_context)?,
                     key_id: self.key_id.clone(),
                     encryption_algorithm: *encryption_algorithm,
                     grant_tokens: grant_tokens.clone(),
-                },
+                }),
                 Output::Raw,
             ),
             Some(Command::GenerateDataKey {
@@ -393,15 +384,14 @@ impl Args {
                 encryption_context,
                 grant_tokens,
             }) => (
-                InstanceRequest::GenerateDataKey {
+                CommandArgs::GenerateDataKey(GenerateDataKey {
                     key_id: self.key_id.clone().ok_or(
                         "generate-data-key needs --key-id (the KMS key: id, ARN or alias/NAME)",
                     )?,
-                    key_spec: key_spec.or(number_of_bytes.is_none().then_some(KeySpec::Aes256)),
-                    number_of_bytes: *number_of_bytes,
+                    size: DataKeySize::new(*key_spec, *number_of_bytes),
                     encryption_context: context(encryption_context)?,
                     grant_tokens: grant_tokens.clone(),
-                },
+                }),
                 Output::Json,
             ),
             Some(Command::GenerateRandom { number_of_bytes }) => {
@@ -412,9 +402,9 @@ impl Args {
                     return Err("generate-random takes no --ciphertext-file".into());
                 }
                 (
-                    InstanceRequest::GenerateRandom {
+                    CommandArgs::GenerateRandom(GenerateRandom {
                         number_of_bytes: *number_of_bytes,
-                    },
+                    }),
                     Output::Base64,
                 )
             }
@@ -452,7 +442,7 @@ pub async fn run(args: Args) -> Result<Zeroizing<Vec<u8>>, Failure> {
     let address = args.address()?;
     let (request, default_output) = args.request()?;
     let output = args.output.unwrap_or(default_output);
-    let generated_key = matches!(request, InstanceRequest::GenerateDataKey { .. });
+    let generated_key = matches!(request, CommandArgs::GenerateDataKey(_));
     let started = Instant::now();
     let profile = args.profile.as_deref();
     let mut region = crate::credentials::configured_region(args.region.as_deref(), profile)?;

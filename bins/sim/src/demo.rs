@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use kmstool_core::address::Address;
 use kmstool_core::attestation::AttestationDocument;
-use kmstool_core::instance::{InstanceClient, InstanceRequest};
-use kmstool_core::protocol::EncryptionContext;
+use kmstool_core::instance::InstanceClient;
+use kmstool_core::protocol::{CommandArgs, Decrypt, EncryptionContext};
 use sha2::{Digest as _, Sha256};
 
 use crate::local::{Local, LocalOptions, REGION};
@@ -115,13 +115,13 @@ async fn instance_decrypt(
 ) -> anyhow::Result<Vec<u8>> {
     let address: Address = local.enclave.clone();
     let credentials = local.credentials.clone();
-    let request = InstanceRequest::Decrypt {
+    let request = CommandArgs::Decrypt(Decrypt {
         ciphertext,
         encryption_context,
         key_id: None,
         encryption_algorithm: None,
         grant_tokens: Vec::new(),
-    };
+    });
     let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::spawn(move || {
         let result = smol::block_on(async {

@@ -3,7 +3,9 @@
 use std::collections::BTreeMap;
 
 use base64::Engine as _;
+use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{Map, Value};
+use zeroize::Zeroizing;
 
 use super::error::CommandError;
 use crate::secret::{Credentials, SecretString};
@@ -22,39 +24,18 @@ pub const MAX_REQUEST_ID_CHARS: usize = 256;
 /// An encryption context: string keys to string values, bound to the ciphertext by KMS.
 pub type EncryptionContext = BTreeMap<String, String>;
 
-/// The operations of the enclave protocol.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Operation {
-    /// Sets this connection's AWS credentials and region.
-    SetClient,
-    /// KMS Decrypt.
-    Decrypt,
-    /// KMS GenerateDataKey (extension).
-    GenerateDataKey,
-    /// KMS GenerateRandom (extension).
-    GenerateRandom,
-}
-
-impl Operation {
-    /// The wire spelling, also the KMS operation name for the KMS operations.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::SetClient => "SetClient",
-            Self::Decrypt => "Decrypt",
-            Self::GenerateDataKey => "GenerateDataKey",
-            Self::GenerateRandom => "GenerateRandom",
-        }
-    }
-
-    fn from_wire(name: &str) -> Option<Self> {
-        [
-            Self::SetClient,
-            Self::Decrypt,
-            Self::GenerateDataKey,
-            Self::GenerateRandom,
-        ]
-        .into_iter()
-        .find(|op| op.as_str() == name)
+wire_enum! {
+    /// The operations of the enclave protocol (`"Operation"`); the KMS operations are spelled
+    /// as KMS spells them.
+    pub enum Operation {
+        /// Sets this connection's AWS credentials and region.
+        SetClient = "SetClient",
+        /// KMS Decrypt.
+        Decrypt = "Decrypt",
+        /// KMS GenerateDataKey (extension).
+        GenerateDataKey = "GenerateDataKey",
+        /// KMS GenerateRandom (extension).
+        GenerateRandom = "GenerateRandom",
     }
 }
 
@@ -138,8 +119,9 @@ pub struct Rejected {
     pub error: CommandError,
 }
 
-/// The arguments of each operation.
-#[derive(Debug)]
+/// The arguments of each operation: what the enclave parses ([`parse_command`]) and what a
+/// client encodes ([`CommandArgs::to_json`]), the same types both ways.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CommandArgs {
     /// `SetClient`.
     SetClient(SetClient),
@@ -151,8 +133,145 @@ pub enum CommandArgs {
     GenerateRandom(GenerateRandom),
 }
 
+impl CommandArgs {
+    /// A plain `Decrypt` of `ciphertext`: no context, key, algorithm or grant tokens.
+    pub fn decrypt(ciphertext: Vec<u8>) -> Self {
+        Self::Decrypt(Decrypt {
+            ciphertext,
+            encryption_context: EncryptionContext::new(),
+            key_id: None,
+            encryption_algorithm: None,
+            grant_tokens: Vec::new(),
+        })
+    }
+
+    /// The operation these arguments are for.
+    pub fn operation(&self) -> Operation {
+        match self {
+            Self::SetClient(_) => Operation::SetClient,
+            Self::Decrypt(_) => Operation::Decrypt,
+            Self::GenerateDataKey(_) => Operation::GenerateDataKey,
+            Self::GenerateRandom(_) => Operation::GenerateRandom,
+        }
+    }
+
+    /// The command as compact JSON, without the frame terminator: `Operation` first, then the
+    /// fields that are set (empty contexts and token lists are left out), then `RequestId` when
+    /// given. `SetClient` carries the secret key, so the buffer is zeroizing and sized exactly
+    /// before it is written (growing would free an unwiped copy).
+    pub fn to_json(&self, request_id: Option<&str>) -> Zeroizing<Vec<u8>> {
+        let wire = Wire {
+            args: self,
+            request_id,
+        };
+        let mut counter = ByteCount(0);
+        // Serialising strings, numbers and maps of strings into a writer that cannot fail
+        // does not fail.
+        if serde_json::to_writer(&mut counter, &wire).is_err() {
+            return Zeroizing::new(Vec::new());
+        }
+        let mut out = Zeroizing::new(Vec::with_capacity(counter.0));
+        if serde_json::to_writer(&mut *out, &wire).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+/// Counts the bytes written to it.
+struct ByteCount(usize);
+
+impl std::io::Write for ByteCount {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0 += bytes.len();
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A command as it goes on the wire.
+struct Wire<'a> {
+    args: &'a CommandArgs,
+    request_id: Option<&'a str>,
+}
+
+/// Bytes as standard base64, written straight into the JSON string.
+struct Base64<'a>(&'a [u8]);
+
+impl Serialize for Base64<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&base64::display::Base64Display::new(
+            self.0,
+            &STANDARD_STRICT,
+        ))
+    }
+}
+
+impl Serialize for Wire<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry(field::OPERATION, self.args.operation().as_str())?;
+        match self.args {
+            CommandArgs::SetClient(set) => {
+                let credentials = &set.credentials;
+                map.serialize_entry(field::ACCESS_KEY_ID, &credentials.access_key_id)?;
+                let secret = credentials.secret_access_key.expose();
+                map.serialize_entry(field::SECRET_ACCESS_KEY, secret)?;
+                if let Some(token) = &credentials.session_token {
+                    map.serialize_entry(field::SESSION_TOKEN, token.expose())?;
+                }
+                if let Some(region) = &set.region {
+                    map.serialize_entry(field::REGION, region)?;
+                }
+            }
+            CommandArgs::Decrypt(decrypt) => {
+                map.serialize_entry(field::CIPHERTEXT, &Base64(&decrypt.ciphertext))?;
+                if let Some(key_id) = &decrypt.key_id {
+                    map.serialize_entry(field::KEY_ID, key_id)?;
+                }
+                if !decrypt.encryption_context.is_empty() {
+                    map.serialize_entry(field::ENCRYPTION_CONTEXT, &decrypt.encryption_context)?;
+                }
+                if let Some(algorithm) = decrypt.encryption_algorithm {
+                    map.serialize_entry(field::ENCRYPTION_ALGORITHM, algorithm.as_str())?;
+                }
+                if !decrypt.grant_tokens.is_empty() {
+                    map.serialize_entry(field::GRANT_TOKENS, &decrypt.grant_tokens)?;
+                }
+            }
+            CommandArgs::GenerateDataKey(generate) => {
+                map.serialize_entry(field::KEY_ID, &generate.key_id)?;
+                match generate.size {
+                    DataKeySize::KeySpec(spec) => {
+                        map.serialize_entry(field::KEY_SPEC, spec.as_str())?;
+                    }
+                    DataKeySize::NumberOfBytes(n) => {
+                        map.serialize_entry(field::NUMBER_OF_BYTES, &n)?;
+                    }
+                }
+                if !generate.encryption_context.is_empty() {
+                    map.serialize_entry(field::ENCRYPTION_CONTEXT, &generate.encryption_context)?;
+                }
+                if !generate.grant_tokens.is_empty() {
+                    map.serialize_entry(field::GRANT_TOKENS, &generate.grant_tokens)?;
+                }
+            }
+            CommandArgs::GenerateRandom(random) => {
+                map.serialize_entry(field::NUMBER_OF_BYTES, &random.number_of_bytes)?;
+            }
+        }
+        if let Some(id) = self.request_id {
+            map.serialize_entry(field::REQUEST_ID, id)?;
+        }
+        map.end()
+    }
+}
+
 /// `SetClient`: the credentials and optional region for the following KMS calls.
-#[derive(Debug)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SetClient {
     /// `AwsAccessKeyId`, `AwsSecretAccessKey`, `AwsSessionToken`.
     pub credentials: Credentials,
@@ -197,6 +316,18 @@ pub enum DataKeySize {
     NumberOfBytes(u32),
 }
 
+impl DataKeySize {
+    /// The size a request with these optional fields asks for: `KeySpec` when given, else
+    /// `NumberOfBytes`, else `AES_256` (as the enclave reads a command with neither).
+    pub fn new(key_spec: Option<KeySpec>, number_of_bytes: Option<u32>) -> Self {
+        match (key_spec, number_of_bytes) {
+            (Some(spec), _) => Self::KeySpec(spec),
+            (None, Some(n)) => Self::NumberOfBytes(n),
+            (None, None) => Self::KeySpec(KeySpec::Aes256),
+        }
+    }
+}
+
 /// `GenerateRandom`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GenerateRandom {
@@ -204,63 +335,54 @@ pub struct GenerateRandom {
     pub number_of_bytes: u32,
 }
 
-/// `EncryptionAlgorithm` of `Decrypt`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EncryptionAlgorithm {
-    /// `SYMMETRIC_DEFAULT`.
-    SymmetricDefault,
-    /// `RSAES_OAEP_SHA_1`.
-    RsaesOaepSha1,
-    /// `RSAES_OAEP_SHA_256`.
-    RsaesOaepSha256,
-}
-
-impl EncryptionAlgorithm {
-    /// The KMS spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::SymmetricDefault => "SYMMETRIC_DEFAULT",
-            Self::RsaesOaepSha1 => "RSAES_OAEP_SHA_1",
-            Self::RsaesOaepSha256 => "RSAES_OAEP_SHA_256",
-        }
-    }
-
-    /// Parses the KMS spelling.
-    pub fn from_wire(text: &str) -> Option<Self> {
-        [
-            Self::SymmetricDefault,
-            Self::RsaesOaepSha1,
-            Self::RsaesOaepSha256,
-        ]
-        .into_iter()
-        .find(|a| a.as_str() == text)
+wire_enum! {
+    /// `EncryptionAlgorithm` of `Decrypt`.
+    pub enum EncryptionAlgorithm {
+        /// `SYMMETRIC_DEFAULT`.
+        SymmetricDefault = "SYMMETRIC_DEFAULT",
+        /// `RSAES_OAEP_SHA_1`.
+        RsaesOaepSha1 = "RSAES_OAEP_SHA_1",
+        /// `RSAES_OAEP_SHA_256`.
+        RsaesOaepSha256 = "RSAES_OAEP_SHA_256",
     }
 }
 
-/// `KeySpec` of `GenerateDataKey`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KeySpec {
-    /// `AES_256`: 32 bytes.
-    Aes256,
-    /// `AES_128`: 16 bytes.
-    Aes128,
+wire_enum! {
+    /// `KeySpec` of `GenerateDataKey`.
+    pub enum KeySpec {
+        /// `AES_256`: 32 bytes.
+        Aes256 = "AES_256",
+        /// `AES_128`: 16 bytes.
+        Aes128 = "AES_128",
+    }
 }
 
-impl KeySpec {
-    /// The KMS spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Aes256 => "AES_256",
-            Self::Aes128 => "AES_128",
-        }
+/// A `--key-spec` argument of the command-line tools: KMS's spelling, or upstream's CLI's
+/// `AES-256` and `AES-128`.
+pub fn parse_key_spec_arg(text: &str) -> Result<KeySpec, super::UnknownName> {
+    match text {
+        "AES-256" => Ok(KeySpec::Aes256),
+        "AES-128" => Ok(KeySpec::Aes128),
+        _ => text.parse(),
     }
+}
 
-    /// Parses the KMS spelling.
-    pub fn from_wire(text: &str) -> Option<Self> {
-        [Self::Aes256, Self::Aes128]
-            .into_iter()
-            .find(|s| s.as_str() == text)
-    }
+/// The JSON names of the commands' fields. The parser below and the encoder
+/// ([`CommandArgs::to_json`]) both use these, so each name is spelled once.
+pub(crate) mod field {
+    pub const OPERATION: &str = "Operation";
+    pub const REQUEST_ID: &str = "RequestId";
+    pub const ACCESS_KEY_ID: &str = "AwsAccessKeyId";
+    pub const SECRET_ACCESS_KEY: &str = "AwsSecretAccessKey";
+    pub const SESSION_TOKEN: &str = "AwsSessionToken";
+    pub const REGION: &str = "AwsRegion";
+    pub const CIPHERTEXT: &str = "Ciphertext";
+    pub const KEY_ID: &str = "KeyId";
+    pub const KEY_SPEC: &str = "KeySpec";
+    pub const NUMBER_OF_BYTES: &str = "NumberOfBytes";
+    pub const ENCRYPTION_CONTEXT: &str = "EncryptionContext";
+    pub const ENCRYPTION_ALGORITHM: &str = "EncryptionAlgorithm";
+    pub const GRANT_TOKENS: &str = "GrantTokens";
 }
 
 /// Parses one framed message (without its terminator) into a command.
@@ -279,9 +401,9 @@ pub fn parse_command(frame: &[u8]) -> Result<Command, Rejected> {
         Ok(id) => id,
         Err(error) => return Err(reject(None, error)),
     };
-    let operation = match object.get("Operation") {
+    let operation = match object.get(field::OPERATION) {
         None => return Err(reject(request_id, CommandError::MissingOperation)),
-        Some(Value::String(name)) => match Operation::from_wire(name) {
+        Some(Value::String(name)) => match name.parse::<Operation>().ok() {
             Some(op) => op,
             None => return Err(reject(request_id, CommandError::UnknownOperation)),
         },
@@ -317,60 +439,49 @@ fn json_error_detail(error: &serde_json::Error) -> String {
 }
 
 fn take_request_id(object: &mut Map<String, Value>) -> Result<Option<String>, CommandError> {
-    match object.remove("RequestId") {
+    match object.remove(field::REQUEST_ID) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(id)) if id.chars().count() <= MAX_REQUEST_ID_CHARS => Ok(Some(id)),
         Some(Value::String(_)) => Err(CommandError::InvalidValue {
-            field: "RequestId",
+            field: field::REQUEST_ID,
             reason: format!("must be a string of at most {MAX_REQUEST_ID_CHARS} characters"),
         }),
         Some(_) => Err(CommandError::WrongType {
-            field: "RequestId",
+            field: field::REQUEST_ID,
             expected: "a string",
         }),
     }
 }
 
 fn parse_set_client(object: &mut Map<String, Value>) -> Result<SetClient, CommandError> {
-    let access_key_id = match object.remove("AwsAccessKeyId") {
-        Some(Value::String(id)) => id,
-        Some(_) => {
-            return Err(CommandError::BadCredentials(
-                "AwsAccessKeyId must be a string".into(),
-            ));
-        }
-        None => {
-            return Err(CommandError::BadCredentials(
-                "AwsAccessKeyId is missing".into(),
-            ));
-        }
+    // A null key id or secret is "must be a string"; a null session token is none.
+    let credential = |value: Option<Value>, name: &str| match value {
+        None => Ok(None),
+        Some(Value::String(text)) => Ok(Some(text)),
+        Some(_) => Err(CommandError::BadCredentials(format!(
+            "{name} must be a string"
+        ))),
     };
-    let secret_access_key = match object.remove("AwsSecretAccessKey") {
-        Some(Value::String(secret)) => SecretString::new(secret),
-        Some(_) => {
-            return Err(CommandError::BadCredentials(
-                "AwsSecretAccessKey must be a string".into(),
-            ));
-        }
-        None => {
-            return Err(CommandError::BadCredentials(
-                "AwsSecretAccessKey is missing".into(),
-            ));
-        }
+    let missing = |name: &str| CommandError::BadCredentials(format!("{name} is missing"));
+    let access_key_id = credential(object.remove(field::ACCESS_KEY_ID), field::ACCESS_KEY_ID)?
+        .ok_or_else(|| missing(field::ACCESS_KEY_ID))?;
+    let secret_access_key = credential(
+        object.remove(field::SECRET_ACCESS_KEY),
+        field::SECRET_ACCESS_KEY,
+    )?
+    .map(SecretString::new)
+    .ok_or_else(|| missing(field::SECRET_ACCESS_KEY))?;
+    let session_token = match object.remove(field::SESSION_TOKEN) {
+        Some(Value::Null) => None,
+        token => credential(token, field::SESSION_TOKEN)?.map(SecretString::new),
     };
-    let session_token = match object.remove("AwsSessionToken") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(token)) => Some(SecretString::new(token)),
-        Some(_) => {
-            return Err(CommandError::BadCredentials(
-                "AwsSessionToken must be a string".into(),
-            ));
-        }
-    };
-    let region = match object.remove("AwsRegion") {
+    let region = match object.remove(field::REGION) {
         None | Some(Value::Null) => None,
         Some(Value::String(region)) => Some(region),
-        Some(_) => return Err(CommandError::BadRegion("AwsRegion must be a string".into())),
+        Some(_) => {
+            let reason = format!("{} must be a string", field::REGION);
+            return Err(CommandError::BadRegion(reason));
+        }
     };
     let credentials = Credentials::new(access_key_id, secret_access_key, session_token);
     validate_credentials(&credentials)?;
@@ -402,20 +513,20 @@ fn validate_credentials(credentials: &Credentials) -> Result<(), CommandError> {
         }
         Ok(())
     }
-    check(&credentials.access_key_id, "AwsAccessKeyId", 128)?;
+    check(&credentials.access_key_id, field::ACCESS_KEY_ID, 128)?;
     check(
         credentials.secret_access_key.expose(),
-        "AwsSecretAccessKey",
+        field::SECRET_ACCESS_KEY,
         256,
     )?;
     if let Some(token) = &credentials.session_token {
-        check(token.expose(), "AwsSessionToken", 8192)?;
+        check(token.expose(), field::SESSION_TOKEN, 8192)?;
     }
     Ok(())
 }
 
 fn parse_decrypt(object: &mut Map<String, Value>) -> Result<Decrypt, CommandError> {
-    let ciphertext = match object.get("Ciphertext") {
+    let ciphertext = match object.get(field::CIPHERTEXT) {
         None | Some(Value::Null) => return Err(CommandError::MissingCiphertext),
         Some(Value::String(text)) => STANDARD_STRICT
             .decode(text.as_bytes())
@@ -428,24 +539,21 @@ fn parse_decrypt(object: &mut Map<String, Value>) -> Result<Decrypt, CommandErro
     };
     if ciphertext.is_empty() || ciphertext.len() > MAX_CIPHERTEXT_BYTES {
         return Err(CommandError::DecryptParameter {
-            field: "Ciphertext",
+            field: field::CIPHERTEXT,
             reason: format!("must decode to 1 to {MAX_CIPHERTEXT_BYTES} bytes"),
         });
     }
-    let encryption_algorithm = match object.get("EncryptionAlgorithm") {
+    let encryption_algorithm = match object.get(field::ENCRYPTION_ALGORITHM) {
         None | Some(Value::Null) => None,
-        Some(Value::String(name)) => {
-            Some(EncryptionAlgorithm::from_wire(name).ok_or_else(|| {
-                CommandError::DecryptParameter {
-                    field: "EncryptionAlgorithm",
-                    reason: "must be SYMMETRIC_DEFAULT, RSAES_OAEP_SHA_1 or RSAES_OAEP_SHA_256"
-                        .into(),
-                }
-            })?)
-        }
+        Some(Value::String(name)) => Some(name.parse::<EncryptionAlgorithm>().map_err(|e| {
+            CommandError::DecryptParameter {
+                field: field::ENCRYPTION_ALGORITHM,
+                reason: format!("must be {}", e.choices()),
+            }
+        })?),
         Some(_) => {
             return Err(CommandError::WrongType {
-                field: "EncryptionAlgorithm",
+                field: field::ENCRYPTION_ALGORITHM,
                 expected: "a string",
             });
         }
@@ -473,20 +581,21 @@ fn as_decrypt_parameter(error: CommandError) -> CommandError {
 fn parse_generate_data_key(
     object: &mut Map<String, Value>,
 ) -> Result<GenerateDataKey, CommandError> {
-    let key_id = parse_key_id(object)?.ok_or(CommandError::MissingField("KeyId"))?;
-    let key_spec = match object.get("KeySpec") {
+    let key_id = parse_key_id(object)?.ok_or(CommandError::MissingField(field::KEY_ID))?;
+    let key_spec = match object.get(field::KEY_SPEC) {
         None | Some(Value::Null) => None,
         Some(Value::String(name)) => {
             Some(
-                KeySpec::from_wire(name).ok_or_else(|| CommandError::InvalidValue {
-                    field: "KeySpec",
-                    reason: "must be AES_256 or AES_128".into(),
-                })?,
+                name.parse::<KeySpec>()
+                    .map_err(|e| CommandError::InvalidValue {
+                        field: field::KEY_SPEC,
+                        reason: format!("must be {}", e.choices()),
+                    })?,
             )
         }
         Some(_) => {
             return Err(CommandError::WrongType {
-                field: "KeySpec",
+                field: field::KEY_SPEC,
                 expected: "a string",
             });
         }
@@ -494,7 +603,7 @@ fn parse_generate_data_key(
     let size = match (key_spec, parse_number_of_bytes(object)?) {
         (Some(_), Some(_)) => {
             return Err(CommandError::InvalidValue {
-                field: "KeySpec",
+                field: field::KEY_SPEC,
                 reason: "and NumberOfBytes are mutually exclusive".into(),
             });
         }
@@ -512,39 +621,39 @@ fn parse_generate_data_key(
 
 fn parse_generate_random(object: &mut Map<String, Value>) -> Result<GenerateRandom, CommandError> {
     let number_of_bytes =
-        parse_number_of_bytes(object)?.ok_or(CommandError::MissingField("NumberOfBytes"))?;
+        parse_number_of_bytes(object)?.ok_or(CommandError::MissingField(field::NUMBER_OF_BYTES))?;
     Ok(GenerateRandom { number_of_bytes })
 }
 
 fn parse_number_of_bytes(object: &Map<String, Value>) -> Result<Option<u32>, CommandError> {
-    match object.get("NumberOfBytes") {
+    match object.get(field::NUMBER_OF_BYTES) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Number(n)) => match n.as_u64() {
             Some(n @ 1..=1024) => Ok(Some(n as u32)),
             _ => Err(CommandError::InvalidValue {
-                field: "NumberOfBytes",
+                field: field::NUMBER_OF_BYTES,
                 reason: format!("must be an integer from 1 to {MAX_NUMBER_OF_BYTES}"),
             }),
         },
         Some(_) => Err(CommandError::WrongType {
-            field: "NumberOfBytes",
+            field: field::NUMBER_OF_BYTES,
             expected: "an integer",
         }),
     }
 }
 
 fn parse_key_id(object: &Map<String, Value>) -> Result<Option<String>, CommandError> {
-    match object.get("KeyId") {
+    match object.get(field::KEY_ID) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(id)) if !id.is_empty() && id.chars().count() <= MAX_KEY_ID_CHARS => {
             Ok(Some(id.clone()))
         }
         Some(Value::String(_)) => Err(CommandError::InvalidValue {
-            field: "KeyId",
+            field: field::KEY_ID,
             reason: format!("must be 1 to {MAX_KEY_ID_CHARS} characters"),
         }),
         Some(_) => Err(CommandError::WrongType {
-            field: "KeyId",
+            field: field::KEY_ID,
             expected: "a string",
         }),
     }
@@ -554,20 +663,20 @@ fn parse_encryption_context(
     object: &Map<String, Value>,
 ) -> Result<EncryptionContext, CommandError> {
     const EXPECTED: &str = "an object whose values are strings";
-    match object.get("EncryptionContext") {
+    match object.get(field::ENCRYPTION_CONTEXT) {
         None | Some(Value::Null) => Ok(EncryptionContext::new()),
         Some(Value::Object(entries)) => entries
             .iter()
             .map(|(key, value)| match value {
                 Value::String(text) => Ok((key.clone(), text.clone())),
                 _ => Err(CommandError::WrongType {
-                    field: "EncryptionContext",
+                    field: field::ENCRYPTION_CONTEXT,
                     expected: EXPECTED,
                 }),
             })
             .collect(),
         Some(_) => Err(CommandError::WrongType {
-            field: "EncryptionContext",
+            field: field::ENCRYPTION_CONTEXT,
             expected: EXPECTED,
         }),
     }
@@ -575,24 +684,24 @@ fn parse_encryption_context(
 
 fn parse_grant_tokens(object: &Map<String, Value>) -> Result<Vec<String>, CommandError> {
     const EXPECTED: &str = "an array of strings";
-    match object.get("GrantTokens") {
+    match object.get(field::GRANT_TOKENS) {
         None | Some(Value::Null) => Ok(Vec::new()),
         Some(Value::Array(items)) if items.len() <= MAX_GRANT_TOKENS => items
             .iter()
             .map(|item| match item {
                 Value::String(token) if !token.is_empty() => Ok(token.clone()),
                 _ => Err(CommandError::WrongType {
-                    field: "GrantTokens",
+                    field: field::GRANT_TOKENS,
                     expected: EXPECTED,
                 }),
             })
             .collect(),
         Some(Value::Array(_)) => Err(CommandError::InvalidValue {
-            field: "GrantTokens",
+            field: field::GRANT_TOKENS,
             reason: format!("must hold at most {MAX_GRANT_TOKENS} tokens"),
         }),
         Some(_) => Err(CommandError::WrongType {
-            field: "GrantTokens",
+            field: field::GRANT_TOKENS,
             expected: EXPECTED,
         }),
     }

@@ -2,59 +2,23 @@
 
 use std::fmt;
 
-/// Machine-readable class of an error reply (`"ErrorKind"`, our extension).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ErrorKind {
-    /// The command was malformed or had invalid parameters.
-    BadRequest,
-    /// The command needs a client and no `SetClient` has succeeded on this connection.
-    NoClient,
-    /// KMS answered with an error (`KmsErrorType` and `KmsStatus` say which).
-    Kms,
-    /// KMS could not be reached or the connection failed (proxy down, TLS, reset).
-    Transport,
-    /// KMS did not answer within the call's deadline.
-    Timeout,
-    /// The NSM could not produce an attestation document.
-    Attestation,
-    /// A bug or an unexpected condition inside the enclave.
-    Internal,
-}
-
-impl ErrorKind {
-    /// Every kind, in declaration order.
-    pub const ALL: [ErrorKind; 7] = [
-        Self::BadRequest,
-        Self::NoClient,
-        Self::Kms,
-        Self::Transport,
-        Self::Timeout,
-        Self::Attestation,
-        Self::Internal,
-    ];
-
-    /// The wire spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::BadRequest => "BadRequest",
-            Self::NoClient => "NoClient",
-            Self::Kms => "Kms",
-            Self::Transport => "Transport",
-            Self::Timeout => "Timeout",
-            Self::Attestation => "Attestation",
-            Self::Internal => "Internal",
-        }
-    }
-
-    /// Parses the wire spelling.
-    pub fn from_wire(text: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|k| k.as_str() == text)
-    }
-}
-
-impl fmt::Display for ErrorKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+wire_enum! {
+    /// Machine-readable class of an error reply (`"ErrorKind"`, our extension).
+    pub enum ErrorKind {
+        /// The command was malformed or had invalid parameters.
+        BadRequest = "BadRequest",
+        /// The command needs a client and no `SetClient` has succeeded on this connection.
+        NoClient = "NoClient",
+        /// KMS answered with an error (`KmsErrorType` and `KmsStatus` say which).
+        Kms = "Kms",
+        /// KMS could not be reached or the connection failed (proxy down, TLS, reset).
+        Transport = "Transport",
+        /// KMS did not answer within the call's deadline.
+        Timeout = "Timeout",
+        /// The NSM could not produce an attestation document.
+        Attestation = "Attestation",
+        /// A bug or an unexpected condition inside the enclave.
+        Internal = "Internal",
     }
 }
 

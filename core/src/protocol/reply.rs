@@ -1,5 +1,6 @@
 //! Replies from the enclave: building them (enclave side) and reading them (instance side).
 
+use std::borrow::Cow;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -108,14 +109,14 @@ impl Reply {
     pub fn to_json(&self) -> Zeroizing<Vec<u8>> {
         let wire = WireReply {
             status: self.status,
-            message: self.message.as_ref().map(SecretString::expose),
-            key_id: self.key_id.as_deref(),
-            encryption_algorithm: self.encryption_algorithm.as_deref(),
-            ciphertext_blob: self.ciphertext_blob.as_deref(),
-            error_kind: self.error_kind.map(ErrorKind::as_str),
-            kms_error_type: self.kms_error_type.as_deref(),
+            message: borrowed(self.message.as_ref().map(SecretString::expose)),
+            key_id: borrowed(self.key_id.as_deref()),
+            encryption_algorithm: borrowed(self.encryption_algorithm.as_deref()),
+            ciphertext_blob: borrowed(self.ciphertext_blob.as_deref()),
+            error_kind: borrowed(self.error_kind.map(ErrorKind::as_str)),
+            kms_error_type: borrowed(self.kms_error_type.as_deref()),
             kms_status: self.kms_status,
-            request_id: self.request_id.as_deref(),
+            request_id: borrowed(self.request_id.as_deref()),
         };
         let mut out = Zeroizing::new(Vec::with_capacity(self.estimated_len()));
         // Writing plain structs of strings and integers into a Vec cannot fail.
@@ -150,7 +151,7 @@ impl Reply {
         // JSON is UTF-8 (RFC 8259 §8.1); serde_json would skip unknown fields' strings
         // unchecked.
         let bytes = std::str::from_utf8(bytes).map_err(|_| ReplyError::NotJson)?;
-        let wire: OwnedWireReply = serde_json::from_str(bytes).map_err(|_| {
+        let wire: WireReply<'_> = serde_json::from_str(bytes).map_err(|_| {
             // serde_json reports some wrong types as syntax errors (an enum met with a number
             // or an array, a struct met with a scalar): tell them apart by the syntax alone.
             match serde_json::from_str::<serde::de::IgnoredAny>(bytes) {
@@ -158,16 +159,17 @@ impl Reply {
                 Err(_) => ReplyError::NotJson,
             }
         })?;
+        let owned = |text: Option<Cow<'_, str>>| text.map(Cow::into_owned);
         Ok(Self {
             status: wire.status,
-            message: wire.message.map(SecretString::new),
-            key_id: wire.key_id,
-            encryption_algorithm: wire.encryption_algorithm,
-            ciphertext_blob: wire.ciphertext_blob,
-            error_kind: wire.error_kind.as_deref().and_then(ErrorKind::from_wire),
-            kms_error_type: wire.kms_error_type,
+            message: owned(wire.message).map(SecretString::new),
+            key_id: owned(wire.key_id),
+            encryption_algorithm: owned(wire.encryption_algorithm),
+            ciphertext_blob: owned(wire.ciphertext_blob),
+            error_kind: wire.error_kind.and_then(|kind| kind.parse().ok()),
+            kms_error_type: owned(wire.kms_error_type),
             kms_status: wire.kms_status,
-            request_id: wire.request_id,
+            request_id: owned(wire.request_id),
         })
     }
 }
@@ -192,51 +194,68 @@ impl fmt::Display for ReplyError {
 
 impl std::error::Error for ReplyError {}
 
-#[derive(Serialize)]
+fn borrowed(text: Option<&str>) -> Option<Cow<'_, str>> {
+    text.map(Cow::Borrowed)
+}
+
+/// A reply as it goes on the wire, both ways: [`Reply::to_json`] writes it and
+/// [`Reply::parse`] reads it, so each field's name is spelled once. Strings borrow from the
+/// input where they can.
+#[derive(Serialize, Deserialize)]
 struct WireReply<'a> {
     #[serde(rename = "Status")]
     status: Status,
-    #[serde(rename = "Message", skip_serializing_if = "Option::is_none")]
-    message: Option<&'a str>,
-    #[serde(rename = "KeyId", skip_serializing_if = "Option::is_none")]
-    key_id: Option<&'a str>,
     #[serde(
-        rename = "EncryptionAlgorithm",
+        rename = "Message",
+        default,
+        borrow,
         skip_serializing_if = "Option::is_none"
     )]
-    encryption_algorithm: Option<&'a str>,
-    #[serde(rename = "CiphertextBlob", skip_serializing_if = "Option::is_none")]
-    ciphertext_blob: Option<&'a str>,
-    #[serde(rename = "ErrorKind", skip_serializing_if = "Option::is_none")]
-    error_kind: Option<&'a str>,
-    #[serde(rename = "KmsErrorType", skip_serializing_if = "Option::is_none")]
-    kms_error_type: Option<&'a str>,
-    #[serde(rename = "KmsStatus", skip_serializing_if = "Option::is_none")]
+    message: Option<Cow<'a, str>>,
+    #[serde(
+        rename = "KeyId",
+        default,
+        borrow,
+        skip_serializing_if = "Option::is_none"
+    )]
+    key_id: Option<Cow<'a, str>>,
+    #[serde(
+        rename = "EncryptionAlgorithm",
+        default,
+        borrow,
+        skip_serializing_if = "Option::is_none"
+    )]
+    encryption_algorithm: Option<Cow<'a, str>>,
+    #[serde(
+        rename = "CiphertextBlob",
+        default,
+        borrow,
+        skip_serializing_if = "Option::is_none"
+    )]
+    ciphertext_blob: Option<Cow<'a, str>>,
+    #[serde(
+        rename = "ErrorKind",
+        default,
+        borrow,
+        skip_serializing_if = "Option::is_none"
+    )]
+    error_kind: Option<Cow<'a, str>>,
+    #[serde(
+        rename = "KmsErrorType",
+        default,
+        borrow,
+        skip_serializing_if = "Option::is_none"
+    )]
+    kms_error_type: Option<Cow<'a, str>>,
+    #[serde(rename = "KmsStatus", default, skip_serializing_if = "Option::is_none")]
     kms_status: Option<u16>,
-    #[serde(rename = "RequestId", skip_serializing_if = "Option::is_none")]
-    request_id: Option<&'a str>,
-}
-
-#[derive(Deserialize)]
-struct OwnedWireReply {
-    #[serde(rename = "Status")]
-    status: Status,
-    #[serde(rename = "Message", default)]
-    message: Option<String>,
-    #[serde(rename = "KeyId", default)]
-    key_id: Option<String>,
-    #[serde(rename = "EncryptionAlgorithm", default)]
-    encryption_algorithm: Option<String>,
-    #[serde(rename = "CiphertextBlob", default)]
-    ciphertext_blob: Option<String>,
-    #[serde(rename = "ErrorKind", default)]
-    error_kind: Option<String>,
-    #[serde(rename = "KmsErrorType", default)]
-    kms_error_type: Option<String>,
-    #[serde(rename = "KmsStatus", default)]
-    kms_status: Option<u16>,
-    #[serde(rename = "RequestId", default)]
-    request_id: Option<String>,
+    #[serde(
+        rename = "RequestId",
+        default,
+        borrow,
+        skip_serializing_if = "Option::is_none"
+    )]
+    request_id: Option<Cow<'a, str>>,
 }
 
 #[cfg(test)]

@@ -9,7 +9,8 @@ use anyhow::Context as _;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use kmstool_core::framing::{self, FrameDecoder};
-use kmstool_core::instance::{InstanceRequest, set_client_json};
+use kmstool_core::instance::set_client_json;
+use kmstool_core::protocol::CommandArgs;
 use kmstool_core::protocol::{Reply, Status};
 use kmstool_core::secret::Credentials;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -37,7 +38,7 @@ impl Workload {
         framing::encode(&set_client_json(credentials, Some(region)), &mut set_client);
         let mut decrypt = Vec::new();
         framing::encode(
-            &InstanceRequest::decrypt(ciphertext).to_json(),
+            &CommandArgs::decrypt(ciphertext).to_json(None),
             &mut decrypt,
         );
         Arc::new(Self {

@@ -3,7 +3,7 @@
 //! [`FrameDecoder`] is incremental: bytes may arrive one at a time or many frames per read. It
 //! remembers how far it has scanned, so feeding a large message in small pieces costs linear
 //! time, and it enforces a cap on the size of one message (upstream: a buffer of 8192 bytes;
-//! ours: [`DEFAULT_MAX_MESSAGE_BYTES`]). A message that does not fit is a [`FrameError`]
+//! ours: [`DEFAULT_MAX_MESSAGE_BYTES`]). A message that does not fit is a [`FrameTooLarge`]
 //! after which the decoder yields nothing more: upstream answers `Message size too large.` and
 //! closes the connection, and so does our session.
 

@@ -1,10 +1,29 @@
-//! The sans-IO core of kmstool.
+//! The sans-IO core of kmstool: the enclave protocol, KMS requests and responses, and the
+//! state machines that decide everything a runtime does, with no IO, no async and no clock.
 //!
-//! Everything here turns bytes into events and decisions into bytes; nothing here opens a
-//! socket, reads a file or a clock, or draws randomness. Time arrives as arguments (`now`),
-//! randomness as seeds, and the runtimes (`kmstool-runtime-tokio`, `kmstool-runtime-smol`) move
-//! the bytes. One exception: `crypto::RecipientKey::generate` makes the enclave key from
-//! the operating system's RNG, so that every runtime makes it the same way.
+//! # The state machines, in reading order
+//!
+//! 1. [`session::EnclaveSession`]: one client connection of the enclave server, from framed
+//!    commands to replies, with the KMS calls (attestation, signed request, retries, CMS
+//!    unwrap) it makes on the way. Start here.
+//! 2. [`server::Acceptor`]: the server's accept loop (admission, backoff, drain).
+//! 3. [`instance::InstanceClient`]: the parent's side of one exchange with the enclave.
+//! 4. [`credentials::CredentialFetch`]: the parent's HTTP credential sources,
+//!    [`credentials::imds::ImdsClient`] and [`credentials::container::ContainerClient`].
+//!
+//! All of them are driven alike: feed one input with a `handle_*` method, passing the
+//! driver's `now`; then drain the `poll_*` methods (`poll_output`, `poll_transmit`, ...) and
+//! carry out what they return; then wait for input or for the instant `poll_timeout`
+//! returns, and call `handle_timeout`. Each type's documentation has a runnable example.
+//!
+//! Around them: [`protocol`] (commands and replies, one definition per wire name),
+//! [`framing`], [`kms`] (requests and responses), [`cms`] (opening
+//! `CiphertextForRecipient`), [`crypto`] (the AWS-LC and RustCrypto backends).
+//!
+//! Time arrives as arguments (`now`), randomness as seeds, and the runtimes
+//! (`kmstool-runtime-tokio`, `kmstool-runtime-smol`) move the bytes. One exception:
+//! `crypto::RecipientKey::generate` makes the enclave key from the operating system's RNG, so
+//! that every runtime makes it the same way.
 #![deny(missing_docs)]
 
 #[cfg(all(feature = "tls", not(any(feature = "aws-lc", feature = "rustcrypto"))))]

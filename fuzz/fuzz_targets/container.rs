@@ -150,7 +150,7 @@ fn scenario(input: &Input<'_>, flags: u8, uri: &str, token: &str, response: &[u8
                 match input.after % 4 {
                     0 => client.handle_eof(now),
                     1 => {}
-                    2 => client.handle_transport_error("reset"),
+                    2 => client.handle_transport_error(now, "reset"),
                     _ => {
                         now += Duration::from_secs(2);
                         client.handle_timeout(now);

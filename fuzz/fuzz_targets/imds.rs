@@ -99,7 +99,7 @@ fuzz_target!(|input: Input<'_>| {
                 match input.after % 4 {
                     0 => client.handle_eof(now),
                     1 => {}
-                    2 => client.handle_transport_error("reset"),
+                    2 => client.handle_transport_error(now, "reset"),
                     _ => {
                         now += Duration::from_secs(2);
                         client.handle_timeout(now);

@@ -159,7 +159,9 @@ fn deliver_connect<C: CredentialFetch>(
 ) -> Option<TcpStream> {
     match waited {
         Waited::Done(Ok(stream)) => return Some(stream),
-        Waited::Done(Err(error)) => client.handle_transport_error(&error.to_string()),
+        Waited::Done(Err(error)) => {
+            client.handle_transport_error(Instant::now(), &error.to_string())
+        }
         Waited::Expired => client.handle_timeout(Instant::now()),
     }
     None
@@ -170,7 +172,9 @@ fn deliver_read<C: CredentialFetch>(client: &mut C, waited: Waited<usize>, buf: 
     match waited {
         Waited::Done(Ok(0)) => client.handle_eof(Instant::now()),
         Waited::Done(Ok(n)) => client.handle_response(Instant::now(), &buf[..n]),
-        Waited::Done(Err(error)) => client.handle_transport_error(&error.to_string()),
+        Waited::Done(Err(error)) => {
+            client.handle_transport_error(Instant::now(), &error.to_string())
+        }
         Waited::Expired => client.handle_timeout(Instant::now()),
     }
 }
@@ -204,7 +208,7 @@ mod tests {
             self.0.push("eof".into());
         }
 
-        fn handle_transport_error(&mut self, error: &str) {
+        fn handle_transport_error(&mut self, _now: Instant, error: &str) {
             self.0.push(format!("transport error: {error}"));
         }
 

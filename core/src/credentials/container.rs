@@ -387,7 +387,7 @@ impl CredentialFetch for ContainerClient {
         }
     }
 
-    fn handle_transport_error(&mut self, error: &str) {
+    fn handle_transport_error(&mut self, _now: Instant, error: &str) {
         if self.exchange.is_open() {
             self.fail(ContainerErrorKind::Transport(error.to_owned()));
         }

@@ -295,23 +295,14 @@ pub type ImdsOutput = FetchOutput<Result<ImdsCredentials, ImdsError>>;
 
 /// Fetches instance role credentials from IMDSv2 without doing any IO itself.
 ///
-/// # Driving contract
-///
-/// After creating the client and after every `handle_*` call, drain
-/// [`poll_output`](Self::poll_output) until it returns `None`:
-/// - [`ImdsOutput::Send`]: open a new connection to `host:port` (closing the previous one) and
-///   write the bytes. Feed everything read from it to [`handle_response`](Self::handle_response);
-///   report a close with [`handle_eof`](Self::handle_eof) and a connect/read/write failure with
-///   [`handle_transport_error`](Self::handle_transport_error).
-/// - [`ImdsOutput::Done`]: the result; stop.
-///
-/// When `poll_output` returns `None`, wait for input or until [`poll_timeout`](Self::poll_timeout),
-/// then call [`handle_timeout`](Self::handle_timeout). Every step has its own deadline, set when
-/// its request is queued; `now` is the driver's clock, never read here. Input that arrives
-/// when no request is outstanding is ignored.
+/// Driven through [`CredentialFetch`], whose documentation gives the driving contract. Every
+/// step (token, role, credentials) has its own deadline, set when its request is queued; `now`
+/// is the driver's clock, never read here. Input that arrives when no request is outstanding
+/// is ignored.
 ///
 /// ```
 /// use std::time::Instant;
+/// use kmstool_core::credentials::CredentialFetch as _;
 /// use kmstool_core::credentials::imds::{ImdsClient, ImdsEndpoint, ImdsOutput};
 ///
 /// let reply = |body: &str| {
@@ -398,45 +389,6 @@ impl ImdsClient {
         };
         client.queue(ImdsStep::Token, "PUT", TOKEN_PATH, now);
         client
-    }
-
-    /// The next thing for the driver to do, `None` to wait for input or the deadline.
-    pub fn poll_output(&mut self) -> Option<ImdsOutput> {
-        self.exchange
-            .poll_output(&self.endpoint.host, self.endpoint.port, LIMITS)
-    }
-
-    /// When the current step times out; `None` once finished.
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        self.exchange.is_open().then_some(self.deadline)
-    }
-
-    /// Bytes read from the current connection.
-    pub fn handle_response(&mut self, now: Instant, bytes: &[u8]) {
-        if let Some(response) = self.exchange.feed(bytes) {
-            self.on_response(response, now);
-        }
-    }
-
-    /// The current connection was closed by the peer.
-    pub fn handle_eof(&mut self, now: Instant) {
-        if let Some(response) = self.exchange.eof() {
-            self.on_response(response, now);
-        }
-    }
-
-    /// Connecting, writing or reading failed; `error` says how (it ends up in the message).
-    pub fn handle_transport_error(&mut self, error: &str) {
-        if self.exchange.is_open() {
-            self.fail(ImdsErrorKind::Transport(error.to_owned()));
-        }
-    }
-
-    /// Time has passed; fails the current step if its deadline is reached.
-    pub fn handle_timeout(&mut self, now: Instant) {
-        if now >= self.deadline && self.exchange.is_open() {
-            self.fail(ImdsErrorKind::Timeout);
-        }
     }
 
     fn fail(&mut self, kind: ImdsErrorKind) {
@@ -634,7 +586,7 @@ impl CredentialFetch for ImdsRegionClient {
         }
     }
 
-    fn handle_transport_error(&mut self, error: &str) {
+    fn handle_transport_error(&mut self, _now: Instant, error: &str) {
         if self.exchange.is_open() {
             self.fail(ImdsErrorKind::Transport(error.to_owned()));
         }
@@ -760,27 +712,36 @@ impl CredentialFetch for ImdsClient {
     type Result = Result<ImdsCredentials, ImdsError>;
 
     fn poll_output(&mut self) -> Option<ImdsOutput> {
-        ImdsClient::poll_output(self)
+        self.exchange
+            .poll_output(&self.endpoint.host, self.endpoint.port, LIMITS)
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        ImdsClient::poll_timeout(self)
+        self.exchange.is_open().then_some(self.deadline)
     }
 
     fn handle_response(&mut self, now: Instant, bytes: &[u8]) {
-        ImdsClient::handle_response(self, now, bytes);
+        if let Some(response) = self.exchange.feed(bytes) {
+            self.on_response(response, now);
+        }
     }
 
     fn handle_eof(&mut self, now: Instant) {
-        ImdsClient::handle_eof(self, now);
+        if let Some(response) = self.exchange.eof() {
+            self.on_response(response, now);
+        }
     }
 
-    fn handle_transport_error(&mut self, error: &str) {
-        ImdsClient::handle_transport_error(self, error);
+    fn handle_transport_error(&mut self, _now: Instant, error: &str) {
+        if self.exchange.is_open() {
+            self.fail(ImdsErrorKind::Transport(error.to_owned()));
+        }
     }
 
     fn handle_timeout(&mut self, now: Instant) {
-        ImdsClient::handle_timeout(self, now);
+        if now >= self.deadline && self.exchange.is_open() {
+            self.fail(ImdsErrorKind::Timeout);
+        }
     }
 }
 

@@ -47,6 +47,46 @@ pub mod region;
 ///
 /// When `poll_output` returns `None`, wait for input or until
 /// [`poll_timeout`](Self::poll_timeout), then call [`handle_timeout`](Self::handle_timeout).
+/// Every input takes the driver's `now`; nothing here reads a clock.
+///
+/// A driver that serves every source (this one answers from memory; a real one connects to
+/// `host:port`, writes the request and feeds back what it reads):
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// use kmstool_core::credentials::{CredentialFetch, FetchOutput};
+/// use kmstool_core::credentials::container::{ContainerClient, ContainerEndpoint};
+///
+/// fn drive<C: CredentialFetch>(mut client: C, now: Instant, answer: &[u8]) -> C::Result {
+///     loop {
+///         match client.poll_output() {
+///             Some(FetchOutput::Send { host, port, request_bytes }) => {
+///                 assert!(request_bytes.starts_with(b"GET "), "to {host}:{port}");
+///                 client.handle_response(now, answer);
+///                 client.handle_eof(now);
+///             }
+///             Some(FetchOutput::Done(result)) => return result,
+///             None => {
+///                 let deadline = client.poll_timeout().expect("not done: a deadline");
+///                 client.handle_timeout(deadline);
+///             }
+///         }
+///     }
+/// }
+///
+/// let env = |name: &str| {
+///     (name == "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI").then(|| "/v2/credentials/id".to_owned())
+/// };
+/// let endpoint = ContainerEndpoint::from_env(env, |_| unreachable!("no token file"))?
+///     .expect("configured");
+/// let body = r#"{"AccessKeyId":"ASIAEXAMPLE","SecretAccessKey":"wJalr","Token":"IQoJ","Expiration":"2026-12-06T10:00:00Z"}"#;
+/// let answer = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+/// let now = Instant::now();
+/// let client = ContainerClient::new(endpoint, Duration::from_secs(2), now);
+/// let fetched = drive(client, now, answer.as_bytes())?;
+/// assert_eq!(fetched.credentials.access_key_id, "ASIAEXAMPLE");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub trait CredentialFetch {
     /// The credentials, or why there are none.
     type Result;
@@ -58,8 +98,8 @@ pub trait CredentialFetch {
     fn handle_response(&mut self, now: Instant, bytes: &[u8]);
     /// The current connection was closed by the peer.
     fn handle_eof(&mut self, now: Instant);
-    /// Connecting, writing or reading failed; `error` says how.
-    fn handle_transport_error(&mut self, error: &str);
+    /// Connecting, writing or reading failed at `now`; `error` says how.
+    fn handle_transport_error(&mut self, now: Instant, error: &str);
     /// Time has passed; fails the current request if its deadline is reached.
     fn handle_timeout(&mut self, now: Instant);
 }

@@ -335,7 +335,7 @@ fn a_transport_error_ends_the_fetch_and_later_input_is_ignored() {
         client.poll_output(),
         Some(FetchOutput::Send { .. })
     ));
-    client.handle_transport_error("connection refused");
+    client.handle_transport_error(now, "connection refused");
     client.handle_response(now, &reply(200, DOCUMENT));
     match client.poll_output() {
         Some(FetchOutput::Done(Err(error))) => assert_eq!(

@@ -59,7 +59,7 @@ fn run(endpoint: ImdsEndpoint, replies: &[Vec<u8>]) -> Run {
                         }
                         client.handle_eof(now);
                     }
-                    None => client.handle_transport_error("connection refused"),
+                    None => client.handle_transport_error(now, "connection refused"),
                 }
             }
             Some(ImdsOutput::Done(result)) => {
@@ -530,7 +530,7 @@ fn run_region(replies: &[Vec<u8>]) -> (Vec<Vec<u8>>, Result<Option<String>, Imds
                         client.handle_response(now, reply);
                         client.handle_eof(now);
                     }
-                    None => client.handle_transport_error("connection refused"),
+                    None => client.handle_transport_error(now, "connection refused"),
                 }
             }
             Some(FetchOutput::Done(result)) => return (requests, result),

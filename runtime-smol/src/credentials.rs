@@ -4,14 +4,12 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use kmstool_core::credentials::container::{
-    ContainerClient, ContainerCredentials, ContainerEndpoint, ContainerError,
-};
+use kmstool_core::credentials::chain::{ChainOutput, CredentialChain, Found};
 use kmstool_core::credentials::imds::{
     DEFAULT_STEP_TIMEOUT, ImdsClient, ImdsCredentials, ImdsEndpoint, ImdsError, ImdsRegionClient,
 };
 use kmstool_core::credentials::process::{self, ProcessCredentials, ProcessError};
-use kmstool_core::credentials::{CredentialFetch, FetchOutput};
+use kmstool_core::credentials::{CredentialFetch, FetchOutput, Tried};
 use kmstool_core::secret::SecretString;
 use smol::future::{self, FutureExt as _};
 use smol::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -80,13 +78,28 @@ pub async fn run_credential_process(
     process::parse_output(&stdout, std::time::SystemTime::now())
 }
 
-/// Fetches credentials from the container endpoint (ECS task role, EKS Pod Identity), allowed
-/// `timeout` in all.
-pub async fn fetch_container(
-    endpoint: ContainerEndpoint,
-    timeout: Duration,
-) -> Result<ContainerCredentials, ContainerError> {
-    fetch(ContainerClient::new(endpoint, timeout, Instant::now())).await
+/// Runs core's [`CredentialChain`] to its end: the profile's `credential_process`, the
+/// container endpoint or IMDS, whichever it asks for.
+pub async fn resolve(mut chain: CredentialChain) -> Result<Found, Tried> {
+    loop {
+        match chain.poll_output() {
+            Some(ChainOutput::Done(result)) => return result,
+            Some(ChainOutput::RunProcess { command, timeout }) => {
+                let result = run_credential_process(&command, timeout).await;
+                chain.handle_process(Instant::now(), result);
+            }
+            Some(ChainOutput::FetchContainer(client)) => {
+                let result = fetch(client).await;
+                chain.handle_container(Instant::now(), result);
+            }
+            Some(ChainOutput::FetchImds(client)) => {
+                let result = fetch(client).await;
+                chain.handle_imds(Instant::now(), result);
+            }
+            // Every step is reported before the next poll: the chain always has an output.
+            None => return Err(Tried::new()),
+        }
+    }
 }
 
 /// Drives `client` to its result.

@@ -5,20 +5,14 @@
 
 use std::path::Path;
 
-use kmstool_core::credentials::container::{self, ContainerEndpoint};
+use std::time::Instant;
+
+use kmstool_core::credentials::chain::CredentialChain;
 use kmstool_core::credentials::imds::ImdsEndpoint;
 use kmstool_core::credentials::region::{Region, RegionSource, lookup_region};
-use kmstool_core::credentials::{
-    CredentialsError, Miss, Source, StaticLookup, lookup_static, process,
-};
 use kmstool_core::secret::Credentials;
-use kmstool_runtime_smol::credentials::{
-    fetch_container, fetch_imds, fetch_imds_region, run_credential_process,
-};
+use kmstool_runtime_smol::credentials::fetch_imds_region;
 use zeroize::Zeroizing;
-
-/// How an unconfigured container endpoint reads in the list of sources tried.
-const CONTAINER_VARS: &str = "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI and _FULL_URI";
 
 /// The process environment, with `--profile` standing in for `AWS_PROFILE`.
 fn environment(profile: Option<&str>) -> impl Fn(&str) -> Option<String> + '_ {
@@ -39,59 +33,11 @@ fn read_file(path: &Path) -> std::io::Result<Zeroizing<String>> {
 /// Credentials from the first source that has them, and where they came from; the error
 /// lists every source tried.
 pub async fn resolve(profile: Option<&str>) -> Result<(Credentials, String), String> {
-    let get_env = environment(profile);
-    let mut tried = match lookup_static(&get_env, read_file) {
-        StaticLookup::Found {
-            credentials,
-            source,
-        } => return Ok((credentials, source.to_string())),
-        StaticLookup::Process {
-            command,
-            source,
-            mut tried,
-        } => {
-            tracing::debug!(%source, "running credential_process");
-            return match run_credential_process(&command, process::DEFAULT_TIMEOUT).await {
-                Ok(fetched) => Ok((
-                    fetched.credentials,
-                    format!("credential_process of {source}"),
-                )),
-                Err(error) => {
-                    tried.record(source, Miss::Failed(CredentialsError::Process(error)));
-                    Err(tried.to_string())
-                }
-            };
-        }
-        StaticLookup::Failed(tried) => return Err(tried.to_string()),
-        StaticLookup::NotFound(tried) => tried,
-    };
-    // A configured container endpoint is the answer or the error, as in the AWS SDKs.
-    match ContainerEndpoint::from_env(&get_env, read_file) {
-        Ok(None) => tried.record(Source::Container, Miss::Unset(CONTAINER_VARS)),
-        Ok(Some(endpoint)) => match fetch_container(endpoint, container::DEFAULT_TIMEOUT).await {
-            Ok(fetched) => return Ok((fetched.credentials, Source::Container.to_string())),
-            Err(error) => {
-                let miss = Miss::Failed(CredentialsError::Container(error));
-                tried.record(Source::Container, miss);
-                return Err(tried.to_string());
-            }
-        },
-        Err(error) => {
-            tried.record(Source::Container, Miss::Failed(error));
-            return Err(tried.to_string());
-        }
+    let chain = CredentialChain::new(environment(profile), read_file, Instant::now());
+    match kmstool_runtime_smol::credentials::resolve(chain).await {
+        Ok(found) => Ok((found.credentials, found.source)),
+        Err(tried) => Err(tried.to_string()),
     }
-    match ImdsEndpoint::from_env(&get_env) {
-        Ok(None) => tried.record(Source::Imds, Miss::Disabled),
-        Ok(Some(endpoint)) => match fetch_imds(endpoint).await {
-            Ok(imds) => {
-                return Ok((imds.credentials, format!("IMDS (role {})", imds.role)));
-            }
-            Err(error) => tried.record(Source::Imds, Miss::Failed(CredentialsError::Imds(error))),
-        },
-        Err(error) => tried.record(Source::Imds, Miss::Failed(error)),
-    }
-    Err(tried.to_string())
 }
 
 /// The region given or configured: `--region`, else `AWS_REGION`, `AWS_DEFAULT_REGION`, the

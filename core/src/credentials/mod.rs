@@ -7,12 +7,12 @@
 //! [`container::ContainerClient`] and [`imds::ImdsClient`] state machines over its own sockets
 //! (both implement [`CredentialFetch`], so one driver serves both).
 //!
-//! The chain, in the AWS SDKs' order: [`lookup_static`] tries the environment then the
-//! profile; if it returns [`StaticLookup::NotFound`], the caller tries the container endpoint
-//! when [`container::ContainerEndpoint::from_env`] finds one configured (a configured endpoint
-//! that fails ends the chain), else IMDS (unless [`imds::ImdsEndpoint::from_env`] says it is
-//! disabled), recording each outcome in the returned [`Tried`], whose `Display` is the message
-//! to print when every source came up empty.
+//! The chain, in the AWS SDKs' order, is [`chain::CredentialChain`]: [`lookup_static`] tries
+//! the environment then the profile; then the container endpoint when
+//! [`container::ContainerEndpoint::from_env`] finds one configured (a configured endpoint that
+//! fails ends the chain), else IMDS (unless [`imds::ImdsEndpoint::from_env`] says it is
+//! disabled). Each outcome is recorded in a [`Tried`], whose `Display` is the message to print
+//! when every source came up empty.
 
 use std::fmt;
 use std::io;
@@ -23,6 +23,7 @@ use zeroize::Zeroizing;
 
 use crate::secret::{Credentials, SecretString};
 
+pub mod chain;
 pub mod container;
 pub mod env;
 mod exchange;

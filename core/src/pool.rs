@@ -1,9 +1,9 @@
 //! Idle KMS connections kept for reuse, per host. The runtimes keep their connection type in
-//! it; the policy (most recently used first, bounded, expiring) lives here once, and so does
-//! the reuse half of their KMS connectors ([`KmsConnections`]).
+//! it and share it behind their own lock; the policy (most recently used first, bounded,
+//! expiring) lives here once, and so does the reuse half of their KMS connectors
+//! ([`KmsConnections`]). Nothing here locks.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 /// Idle connections by host.
@@ -73,64 +73,14 @@ impl<C> IdlePool<C> {
     }
 }
 
-/// An [`IdlePool`] shared by every session of a server.
-#[derive(Debug)]
-pub struct SharedPool<C> {
-    idle: Mutex<IdlePool<C>>,
-}
-
-impl<C> SharedPool<C> {
-    /// See [`IdlePool::new`].
-    pub fn new(max_idle_per_host: usize, idle_timeout: Duration) -> Self {
-        Self {
-            idle: Mutex::new(IdlePool::new(max_idle_per_host, idle_timeout)),
-        }
-    }
-
-    /// See [`IdlePool::take`].
-    pub fn take(&self, host: &str, now: Instant) -> Option<C> {
-        self.lock().take(host, now)
-    }
-
-    /// Keeps `conn` for reuse; an excess connection is dropped (closed) here.
-    pub fn put(&self, host: &str, conn: C, now: Instant) {
-        let excess = self.lock().put(host, conn, now);
-        drop(excess);
-    }
-
-    /// Closes the connections idle longer than the idle timeout, for every host.
-    pub fn expire(&self, now: Instant) {
-        self.lock().expire(now);
-    }
-
-    /// Idle connections across hosts.
-    pub fn len(&self) -> usize {
-        self.lock().len()
-    }
-
-    /// Whether no connection is idle.
-    pub fn is_empty(&self) -> bool {
-        self.lock().is_empty()
-    }
-
-    fn lock(&self) -> MutexGuard<'_, IdlePool<C>> {
-        // Nothing panics while holding the lock; the pool stays consistent if something did.
-        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-/// A connection to KMS for a call, and whether it is a reused idle one (`true`) or new.
-#[cfg(feature = "tls")]
-pub type Checkout<C> = Result<(C, bool), crate::session::TransportFailure>;
-
 /// What a runtime's KMS connector does besides connecting: its settings, and the idle
-/// connections `C` shared by every session of a server, reused when a call may reuse one. A
-/// runtime adds only the making of a new connection (proxy stream and TLS handshake, with
-/// their timeouts).
+/// connections `C`, reused when a call may reuse one. A runtime shares it between the
+/// sessions of a server behind its own lock, and adds only the making of a new connection
+/// (proxy stream and TLS handshake, with their timeouts).
 #[cfg(feature = "tls")]
 pub struct KmsConnections<C> {
     config: crate::tls::KmsTransportConfig,
-    idle: SharedPool<C>,
+    idle: IdlePool<C>,
 }
 
 #[cfg(feature = "tls")]
@@ -138,6 +88,7 @@ impl<C> std::fmt::Debug for KmsConnections<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KmsConnections")
             .field("proxy", &self.config.proxy)
+            .field("idle", &self.idle.len())
             .finish_non_exhaustive()
     }
 }
@@ -147,7 +98,7 @@ impl<C> KmsConnections<C> {
     /// Connections made by `config`, none idle yet.
     pub fn new(config: crate::tls::KmsTransportConfig) -> Self {
         Self {
-            idle: SharedPool::new(config.max_idle_per_host, config.idle_timeout),
+            idle: IdlePool::new(config.max_idle_per_host, config.idle_timeout),
             config,
         }
     }
@@ -157,19 +108,27 @@ impl<C> KmsConnections<C> {
         &self.config
     }
 
-    /// An idle connection to `host` when `may_reuse` and one is pooled; `None`: make a new one.
-    pub fn reuse(&self, host: &str, may_reuse: bool, now: Instant) -> Option<C> {
-        if may_reuse {
+    /// An idle connection to `host` when `may_reuse` and one is pooled; else the settings to
+    /// make a new one with (cloned, so that the caller connects without holding its lock).
+    pub fn checkout(
+        &mut self,
+        host: &str,
+        may_reuse: bool,
+        now: Instant,
+    ) -> Result<C, crate::tls::KmsTransportConfig> {
+        let pooled = if may_reuse {
             self.idle.take(host, now)
         } else {
             None
-        }
+        };
+        pooled.ok_or_else(|| self.config.clone())
     }
 
-    /// Keeps a connection whose last response was complete and reusable (or closes it, when
-    /// `host` has the most idle already).
-    pub fn checkin(&self, host: &str, conn: C, now: Instant) {
-        self.idle.put(host, conn, now);
+    /// Keeps a connection whose last response was complete and reusable, or returns it when
+    /// `host` has the most idle already (the caller drops it, closing it, after letting go of
+    /// any lock around the pool).
+    pub fn checkin(&mut self, host: &str, conn: C, now: Instant) -> Option<C> {
+        self.idle.put(host, conn, now)
     }
 
     /// Idle connections in the pool.
@@ -180,7 +139,7 @@ impl<C> KmsConnections<C> {
     /// Closes the connections idle longer than the idle timeout, whatever their host: a
     /// server calls this every [`SWEEP_EVERY`], so connections to a region no client uses any
     /// more do not stay open until the next call.
-    pub fn expire_idle(&self, now: Instant) {
+    pub fn expire_idle(&mut self, now: Instant) {
         self.idle.expire(now);
     }
 }
@@ -195,13 +154,10 @@ mod tests {
     #[test]
     fn a_sweep_closes_expired_connections_of_every_host() {
         let t0 = Instant::now();
-        let pool = SharedPool::new(4, Duration::from_secs(30));
-        pool.put("kms.eu-west-1.amazonaws.com", 1, t0);
-        pool.put(
-            "kms.us-east-1.amazonaws.com",
-            2,
-            t0 + Duration::from_secs(20),
-        );
+        let mut pool = IdlePool::new(4, Duration::from_secs(30));
+        assert_eq!(pool.put("kms.eu-west-1.amazonaws.com", 1, t0), None);
+        let later = t0 + Duration::from_secs(20);
+        assert_eq!(pool.put("kms.us-east-1.amazonaws.com", 2, later), None);
         pool.expire(t0 + Duration::from_secs(30));
         assert_eq!(
             pool.len(),
@@ -284,7 +240,7 @@ mod tests {
     fn kms_connections_reuse_only_when_the_call_may() {
         use crate::address::Address;
         use crate::tls::{KmsTransportConfig, Roots, client_config};
-        let connections = KmsConnections::new(KmsTransportConfig {
+        let mut connections = KmsConnections::new(KmsTransportConfig {
             proxy: Address::vsock(3, 8000),
             tls: client_config(Roots::MozillaAndExtra, None).expect("config"),
             connect_timeout: Duration::from_secs(1),
@@ -292,12 +248,22 @@ mod tests {
             idle_timeout: Duration::from_secs(10),
         });
         let t0 = Instant::now();
-        assert_eq!(connections.reuse("kms", true, t0), None, "nothing pooled");
-        connections.checkin("kms", 1, t0);
-        connections.checkin("kms", 2, t0);
+        assert!(
+            connections.checkout("kms", true, t0).is_err(),
+            "nothing pooled"
+        );
+        assert_eq!(connections.checkin("kms", 1, t0), None);
+        assert_eq!(
+            connections.checkin("kms", 2, t0),
+            Some(2),
+            "handed back to close"
+        );
         assert_eq!(connections.idle_connections(), 1, "one kept per host");
-        assert_eq!(connections.reuse("kms", false, t0), None, "may not reuse");
-        assert_eq!(connections.reuse("kms", true, t0), Some(1));
+        assert!(
+            connections.checkout("kms", false, t0).is_err(),
+            "may not reuse"
+        );
+        assert_eq!(connections.checkout("kms", true, t0).ok(), Some(1));
         assert_eq!(connections.idle_connections(), 0);
         assert!(
             format!("{connections:?}").contains("Vsock"),

@@ -100,7 +100,12 @@ pub(crate) async fn drive<S>(
                     if let Some(done) = exchange.take_if(|e| e.call == call)
                         && let (true, Stage::Answering(stream)) = (reusable, done.stage)
                     {
-                        shared.kms.checkin(&done.host, stream, Instant::now());
+                        let excess = crate::kms::pool(&shared.kms).checkin(
+                            &done.host,
+                            stream,
+                            Instant::now(),
+                        );
+                        drop(excess);
                     }
                 }
                 Output::Close(_) => {
@@ -232,7 +237,11 @@ fn connect_and_send(
     may_reuse: bool,
 ) -> Pending<Connected> {
     Box::pin(async move {
-        let (mut stream, reused) = crate::kms::checkout(&shared.kms, &host, may_reuse).await?;
+        let pooled = crate::kms::pool(&shared.kms).checkout(&host, may_reuse, Instant::now());
+        let (mut stream, reused) = match pooled {
+            Ok(stream) => (stream, true),
+            Err(config) => (Box::new(crate::kms::connect(&config, &host).await?), false),
+        };
         if let Err(e) = stream.write_all(&request).await {
             return Err(TransportFailure::new(TransportStage::Io, e.to_string()));
         }

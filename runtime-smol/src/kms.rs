@@ -3,12 +3,12 @@
 //! only makes new connections).
 
 use std::io;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use futures_rustls::TlsConnector;
 use futures_rustls::client::TlsStream;
-use kmstool_core::pool::{Checkout, KmsConnections};
+use kmstool_core::pool::KmsConnections;
 use kmstool_core::session::TransportFailure;
 use kmstool_core::tls;
 use smol::future::FutureExt as _;
@@ -20,22 +20,22 @@ pub type KmsStream = TlsStream<Stream>;
 
 pub use kmstool_core::tls::KmsTransportConfig;
 
-/// The KMS connections every session of a server shares: core's pool of idle ones, with
-/// what [`checkout`] needs to make new ones.
-pub type KmsConnector = KmsConnections<Box<KmsStream>>;
+/// The KMS connections every session of a server shares: core's pool of idle ones and what
+/// [`connect`] needs to make new ones, behind a lock ([`pool`] takes it).
+pub type KmsConnector = Mutex<KmsConnections<Box<KmsStream>>>;
 
-/// An idle connection to `host` when `may_reuse` and one is pooled (then `true`), or a new
-/// one (`false`). A connection goes back with [`KmsConnections::checkin`].
-pub async fn checkout(kms: &KmsConnector, host: &str, may_reuse: bool) -> Checkout<Box<KmsStream>> {
-    match kms.reuse(host, may_reuse, Instant::now()) {
-        Some(stream) => Ok((stream, true)),
-        None => Ok((Box::new(connect(kms.config(), host).await?), false)),
-    }
+/// The pool, locked for one short, non-blocking use (never across an await).
+pub fn pool(kms: &KmsConnector) -> MutexGuard<'_, KmsConnections<Box<KmsStream>>> {
+    // Nothing panics while holding the lock; the pool stays consistent if something did.
+    kms.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// A new connection to `host` through the proxy, connected and handshaken within the connect
 /// timeout each.
-async fn connect(config: &KmsTransportConfig, host: &str) -> Result<KmsStream, TransportFailure> {
+pub async fn connect(
+    config: &KmsTransportConfig,
+    host: &str,
+) -> Result<KmsStream, TransportFailure> {
     let limit = config.connect_timeout;
     let server_name = tls::connect_server_name(host)?;
     let stream = net::connect(&config.proxy)

@@ -41,7 +41,9 @@ pub async fn serve(
     loop {
         while let Some(output) = acceptor.poll_output() {
             match output {
-                ServerOutput::SweepIdleKms => shared.kms.expire_idle(Instant::now()),
+                ServerOutput::SweepIdleKms => {
+                    crate::kms::pool(&shared.kms).expire_idle(Instant::now())
+                }
                 ServerOutput::StopAccepting => {
                     listener = None;
                     done_tx = None;

@@ -100,7 +100,9 @@ pub(crate) async fn drive<S>(
                         host,
                         state: KmsState::Reading(stream),
                     }) if current == call && reusable => {
-                        shared.kms.checkin(&host, stream, now().instant)
+                        let pooled =
+                            crate::kms::pool(&shared.kms).checkin(&host, stream, now().instant);
+                        drop(pooled);
                     }
                     Some(work) if work.call != call => kms = Some(work),
                     _ => {}
@@ -193,7 +195,11 @@ pub(crate) async fn drive<S>(
 /// Takes a connection (pooled if `may_reuse`) and writes the request.
 fn send(shared: Arc<Shared>, host: String, request: SharedRequest, may_reuse: bool) -> SendFuture {
     Box::pin(async move {
-        let (mut stream, reused) = crate::kms::checkout(&shared.kms, &host, may_reuse).await?;
+        let pooled = crate::kms::pool(&shared.kms).checkout(&host, may_reuse, now().instant);
+        let (mut stream, reused) = match pooled {
+            Ok(stream) => (stream, true),
+            Err(config) => (Box::new(crate::kms::connect(&config, &host).await?), false),
+        };
         let write = async {
             stream.write_all(&request).await?;
             stream.flush().await

@@ -2,12 +2,12 @@
 //! pool of idle connections shared by every session of the server (kept by core's
 //! [`KmsConnections`]; this runtime only makes new connections).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use kmstool_core::pool::{Checkout, KmsConnections};
+use kmstool_core::pool::KmsConnections;
 use kmstool_core::session::TransportFailure;
 use kmstool_core::tls;
-use tokio::time::{Instant, timeout};
+use tokio::time::timeout;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
@@ -18,22 +18,22 @@ pub type KmsStream = TlsStream<Stream>;
 
 pub use kmstool_core::tls::KmsTransportConfig;
 
-/// The KMS connections every session of a server shares: core's pool of idle ones, with
-/// what [`checkout`] needs to make new ones.
-pub type KmsConnector = KmsConnections<Box<KmsStream>>;
+/// The KMS connections every session of a server shares: core's pool of idle ones and what
+/// [`connect`] needs to make new ones, behind a lock ([`pool`] takes it).
+pub type KmsConnector = Mutex<KmsConnections<Box<KmsStream>>>;
 
-/// An idle connection to `host` when `may_reuse` and one is pooled (then `true`), or a new
-/// one (`false`). A connection goes back with [`KmsConnections::checkin`].
-pub async fn checkout(kms: &KmsConnector, host: &str, may_reuse: bool) -> Checkout<Box<KmsStream>> {
-    match kms.reuse(host, may_reuse, Instant::now().into_std()) {
-        Some(stream) => Ok((stream, true)),
-        None => Ok((Box::new(connect(kms.config(), host).await?), false)),
-    }
+/// The pool, locked for one short, non-blocking use (never across an await).
+pub fn pool(kms: &KmsConnector) -> MutexGuard<'_, KmsConnections<Box<KmsStream>>> {
+    // Nothing panics while holding the lock; the pool stays consistent if something did.
+    kms.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// A new connection to `host` through the proxy, connected and handshaken within the connect
 /// timeout each.
-async fn connect(config: &KmsTransportConfig, host: &str) -> Result<KmsStream, TransportFailure> {
+pub async fn connect(
+    config: &KmsTransportConfig,
+    host: &str,
+) -> Result<KmsStream, TransportFailure> {
     let deadline = config.connect_timeout;
     let server_name = tls::connect_server_name(host)?;
     let proxy = &config.proxy;

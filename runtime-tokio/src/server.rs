@@ -41,7 +41,7 @@ pub async fn serve(
     loop {
         while let Some(output) = acceptor.poll_output() {
             match output {
-                ServerOutput::SweepIdleKms => shared.kms.expire_idle(now()),
+                ServerOutput::SweepIdleKms => crate::kms::pool(&shared.kms).expire_idle(now()),
                 ServerOutput::StopAccepting => {
                     listener = None;
                     let _ = stop_tx.send(true);

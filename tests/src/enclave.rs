@@ -14,6 +14,7 @@ use kmstool_core::address::Address;
 use kmstool_core::http::{HttpLimits, Progress, ResponseParser};
 use kmstool_core::kms::endpoint::kms_host;
 use kmstool_core::kms::request::{RequestTarget, http_request};
+use kmstool_core::pool::KmsConnections;
 use kmstool_core::protocol::EncryptionContext;
 use kmstool_core::secret::Credentials;
 use kmstool_core::tls;
@@ -231,7 +232,7 @@ pub async fn kms_call(
     body: &Value,
 ) -> anyhow::Result<KmsAnswer> {
     let host = kms_host(region);
-    let connector = KmsConnector::new(KmsTransportConfig {
+    let connector = KmsConnector::new(KmsConnections::new(KmsTransportConfig {
         proxy: Address::Tcp {
             host: kms.ip().to_string(),
             port: kms.port(),
@@ -240,8 +241,11 @@ pub async fn kms_call(
         connect_timeout: Duration::from_secs(5),
         max_idle_per_host: 1,
         idle_timeout: Duration::from_secs(1),
-    });
-    let (mut stream, _) = kmstool_runtime_tokio::kms::checkout(&connector, &host, false)
+    }));
+    let config = kmstool_runtime_tokio::kms::pool(&connector)
+        .config()
+        .clone();
+    let mut stream = kmstool_runtime_tokio::kms::connect(&config, &host)
         .await
         .map_err(|f| anyhow::anyhow!("connecting to KMS: {}", f.detail))?;
     let target = RequestTarget {

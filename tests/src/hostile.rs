@@ -418,6 +418,7 @@ impl SmolEnclave {
     /// Starts serving `session` (its region is set to `local`'s) with at most
     /// `max_connections` at once.
     pub async fn start(local: &Local, mut session: SessionConfig, max_connections: usize) -> Self {
+        use kmstool_core::pool::KmsConnections;
         use kmstool_runtime_smol::keys::KeyService;
         use kmstool_runtime_smol::kms::{KmsConnector, KmsTransportConfig};
         use kmstool_runtime_smol::net::Listener;
@@ -435,13 +436,13 @@ impl SmolEnclave {
         let thread = std::thread::spawn(move || {
             smol::block_on(async move {
                 let tls = tls::client_config(Roots::ExtraOnly, Some(&ca_pem)).expect("TLS");
-                let kms = KmsConnector::new(KmsTransportConfig {
+                let kms = KmsConnector::new(KmsConnections::new(KmsTransportConfig {
                     proxy,
                     tls,
                     connect_timeout: Duration::from_secs(3),
                     max_idle_per_host: 64,
                     idle_timeout: Duration::from_secs(30),
-                });
+                }));
                 let keys = KeyService::new(nsm, None, Duration::ZERO);
                 keys.store().await.expect("enclave key");
                 let shared = Arc::new(Shared {

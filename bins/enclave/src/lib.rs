@@ -18,6 +18,7 @@ use kmstool_core::crypto::Backend;
 use kmstool_core::framing::DEFAULT_MAX_MESSAGE_BYTES;
 use kmstool_core::keys::KeySettings;
 use kmstool_core::nsm::Nsm;
+use kmstool_core::pool::KmsConnections;
 use kmstool_core::session::{
     Backoff, DEFAULT_MAX_CONNECTION_BYTES, MIN_CONNECTION_BYTES, SessionConfig,
 };
@@ -443,13 +444,13 @@ fn shared_state(
 ) -> anyhow::Result<Arc<Shared>> {
     let roots = setup.trust_roots.roots(session.region.as_deref());
     let tls = kms_tls(setup.ca_bundle.as_deref(), roots, setup.backend)?;
-    let kms = KmsConnector::new(KmsTransportConfig {
+    let kms = KmsConnector::new(KmsConnections::new(KmsTransportConfig {
         proxy: setup.proxy.clone(),
         tls,
         connect_timeout: setup.connect_timeout,
         max_idle_per_host: 64,
         idle_timeout: Duration::from_secs(30),
-    });
+    }));
     let mut settings = KeySettings::new(nsm, setup.key_rotation, setup.attestation_reuse);
     settings.backend = setup.backend;
     // One document at a time per session: the queue holds every connection's.

@@ -165,7 +165,9 @@ impl CredentialChain {
                 chain.next = Some(ChainOutput::FetchContainer(client));
                 return chain;
             }
-            Ok(None) => chain.tried.record(Source::Container, Miss::Unset(CONTAINER_VARS)),
+            Ok(None) => chain
+                .tried
+                .record(Source::Container, Miss::Unset(CONTAINER_VARS)),
             Err(error) => {
                 chain.tried.record(Source::Container, Miss::Failed(error));
                 chain.fail();
@@ -347,11 +349,20 @@ mod tests {
         assert_eq!(timeout, process::DEFAULT_TIMEOUT);
         assert!(chain.poll_output().is_none(), "waits for the process");
         chain.handle_imds(Instant::now(), Err(imds_timeout()));
-        assert!(chain.poll_output().is_none(), "another step's result is ignored");
-        chain.handle_process(Instant::now(), Err(ProcessError::Status("exit status: 2".into())));
+        assert!(
+            chain.poll_output().is_none(),
+            "another step's result is ignored"
+        );
+        chain.handle_process(
+            Instant::now(),
+            Err(ProcessError::Status("exit status: 2".into())),
+        );
         let tried = tried(chain.poll_output()).to_string();
         assert!(tried.contains("exit status: 2"), "{tried}");
-        assert!(!tried.contains("IMDS") && !tried.contains("container"), "{tried}");
+        assert!(
+            !tried.contains("IMDS") && !tried.contains("container"),
+            "{tried}"
+        );
     }
 
     #[test]
@@ -373,7 +384,10 @@ mod tests {
         let last = tried.attempts().last().expect("attempts");
         assert_eq!(last.source, Source::Container);
         assert!(tried.to_string().contains("connection refused"), "{tried}");
-        assert!(!tried.to_string().contains("IMDS"), "IMDS is not asked: {tried}");
+        assert!(
+            !tried.to_string().contains("IMDS"),
+            "IMDS is not asked: {tried}"
+        );
     }
 
     #[test]
@@ -400,7 +414,10 @@ mod tests {
         let tried = tried(off.poll_output());
         let sources: Vec<String> = tried.attempts().iter().map(|a| a.to_string()).collect();
         assert_eq!(sources.last().map(String::as_str), Some("IMDS (disabled)"));
-        assert!(sources.iter().any(|s| s.starts_with("container endpoint")), "{sources:?}");
+        assert!(
+            sources.iter().any(|s| s.starts_with("container endpoint")),
+            "{sources:?}"
+        );
     }
 
     fn chain_with_imds_off() -> CredentialChain {

@@ -21,11 +21,12 @@
 //!    [`NsmLimits::no_answer`] and leave the call running.
 //!
 //! Dropping a ticket (a caller cancelled while waiting, a call finished) updates the counts, so
-//! cancellation needs no care. Nothing here reads a clock or blocks: the mutex inside guards
-//! two counters and is never held across a call.
+//! cancellation needs no care. Nothing here reads a clock, blocks or locks: the two counts
+//! share one atomic word, so admission reads and changes them in one step.
 
 use std::fmt;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// The longest deadline [`NsmGate`] applies, whatever [`NsmLimits::deadline`] asks for.
@@ -114,13 +115,33 @@ impl fmt::Display for NsmUnavailable {
 
 impl std::error::Error for NsmUnavailable {}
 
-/// The counts behind [`NsmGate`].
+/// The counts behind [`NsmGate`], in one atomic word: calls on a worker (hung ones whose
+/// caller gave up included) in the high half, admitted callers not yet on a worker in the low.
 #[derive(Debug, Default)]
-struct Counts {
-    /// Admitted callers not yet on a worker.
-    waiting: usize,
-    /// Calls on a worker, including those whose caller gave up.
-    running: usize,
+struct Counts(AtomicU64);
+
+/// One call running, in [`Counts`].
+const RUNNING: u64 = 1 << 32;
+/// One caller waiting, in [`Counts`].
+const WAITING: u64 = 1;
+
+impl Counts {
+    /// (running, waiting).
+    fn read(&self) -> (usize, usize) {
+        split(self.0.load(Ordering::Acquire))
+    }
+
+    fn add(&self, delta: u64) {
+        self.0.fetch_add(delta, Ordering::AcqRel);
+    }
+
+    fn sub(&self, delta: u64) {
+        self.0.fetch_sub(delta, Ordering::AcqRel);
+    }
+}
+
+fn split(word: u64) -> (usize, usize) {
+    ((word >> 32) as usize, (word & 0xffff_ffff) as usize)
 }
 
 /// Admission to the NSM's workers: who may wait, until when, and how many are busy. Cheap to
@@ -128,7 +149,7 @@ struct Counts {
 #[derive(Clone, Debug)]
 pub struct NsmGate {
     limits: NsmLimits,
-    counts: Arc<Mutex<Counts>>,
+    counts: Arc<Counts>,
 }
 
 impl NsmGate {
@@ -153,12 +174,19 @@ impl NsmGate {
     /// beyond the free workers (a caller that a free worker will take at once does not count
     /// against the queue); refused with [`NsmUnavailable::Busy`] otherwise.
     pub fn admit(&self, now: Instant) -> Result<Waiting, NsmUnavailable> {
-        let mut counts = self.lock();
-        let free = self.limits.workers.saturating_sub(counts.running);
-        if counts.waiting >= self.limits.queue.saturating_add(free) {
+        let admitted = self
+            .counts
+            .0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |word| {
+                let (running, waiting) = split(word);
+                let free = self.limits.workers.saturating_sub(running);
+                // The queue fits in the low half: at most u32::MAX - 1 callers wait.
+                let room = self.limits.queue.saturating_add(free).min(u32::MAX as usize - 1);
+                (waiting < room).then_some(word + WAITING)
+            });
+        if admitted.is_err() {
             return Err(self.limits.busy());
         }
-        counts.waiting += 1;
         // An instant an hour ahead cannot overflow on a real clock; if it did, the caller
         // times out at once rather than never.
         let deadline = now.checked_add(self.limits.deadline).unwrap_or(now);
@@ -171,17 +199,12 @@ impl NsmGate {
 
     /// Callers admitted and not yet on a worker.
     pub fn waiting(&self) -> usize {
-        self.lock().waiting
+        self.counts.read().1
     }
 
     /// Calls on a worker, hung ones whose caller gave up included.
     pub fn running(&self) -> usize {
-        self.lock().running
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Counts> {
-        // Nothing panics while holding the lock; if something did, the counts are still valid.
-        self.counts.lock().unwrap_or_else(PoisonError::into_inner)
+        self.counts.read().0
     }
 }
 
@@ -208,11 +231,8 @@ impl Waiting {
     /// The caller got a worker: it leaves the queue and the call counts as running until the
     /// returned ticket drops (when the module has answered).
     pub fn start(mut self) -> Running {
-        {
-            let mut counts = self.gate.lock();
-            counts.waiting = counts.waiting.saturating_sub(1);
-            counts.running += 1;
-        }
+        // Leaves the queue and starts running in one step.
+        self.gate.counts.add(RUNNING - WAITING);
         self.left = true;
         Running {
             gate: self.gate.clone(),
@@ -230,8 +250,7 @@ impl Waiting {
 impl Drop for Waiting {
     fn drop(&mut self) {
         if !self.left {
-            let mut counts = self.gate.lock();
-            counts.waiting = counts.waiting.saturating_sub(1);
+            self.gate.counts.sub(WAITING);
         }
     }
 }
@@ -258,8 +277,7 @@ impl Running {
 
 impl Drop for Running {
     fn drop(&mut self) {
-        let mut counts = self.gate.lock();
-        counts.running = counts.running.saturating_sub(1);
+        self.gate.counts.sub(RUNNING);
     }
 }
 

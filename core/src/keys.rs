@@ -1,13 +1,13 @@
 //! The enclave's key pair and its attestation document, as policy: when to rotate the key,
 //! and when a document may be reused. The runtimes generate keys and call the NSM.
 
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::crypto::{Backend, RecipientKey};
+use crate::nsm::Nsm;
 use crate::nsm::gate::NsmLimits;
-use crate::nsm::{self, Nsm};
-use crate::session::{Attestation, AttestationFailure};
+use crate::session::Attestation;
 
 /// How long an attestation document may be reused, at most, whatever a caller asks for.
 ///
@@ -92,6 +92,55 @@ impl EnclaveKeys {
             self.document = Some((generation, document.to_vec(), now));
         }
     }
+
+    /// What an attestation for the current key needs at `now`: a document that may still be
+    /// reused, or a call to the NSM for the key named. A runtime asks this under its lock,
+    /// lets go of the lock while the NSM works, and reports with [`attested`](Self::attested).
+    pub fn plan_attestation(&self, now: Instant) -> AttestationPlan {
+        match self.reusable_document(now) {
+            Some(attestation) => AttestationPlan::Reuse(attestation),
+            None => AttestationPlan::Ask {
+                key: Arc::clone(&self.key),
+                generation: self.generation,
+            },
+        }
+    }
+
+    /// The NSM made `document` for `key` (of `generation`, as [`plan_attestation`] named it,
+    /// asked at `now`): the attestation to hand out, kept for reuse when reuse is on and the
+    /// key has not rotated since. A document for a rotated key still names that key.
+    ///
+    /// [`plan_attestation`]: Self::plan_attestation
+    pub fn attested(
+        &mut self,
+        key: Arc<RecipientKey>,
+        generation: u64,
+        document: Vec<u8>,
+        now: Instant,
+    ) -> Attestation {
+        self.store_document(generation, &document, now);
+        Attestation { key, document }
+    }
+
+    /// The current key's generation: 0 for the first key, one more at each rotation.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+}
+
+/// What [`EnclaveKeys::plan_attestation`] says an attestation needs.
+#[derive(Debug)]
+pub enum AttestationPlan {
+    /// This document may be handed out again.
+    Reuse(Attestation),
+    /// Ask the NSM for a document binding `key` ([`crate::nsm::attest`], on a thread that may
+    /// block), then report with [`EnclaveKeys::attested`].
+    Ask {
+        /// The key to attest.
+        key: Arc<RecipientKey>,
+        /// Its generation, for [`EnclaveKeys::attested`].
+        generation: u64,
+    },
 }
 
 /// What a runtime's key service is made of: the NSM, the key and document policy, and the
@@ -131,15 +180,9 @@ impl KeySettings {
         self.reuse_document_for > MAX_DOCUMENT_REUSE
     }
 
-    /// A store with these settings starting with `key` at `now`.
-    pub fn store(&self, key: RecipientKey, now: Instant) -> KeyStore {
-        KeyStore::new(
-            key,
-            Arc::clone(&self.nsm),
-            now,
-            self.rotate_every,
-            self.reuse_document_for,
-        )
+    /// Keys with these settings starting with `key` at `now`.
+    pub fn keys(&self, key: RecipientKey, now: Instant) -> EnclaveKeys {
+        EnclaveKeys::new(key, now, self.rotate_every, self.reuse_document_for)
     }
 }
 
@@ -151,92 +194,6 @@ impl std::fmt::Debug for KeySettings {
             .field("nsm_limits", &self.nsm_limits)
             .field("backend", &self.backend)
             .finish_non_exhaustive()
-    }
-}
-
-/// [`EnclaveKeys`] shared by every session, with the NSM that attests them.
-///
-/// [`KeyStore::attest`] blocks on the NSM (an ioctl on `/dev/nsm`): runtimes call it from a
-/// blocking thread (one of the workers [`crate::nsm::gate`] bounds). It performs no IO itself
-/// beyond calling the [`Nsm`] it was given, and never holds its lock while the NSM works: a
-/// hung module stalls only the calls waiting for it, never [`rotate`](Self::rotate),
-/// [`reusable`](Self::reusable) or [`current_key`](Self::current_key).
-pub struct KeyStore {
-    keys: Mutex<EnclaveKeys>,
-    nsm: Arc<dyn Nsm>,
-}
-
-impl std::fmt::Debug for KeyStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KeyStore").finish_non_exhaustive()
-    }
-}
-
-impl KeyStore {
-    /// A store starting with `key`; see [`EnclaveKeys::new`] for the policy arguments.
-    pub fn new(
-        key: RecipientKey,
-        nsm: Arc<dyn Nsm>,
-        now: Instant,
-        rotate_every: Option<Duration>,
-        reuse_document_for: Duration,
-    ) -> Self {
-        Self {
-            keys: Mutex::new(EnclaveKeys::new(key, now, rotate_every, reuse_document_for)),
-            nsm,
-        }
-    }
-
-    /// A document for the current key that may still be reused, if any. Never blocks on the
-    /// NSM: runtimes try this on their async thread before handing [`attest`](Self::attest)
-    /// to a blocking one.
-    pub fn reusable(&self, now: Instant) -> Option<Attestation> {
-        self.lock().reusable_document(now)
-    }
-
-    /// An attestation document for the current key: reused when allowed, else fresh from the
-    /// NSM (blocking, without the store's lock held). A document that comes back after the
-    /// key rotated is returned for the key it names, but not kept for reuse.
-    pub fn attest(&self, now: Instant) -> Result<Attestation, AttestationFailure> {
-        let (key, generation) = {
-            let keys = self.lock();
-            if let Some(cached) = keys.reusable_document(now) {
-                return Ok(cached);
-            }
-            keys.current()
-        };
-        let document = nsm::attest(self.nsm.as_ref(), key.public_key_der()).map_err(|e| {
-            AttestationFailure {
-                detail: e.to_string(),
-            }
-        })?;
-        self.lock().store_document(generation, &document, now);
-        Ok(Attestation { key, document })
-    }
-
-    /// When the key is due for rotation.
-    pub fn rotation_due(&self) -> Option<Instant> {
-        self.lock().rotation_due()
-    }
-
-    /// Installs a fresh key.
-    pub fn rotate(&self, key: RecipientKey, now: Instant) {
-        self.lock().rotate(key, now);
-    }
-
-    /// The current key.
-    pub fn current_key(&self) -> Arc<RecipientKey> {
-        self.lock().current().0
-    }
-
-    /// The current key's generation: 0 for the first key, one more at each rotation.
-    pub fn generation(&self) -> u64 {
-        self.lock().current().1
-    }
-
-    fn lock(&self) -> MutexGuard<'_, EnclaveKeys> {
-        // Nothing panics while holding the lock; if something did, the state is still valid.
-        self.keys.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -268,35 +225,49 @@ mod tests {
             .unwrap_or_else(|e| panic!("fixture key: {e}"))
     }
 
-    fn new_store(reuse: Duration, now: Instant) -> (KeyStore, Arc<CountingNsm>) {
-        let nsm = Arc::new(CountingNsm(AtomicU8::new(0)));
-        let store = KeyStore::new(
-            fixture_key(),
-            Arc::clone(&nsm) as Arc<dyn Nsm>,
-            now,
-            None,
-            reuse,
-        );
-        (store, nsm)
+    /// The NSM's part, as a runtime would do it off its lock: a document for what `keys`
+    /// plans at `now`, numbered by `nsm`.
+    fn attest(keys: &mut EnclaveKeys, nsm: &CountingNsm, now: Instant) -> Attestation {
+        match keys.plan_attestation(now) {
+            AttestationPlan::Reuse(attestation) => attestation,
+            AttestationPlan::Ask { key, generation } => {
+                let document =
+                    crate::nsm::attest(nsm, key.public_key_der()).unwrap_or_else(|e| panic!("{e}"));
+                keys.attested(key, generation, document, now)
+            }
+        }
     }
 
-    fn document(attestation: Option<Attestation>) -> Option<Vec<u8>> {
-        attestation.map(|a| a.document)
+    fn counting() -> CountingNsm {
+        CountingNsm(AtomicU8::new(0))
+    }
+
+    fn reusable(keys: &EnclaveKeys, now: Instant) -> Option<Vec<u8>> {
+        keys.reusable_document(now).map(|a| a.document)
     }
 
     #[test]
-    fn reusable_hands_out_the_stored_document_without_the_nsm() {
+    fn a_plan_reuses_the_stored_document_without_the_nsm() {
         let start = Instant::now();
-        let (store, nsm) = new_store(Duration::from_secs(60), start);
-        assert_eq!(document(store.reusable(start)), None, "nothing stored yet");
-        let first = store.attest(start).map(|a| a.document);
-        assert_eq!(first, Ok(vec![0x84, 1]));
+        let nsm = counting();
+        let mut keys = EnclaveKeys::new(fixture_key(), start, None, Duration::from_secs(60));
+        assert_eq!(reusable(&keys, start), None, "nothing stored yet");
+        assert_eq!(attest(&mut keys, &nsm, start).document, vec![0x84, 1]);
         let later = start + Duration::from_secs(59);
-        assert_eq!(document(store.reusable(later)), Some(vec![0x84, 1]));
+        assert_eq!(attest(&mut keys, &nsm, later).document, vec![0x84, 1]);
         assert_eq!(nsm.0.load(Ordering::SeqCst), 1, "reuse asked the NSM again");
         let expired = start + Duration::from_secs(60);
-        assert_eq!(document(store.reusable(expired)), None);
-        assert_eq!(store.attest(expired).map(|a| a.document), Ok(vec![0x84, 2]));
+        assert_eq!(reusable(&keys, expired), None);
+        assert_eq!(attest(&mut keys, &nsm, expired).document, vec![0x84, 2]);
+    }
+
+    #[test]
+    fn without_reuse_every_plan_asks_the_nsm() {
+        let start = Instant::now();
+        let nsm = counting();
+        let mut keys = EnclaveKeys::new(fixture_key(), start, None, Duration::ZERO);
+        assert_eq!(attest(&mut keys, &nsm, start).document, vec![0x84, 1]);
+        assert_eq!(attest(&mut keys, &nsm, start).document, vec![0x84, 2]);
     }
 
     #[test]
@@ -304,20 +275,14 @@ mod tests {
         let start = Instant::now();
         let day = Duration::from_secs(24 * 60 * 60);
         for rotate_every in [None, Some(day)] {
-            let nsm = Arc::new(CountingNsm(AtomicU8::new(0)));
-            let store = KeyStore::new(
-                fixture_key(),
-                Arc::clone(&nsm) as Arc<dyn Nsm>,
-                start,
-                rotate_every,
-                day,
-            );
-            assert_eq!(store.attest(start).map(|a| a.document), Ok(vec![0x84, 1]));
+            let nsm = counting();
+            let mut keys = EnclaveKeys::new(fixture_key(), start, rotate_every, day);
+            assert_eq!(attest(&mut keys, &nsm, start).document, vec![0x84, 1]);
             let just_inside = start + MAX_DOCUMENT_REUSE - Duration::from_millis(1);
-            assert_eq!(document(store.reusable(just_inside)), Some(vec![0x84, 1]));
+            assert_eq!(reusable(&keys, just_inside), Some(vec![0x84, 1]));
             let at_cap = start + MAX_DOCUMENT_REUSE;
-            assert_eq!(document(store.reusable(at_cap)), None, "{rotate_every:?}");
-            assert_eq!(store.attest(at_cap).map(|a| a.document), Ok(vec![0x84, 2]));
+            assert_eq!(reusable(&keys, at_cap), None, "{rotate_every:?}");
+            assert_eq!(attest(&mut keys, &nsm, at_cap).document, vec![0x84, 2]);
             assert_eq!(nsm.0.load(Ordering::SeqCst), 2);
         }
         let keys = EnclaveKeys::new(fixture_key(), start, None, Duration::MAX);
@@ -326,108 +291,46 @@ mod tests {
         assert_eq!(keys.reuse_document_for(), Duration::from_secs(60));
     }
 
-    /// Blocks in `process` until the test sends on the channel (or drops it).
-    struct HeldNsm {
-        entered: std::sync::mpsc::SyncSender<()>,
-        release: Mutex<std::sync::mpsc::Receiver<()>>,
-    }
-
-    impl Nsm for HeldNsm {
-        fn process(&self, _request: Request) -> Response {
-            let _ = self.entered.send(());
-            if let Ok(release) = self.release.lock() {
-                let _ = release.recv();
-            }
-            Response::Attestation {
-                document: vec![0x84],
-            }
+    #[test]
+    fn a_document_that_comes_back_after_a_rotation_names_the_old_key_and_is_not_kept() {
+        let start = Instant::now();
+        let mut keys = EnclaveKeys::new(fixture_key(), start, None, Duration::from_secs(60));
+        let AttestationPlan::Ask { key, generation } = keys.plan_attestation(start) else {
+            panic!("nothing to reuse yet");
+        };
+        // While the NSM works (the runtime holds no lock), the key rotates.
+        keys.rotate(fixture_key(), start);
+        assert_eq!(keys.generation(), 1);
+        let attestation = keys.attested(Arc::clone(&key), generation, vec![0x84], start);
+        assert!(
+            Arc::ptr_eq(&attestation.key, &key),
+            "names the key it binds"
+        );
+        assert!(!Arc::ptr_eq(&keys.current().0, &key));
+        assert_eq!(
+            reusable(&keys, start),
+            None,
+            "a document for the old key is not reused for the new one"
+        );
+        match keys.plan_attestation(start) {
+            AttestationPlan::Ask { generation, .. } => assert_eq!(generation, 1),
+            AttestationPlan::Reuse(_) => panic!("reused a document of the old key"),
         }
     }
 
     #[test]
-    fn rotation_does_not_wait_for_an_nsm_call_in_progress() {
-        use std::sync::mpsc;
-        let bound = Duration::from_secs(30);
-        let (entered_tx, entered) = mpsc::sync_channel(1);
-        let (release, release_rx) = mpsc::channel();
-        let nsm = Arc::new(HeldNsm {
-            entered: entered_tx,
-            release: Mutex::new(release_rx),
-        });
+    fn settings_build_keys_and_say_when_reuse_is_capped() {
         let start = Instant::now();
-        let store = Arc::new(KeyStore::new(
-            fixture_key(),
-            nsm,
-            start,
-            None,
-            Duration::from_secs(60),
-        ));
-        let first_key = store.current_key();
-        let attesting = {
-            let store = Arc::clone(&store);
-            std::thread::spawn(move || store.attest(start))
-        };
-        assert_eq!(
-            entered.recv_timeout(bound),
-            Ok(()),
-            "the NSM was not called"
-        );
-        // The NSM holds the attesting thread; rotating on another thread must still finish.
-        let (rotated_tx, rotated) = mpsc::channel();
-        let rotating = {
-            let store = Arc::clone(&store);
-            std::thread::spawn(move || {
-                store.rotate(fixture_key(), start);
-                let _ = rotated_tx.send((store.generation(), store.reusable(start).is_none()));
-            })
-        };
-        let outcome = rotated.recv_timeout(bound);
-        let _ = release.send(());
-        assert_eq!(outcome, Ok((1, true)), "rotation waited for the NSM");
-        let attested = attesting.join().map_err(|_| "attesting thread panicked");
-        let attested = attested.and_then(|a| a.map_err(|_| "attestation failed"));
-        let attested = attested.unwrap_or_else(|e| panic!("{e}"));
-        assert!(
-            Arc::ptr_eq(&attested.key, &first_key),
-            "document names the old key"
-        );
-        assert!(!Arc::ptr_eq(&store.current_key(), &first_key));
-        assert_eq!(
-            document(store.reusable(start)),
-            None,
-            "a document for the old key is not reused for the new one"
-        );
-        assert!(rotating.join().is_ok());
-    }
-
-    #[test]
-    fn settings_build_stores_and_say_when_reuse_is_capped() {
-        let start = Instant::now();
-        let nsm: Arc<dyn Nsm> = Arc::new(CountingNsm(AtomicU8::new(0)));
+        let nsm: Arc<dyn Nsm> = Arc::new(counting());
         let hour = Duration::from_secs(3600);
         let settings = KeySettings::new(Arc::clone(&nsm), Some(hour), MAX_DOCUMENT_REUSE);
         assert_eq!(settings.nsm_limits, NsmLimits::DEFAULT);
         assert!(!settings.reuse_capped());
-        let store = settings.store(fixture_key(), start);
-        assert_eq!(store.rotation_due(), Some(start + hour));
-        assert_eq!(store.attest(start).map(|a| a.document), Ok(vec![0x84, 1]));
-        let just_inside = start + MAX_DOCUMENT_REUSE - Duration::from_millis(1);
-        assert!(store.reusable(just_inside).is_some());
+        let keys = settings.keys(fixture_key(), start);
+        assert_eq!(keys.rotation_due(), Some(start + hour));
+        assert_eq!(keys.reuse_document_for(), MAX_DOCUMENT_REUSE);
         let more = KeySettings::new(nsm, None, MAX_DOCUMENT_REUSE + Duration::from_secs(1));
         assert!(more.reuse_capped());
         assert!(!format!("{more:?}").contains("CountingNsm"));
-    }
-
-    #[test]
-    fn reusable_is_empty_when_reuse_is_off_or_the_key_rotated() {
-        let start = Instant::now();
-        let (store, _) = new_store(Duration::ZERO, start);
-        assert!(store.attest(start).is_ok());
-        assert_eq!(document(store.reusable(start)), None);
-
-        let (store, _) = new_store(Duration::from_secs(60), start);
-        assert!(store.attest(start).is_ok());
-        store.rotate(fixture_key(), start);
-        assert_eq!(document(store.reusable(start)), None);
     }
 }

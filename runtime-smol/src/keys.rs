@@ -2,12 +2,12 @@
 //! ([`RecipientKey::generate`] on the blocking pool), rotation, and attestation through the
 //! bounded [`NsmWorkers`].
 
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use kmstool_core::crypto::{Backend, RecipientKey};
-use kmstool_core::keys::{KeySettings, KeyStore, MAX_DOCUMENT_REUSE};
-use kmstool_core::nsm::Nsm;
+use kmstool_core::keys::{AttestationPlan, EnclaveKeys, KeySettings, MAX_DOCUMENT_REUSE};
+use kmstool_core::nsm::{self, Nsm};
 use kmstool_core::session::{Attestation, AttestationFailure};
 use smol::Timer;
 use smol::lock::OnceCell;
@@ -26,7 +26,9 @@ const RETRY_AFTER_FAILED_ROTATION: Duration = Duration::from_secs(60);
 pub struct KeyService {
     settings: KeySettings,
     workers: NsmWorkers,
-    store: OnceCell<Arc<KeyStore>>,
+    /// Core's key policy behind a lock held only for short, non-blocking uses; set once the
+    /// first key exists.
+    keys: OnceCell<Mutex<EnclaveKeys>>,
 }
 
 impl KeyService {
@@ -50,23 +52,36 @@ impl KeyService {
             tracing::warn!(asked_secs, max_secs, "document reuse capped at the maximum");
         }
         let workers = NsmWorkers::new(settings.nsm_limits);
-        let store = OnceCell::new();
         Arc::new(Self {
             settings,
             workers,
-            store,
+            keys: OnceCell::new(),
         })
     }
 
-    /// The key store: at once when the first key exists; else after generating it (on the
-    /// blocking pool) or waiting for the generation in progress. A caller after a failed
-    /// generation tries again.
-    pub async fn store(&self) -> Result<&Arc<KeyStore>, String> {
+    /// Done at once when the first key exists; else after generating it (on the blocking
+    /// pool) or waiting for the generation in progress. A caller after a failed generation
+    /// tries again.
+    pub async fn store(&self) -> Result<(), String> {
+        self.keys().await.map(|_| ())
+    }
+
+    async fn keys(&self) -> Result<&Mutex<EnclaveKeys>, String> {
         let first = || async {
             let key = generate(self.settings.backend).await?;
-            Ok(Arc::new(self.settings.store(key, Instant::now())))
+            Ok(Mutex::new(self.settings.keys(key, Instant::now())))
         };
-        self.store.get_or_try_init(first).await
+        self.keys.get_or_try_init(first).await
+    }
+
+    /// The current key, if the first one exists.
+    pub fn current_key(&self) -> Option<Arc<RecipientKey>> {
+        Some(locked(self.keys.get()?).current().0)
+    }
+
+    /// How many times the key rotated, if the first one exists.
+    pub fn generation(&self) -> Option<u64> {
+        Some(locked(self.keys.get()?).generation())
     }
 
     /// The workers NSM calls run on: their limits, and how many calls run and wait.
@@ -74,23 +89,30 @@ impl KeyService {
         &self.workers
     }
 
-    /// A document for the current key ([`KeyStore::attest`]) once the key exists: a reusable
-    /// one at once, else the NSM's answer through [`NsmWorkers::run`] (refused when its queue
-    /// is full, an error at the deadline).
+    /// A document for the current key once the key exists: a reusable one at once, else the
+    /// NSM's answer through [`NsmWorkers::run`] (refused when its queue is full, an error at
+    /// the deadline), with no lock held while the module works.
     pub async fn attest(&self) -> Result<Attestation, AttestationFailure> {
-        let no_key = |detail| AttestationFailure {
-            detail: format!("no enclave key: {detail}"),
-        };
-        let store = Arc::clone(self.store().await.map_err(no_key)?);
+        let failure = |detail: String| AttestationFailure { detail };
+        let keys = self
+            .keys()
+            .await
+            .map_err(|detail| failure(format!("no enclave key: {detail}")))?;
         let at = Instant::now();
-        match store.reusable(at) {
-            Some(reused) => Ok(reused),
-            None => match self.workers.run(move || store.attest(at)).await {
-                Ok(attested) => attested,
-                Err(unavailable) => Err(AttestationFailure {
-                    detail: unavailable.to_string(),
-                }),
-            },
+        let (key, generation) = match locked(keys).plan_attestation(at) {
+            AttestationPlan::Reuse(reused) => return Ok(reused),
+            AttestationPlan::Ask { key, generation } => (key, generation),
+        };
+        let nsm = Arc::clone(&self.settings.nsm);
+        let der = Arc::clone(&key);
+        match self
+            .workers
+            .run(move || nsm::attest(nsm.as_ref(), der.public_key_der()))
+            .await
+        {
+            Ok(Ok(document)) => Ok(locked(keys).attested(key, generation, document, at)),
+            Ok(Err(error)) => Err(failure(error.to_string())),
+            Err(unavailable) => Err(failure(unavailable.to_string())),
         }
     }
 
@@ -113,20 +135,33 @@ async fn rotate(service: Weak<KeyService>, backend: Backend) {
         tracing::error!(%error, "generating the enclave key failed");
         return;
     }
-    let store = || service.upgrade().and_then(|s| s.store.get().cloned());
-    while let Some(due) = store().and_then(|store| store.rotation_due()) {
-        Timer::at(due).await;
-        let Some(current) = store() else { break };
-        let Err(error) = generate(backend)
-            .await
-            .map(|key| current.rotate(key, Instant::now()))
-        else {
-            tracing::info!(generation = current.generation(), "enclave key rotated");
+    let due = || {
+        let service = service.upgrade()?;
+        locked(service.keys.get()?).rotation_due()
+    };
+    while let Some(at) = due() {
+        Timer::at(at).await;
+        let made = generate(backend).await;
+        let Some(service) = service.upgrade() else {
+            break;
+        };
+        let Some(keys) = service.keys.get() else {
+            break;
+        };
+        let Err(error) = made.map(|key| locked(keys).rotate(key, Instant::now())) else {
+            let generation = locked(keys).generation();
+            tracing::info!(generation, "enclave key rotated");
             continue;
         };
         tracing::error!(%error, "enclave key rotation failed; retrying in 60 s");
         Timer::after(RETRY_AFTER_FAILED_ROTATION).await;
     }
+}
+
+/// The keys, locked for one short use (poisoning cannot leave them inconsistent: nothing
+/// panics under the lock).
+fn locked(keys: &Mutex<EnclaveKeys>) -> MutexGuard<'_, EnclaveKeys> {
+    keys.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// A new key in the default backend, made on the blocking pool.
@@ -137,7 +172,7 @@ async fn generate(backend: Backend) -> Result<RecipientKey, String> {
 
 impl std::fmt::Debug for KeyService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let ready = self.store.is_initialized();
+        let ready = self.keys.is_initialized();
         f.debug_struct("KeyService")
             .field("settings", &self.settings)
             .field("key_ready", &ready)

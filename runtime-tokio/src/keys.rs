@@ -4,11 +4,11 @@
 //!
 //! `runtime-smol` offers the same [`KeyService`] API on smol.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use kmstool_core::crypto::{Backend, RecipientKey};
-use kmstool_core::keys::{KeySettings, KeyStore, MAX_DOCUMENT_REUSE};
+use kmstool_core::keys::{AttestationPlan, EnclaveKeys, KeySettings, MAX_DOCUMENT_REUSE};
 use kmstool_core::nsm::Nsm;
 use kmstool_core::session::{Attestation, AttestationFailure};
 use tokio::sync::OnceCell;
@@ -29,7 +29,9 @@ const ROTATION_RETRY: Duration = Duration::from_secs(60);
 /// Calls to the NSM go through [`NsmWorkers`] (within [`KeySettings::nsm_limits`]): a hung module costs a caller at most the
 /// deadline and the server at most `workers` threads. Rotation never waits for the NSM.
 pub struct KeyService {
-    store: OnceCell<Arc<KeyStore>>,
+    /// Core's key policy, behind this runtime's lock (never held across an await or an NSM
+    /// call); set once the first key exists.
+    keys: OnceCell<Mutex<EnclaveKeys>>,
     settings: KeySettings,
     workers: NsmWorkers,
 }
@@ -37,7 +39,7 @@ pub struct KeyService {
 impl std::fmt::Debug for KeyService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KeyService")
-            .field("key_ready", &self.store.initialized())
+            .field("key_ready", &self.keys.initialized())
             .field("settings", &self.settings)
             .finish_non_exhaustive()
     }
@@ -67,17 +69,21 @@ impl KeyService {
             );
         }
         Arc::new(Self {
-            store: OnceCell::new(),
+            keys: OnceCell::new(),
             workers: NsmWorkers::new(settings.nsm_limits),
             settings,
         })
     }
 
-    /// The key store, once the first key exists: generates it (on a blocking thread) if no
-    /// one has yet, or waits for the generation under way. A failed generation is tried again
-    /// by the next caller.
-    pub async fn store(&self) -> Result<&Arc<KeyStore>, String> {
-        self.store
+    /// Returns once the first key exists: generates it (on a blocking thread) if no one has
+    /// yet, or waits for the generation under way. A failed generation is tried again by the
+    /// next caller.
+    pub async fn store(&self) -> Result<(), String> {
+        self.ready().await.map(|_| ())
+    }
+
+    async fn ready(&self) -> Result<&Mutex<EnclaveKeys>, String> {
+        self.keys
             .get_or_try_init(|| async {
                 let started = Instant::now();
                 let key = generate(self.settings.backend).await?;
@@ -85,9 +91,19 @@ impl KeyService {
                     ms = started.elapsed().as_millis() as u64,
                     "enclave key generated"
                 );
-                Ok(Arc::new(self.settings.store(key, now())))
+                Ok(Mutex::new(self.settings.keys(key, now())))
             })
             .await
+    }
+
+    /// The current key, once the first exists.
+    pub fn current_key(&self) -> Option<Arc<RecipientKey>> {
+        self.keys.get().map(|keys| lock(keys).current().0)
+    }
+
+    /// The current key's generation (0 for the first key), once the first exists.
+    pub fn generation(&self) -> Option<u64> {
+        self.keys.get().map(|keys| lock(keys).generation())
     }
 
     /// The workers NSM calls run on: their limits, and how many calls run and wait.
@@ -95,27 +111,30 @@ impl KeyService {
         &self.workers
     }
 
-    /// An attestation document for the current key (see [`KeyStore::attest`]), once the key
-    /// exists. A reusable document comes back at once; a call to the NSM goes to the bounded
-    /// workers, and fails when they are busy or the deadline passes (see [`NsmWorkers::run`]).
+    /// An attestation document for the current key, once the key exists. A reusable
+    /// document comes back at once; a call to the NSM goes to the bounded workers, and fails
+    /// when they are busy or the deadline passes (see [`NsmWorkers::run`]). The lock is not
+    /// held while the NSM works, so a hung module never stalls rotation or reuse.
     pub async fn attest(&self) -> Result<Attestation, AttestationFailure> {
-        let store = match self.store.get() {
-            Some(store) => store,
-            None => self.store().await.map_err(|detail| AttestationFailure {
-                detail: format!("no enclave key: {detail}"),
-            })?,
-        };
+        let keys = self.ready().await.map_err(|detail| AttestationFailure {
+            detail: format!("no enclave key: {detail}"),
+        })?;
         let at = now();
-        if let Some(reused) = store.reusable(at) {
-            return Ok(reused);
-        }
-        let store = Arc::clone(store);
-        self.workers
-            .run(move || store.attest(at))
-            .await
-            .map_err(|e| AttestationFailure {
-                detail: e.to_string(),
-            })?
+        let (key, generation) = match lock(keys).plan_attestation(at) {
+            AttestationPlan::Reuse(attestation) => return Ok(attestation),
+            AttestationPlan::Ask { key, generation } => (key, generation),
+        };
+        let nsm = Arc::clone(&self.settings.nsm);
+        let subject = Arc::clone(&key);
+        let made = self
+            .workers
+            .run(move || kmstool_core::nsm::attest(nsm.as_ref(), subject.public_key_der()))
+            .await;
+        let failed = |detail: String| AttestationFailure { detail };
+        let document = made
+            .map_err(|e| failed(e.to_string()))?
+            .map_err(|e| failed(e.to_string()))?;
+        Ok(lock(keys).attested(key, generation, document, at))
     }
 
     /// Generates the first key if no one has asked for it yet, then rotates it whenever it is
@@ -136,18 +155,23 @@ impl KeyService {
                 // Only a weak reference across the sleep: the key goes when the service does.
                 let due = weak
                     .upgrade()
-                    .and_then(|service| service.store.get()?.rotation_due());
+                    .and_then(|service| lock(service.keys.get()?).rotation_due());
                 let Some(due) = due else {
                     return;
                 };
                 tokio::time::sleep_until(due.into()).await;
-                let Some(store) = weak.upgrade().and_then(|s| s.store.get().cloned()) else {
+                let generated = generate(backend).await;
+                let Some(service) = weak.upgrade() else {
                     return;
                 };
-                match generate(backend).await {
+                let Some(keys) = service.keys.get() else {
+                    return;
+                };
+                match generated {
                     Ok(key) => {
-                        store.rotate(key, now());
-                        tracing::info!(generation = store.generation(), "enclave key rotated");
+                        let mut keys = lock(keys);
+                        keys.rotate(key, now());
+                        tracing::info!(generation = keys.generation(), "enclave key rotated");
                     }
                     Err(error) => {
                         tracing::error!(%error, "enclave key rotation failed; retrying in 60 s");
@@ -165,6 +189,12 @@ async fn generate(backend: Backend) -> Result<RecipientKey, String> {
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())
+}
+
+/// The keys, locked for one short use.
+fn lock(keys: &Mutex<EnclaveKeys>) -> MutexGuard<'_, EnclaveKeys> {
+    // Nothing panics while holding the lock; the keys stay consistent if something did.
+    keys.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn now() -> std::time::Instant {

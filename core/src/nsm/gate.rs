@@ -181,7 +181,11 @@ impl NsmGate {
                 let (running, waiting) = split(word);
                 let free = self.limits.workers.saturating_sub(running);
                 // The queue fits in the low half: at most u32::MAX - 1 callers wait.
-                let room = self.limits.queue.saturating_add(free).min(u32::MAX as usize - 1);
+                let room = self
+                    .limits
+                    .queue
+                    .saturating_add(free)
+                    .min(u32::MAX as usize - 1);
                 (waiting < room).then_some(word + WAITING)
             });
         if admitted.is_err() {

@@ -1,5 +1,5 @@
 //! Writes the recorded KMS HTTP responses in `tests/fixtures/kms/` (run with
-//! `KMSTOOL_REGENERATE=1 cargo test -p kmstool-core --test kms_fixtures_gen -- --ignored`).
+//! `KMSTOOL_REGENERATE=1 cargo test -p kmstool-core --test it kms_fixtures_gen -- --ignored`).
 //!
 //! `decrypt-ok.http` wraps the real KMS capture `real-kms-decrypt-with-key.ber` from
 //! the repository's fixtures/kms/ unchanged. The GenerateDataKey and GenerateRandom successes carry

@@ -1,9 +1,7 @@
 //! The crypto backends under the CMS unwrap: AES-256-CBC, RSA-OAEP-SHA256, key loading.
 #![cfg(any(feature = "aws-lc", feature = "rustcrypto"))]
 
-mod cms_common;
-
-use cms_common::*;
+use crate::cms_common::*;
 use kmstool_core::crypto::{
     Backend, CryptoError, KeyError, RecipientKey, aes256_cbc_decrypt, aes256_cbc_encrypt,
 };

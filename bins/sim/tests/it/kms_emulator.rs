@@ -1,8 +1,6 @@
 //! The KMS emulator over real HTTPS on 127.0.0.1: requests signed with core's SigV4, answers
 //! checked against KMS's shapes, CiphertextForRecipient checked against real KMS captures.
 
-mod kms_client;
-
 use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
@@ -12,7 +10,7 @@ use kmstool_core::secret::{Credentials, SecretString};
 use kmstool_sim::kms::{Faults, SimCredentials};
 use serde_json::{Value, json};
 
-use kms_client::*;
+use crate::kms_client::*;
 
 #[tokio::test]
 async fn key_management_operations() {

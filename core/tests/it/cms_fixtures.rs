@@ -2,9 +2,7 @@
 //! byte for byte.
 #![cfg(any(feature = "aws-lc", feature = "rustcrypto"))]
 
-mod cms_common;
-
-use cms_common::*;
+use crate::cms_common::*;
 use kmstool_core::cms::{self, Layout};
 use kmstool_core::crypto::{Backend, RecipientKey};
 

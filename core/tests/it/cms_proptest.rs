@@ -2,11 +2,9 @@
 //! whatever `build_encrypted`/`build` writes parses and unwraps back.
 #![cfg(any(feature = "aws-lc", feature = "rustcrypto"))]
 
-mod cms_common;
-
 use std::sync::OnceLock;
 
-use cms_common::*;
+use crate::cms_common::*;
 use kmstool_core::cms::{self, Layout};
 use kmstool_core::crypto::{Backend, RecipientKey};
 use proptest::prelude::*;

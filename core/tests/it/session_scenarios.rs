@@ -2,8 +2,6 @@
 //! (tests/fixtures/kms/, one of them wrapping the real KMS capture), asserting the exact
 //! sequence of outputs.
 
-mod cms_common;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
@@ -993,7 +991,7 @@ fn client_bytes_for(command: &[u8], answer: &[u8]) -> (Vec<u8>, Vec<String>) {
 
 #[test]
 fn every_cms_failure_gets_the_same_reply_bytes() {
-    use cms_common::*;
+    use crate::cms_common::*;
     let capture = keyed_capture();
     // Each corruption fails in a different place: parse, key id, RSA-OAEP, AES padding.
     let corrupted: [(&str, Vec<u8>); 7] = [

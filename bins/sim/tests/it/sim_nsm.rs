@@ -1,10 +1,8 @@
 //! The simulated NSM: requests, registers, the state directory, and documents shaped like
 //! real ones.
 
-mod common;
-
 use ciborium::value::Value;
-use common::*;
+use crate::common::*;
 use kmstool_core::attestation::{AttestationDocument, PROTECTED_HEADER_ES384};
 use kmstool_core::nsm::{
     self, Digest, ErrorCode, Nsm, NsmError, NsmErrorCode, PcrState, Request, Response,

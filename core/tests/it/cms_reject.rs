@@ -2,9 +2,7 @@
 //! real captures changed in one place, or messages built with `build_encrypted`.
 #![cfg(any(feature = "aws-lc", feature = "rustcrypto"))]
 
-mod cms_common;
-
-use cms_common::*;
+use crate::cms_common::*;
 use der::asn1::ObjectIdentifier;
 use kmstool_core::cms::{self, CmsError, Layout, MAX_CIPHERTEXT_LEN};
 use kmstool_core::crypto::{Backend, CryptoError};

@@ -1,8 +1,6 @@
 //! The KMS emulator checking real attestation documents the way KMS does: against the
 //! simulated NSM's Nitro-shaped PKI, at the emulator's current time, with the PCR0 condition.
 
-mod kms_client;
-
 use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
@@ -11,7 +9,7 @@ use kmstool_sim::kms::{KmsConfig, KmsHandle};
 use kmstool_sim::nsm::{SimConfig, SimNsm, system_clock};
 use serde_json::{Value, json};
 
-use kms_client::*;
+use crate::kms_client::*;
 
 const PCR0: [u8; 48] = [0xa0; 48];
 

@@ -1,8 +1,6 @@
 //! The verifier on real Nitro documents and on simulated ones.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use kmstool_core::attestation::{AttestationDocument, AttestationError};
 use kmstool_sim::nsm::SimConfig;
 use kmstool_sim::verify::{ChainMemory, VerifyError, VerifyTime, verify, verify_remembering};

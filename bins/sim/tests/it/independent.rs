@@ -4,12 +4,10 @@
 //! document's time. That the simulator's documents pass the same checks
 //! under the sim root as real ones under the AWS root is the evidence that they are realistic.
 
-mod common;
-
 use aws_nitro_enclaves_cose::CoseSign1;
 use aws_nitro_enclaves_cose::crypto::Openssl;
 use aws_nitro_enclaves_nsm_api::api::AttestationDoc;
-use common::*;
+use crate::common::*;
 use kmstool_sim::nsm::{SimConfig, SimNsm};
 use openssl::stack::Stack;
 use openssl::x509::store::X509StoreBuilder;

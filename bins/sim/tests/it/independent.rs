@@ -4,10 +4,11 @@
 //! document's time. That the simulator's documents pass the same checks
 //! under the sim root as real ones under the AWS root is the evidence that they are realistic.
 
+use crate::clock::*;
+use crate::fixtures::*;
 use aws_nitro_enclaves_cose::CoseSign1;
 use aws_nitro_enclaves_cose::crypto::Openssl;
 use aws_nitro_enclaves_nsm_api::api::AttestationDoc;
-use crate::common::*;
 use kmstool_sim::nsm::{SimConfig, SimNsm};
 use openssl::stack::Stack;
 use openssl::x509::store::X509StoreBuilder;

@@ -9,7 +9,7 @@ use kmstool_sim::kms::{KmsConfig, KmsHandle};
 use kmstool_sim::nsm::{SimConfig, SimNsm, system_clock};
 use serde_json::{Value, json};
 
-use crate::kms_client::*;
+use crate::emulator::*;
 
 const PCR0: [u8; 48] = [0xa0; 48];
 

@@ -10,7 +10,7 @@ use kmstool_core::secret::{Credentials, SecretString};
 use kmstool_sim::kms::{Faults, SimCredentials};
 use serde_json::{Value, json};
 
-use crate::kms_client::*;
+use crate::emulator::*;
 
 #[tokio::test]
 async fn key_management_operations() {
@@ -491,7 +491,7 @@ async fn protocol_errors_are_kms_shaped() {
     assert_eq!(reply.status, 400);
     assert_eq!(reply.header("Connection"), Some("close"));
     assert!(
-        c.send(b"POST / HTTP/1.1\r\n\r\n").await.is_none(),
+        c.send(b"POST / HTTP/1.1\r\n\r\n").await.is_err(),
         "closed after a bad request"
     );
     kms.shutdown().await;
@@ -537,10 +537,7 @@ async fn faults_behave_as_configured() {
     );
 
     let mut c = connect(&kms).await;
-    assert!(
-        c.send(&request).await.is_none(),
-        "dropped without an answer"
-    );
+    assert!(c.send(&request).await.is_err(), "dropped without an answer");
     let mut c = connect(&kms).await;
     for _ in 0..2 {
         let reply = c.send(&request).await.expect("answer");
@@ -577,7 +574,7 @@ async fn connection_close_is_honoured() {
     assert_eq!(reply.status, 200);
     assert_eq!(reply.header("Connection"), Some("close"));
     assert!(
-        c.send(text.as_bytes()).await.is_none(),
+        c.send(text.as_bytes()).await.is_err(),
         "the server closed the connection"
     );
     kms.shutdown().await;

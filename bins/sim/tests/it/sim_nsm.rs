@@ -1,8 +1,9 @@
 //! The simulated NSM: requests, registers, the state directory, and documents shaped like
 //! real ones.
 
+use crate::clock::*;
+use crate::fixtures::*;
 use ciborium::value::Value;
-use crate::common::*;
 use kmstool_core::attestation::{AttestationDocument, PROTECTED_HEADER_ES384};
 use kmstool_core::nsm::{
     self, Digest, ErrorCode, Nsm, NsmError, NsmErrorCode, PcrState, Request, Response,

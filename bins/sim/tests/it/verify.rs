@@ -1,6 +1,7 @@
 //! The verifier on real Nitro documents and on simulated ones.
 
-use crate::common::*;
+use crate::clock::*;
+use crate::fixtures::*;
 use kmstool_core::attestation::{AttestationDocument, AttestationError};
 use kmstool_sim::nsm::SimConfig;
 use kmstool_sim::verify::{ChainMemory, VerifyError, VerifyTime, verify, verify_remembering};

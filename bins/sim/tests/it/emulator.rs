@@ -1,4 +1,5 @@
-//! HTTPS client, SigV4-signed requests and a test enclave for the KMS emulator tests.
+//! The KMS emulator as the emulator tests run it: its configuration and credentials, a stand-in
+//! attestation verifier and enclave, and signed calls through `kmstool_sim::kms_client`.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -12,15 +13,11 @@ use base64::engine::general_purpose::STANDARD;
 use kmstool_core::cms;
 use kmstool_core::crypto::{Backend, RecipientKey};
 use kmstool_core::secret::{Credentials, SecretString};
-use kmstool_core::sigv4::{SigningInput, sign};
 use kmstool_sim::kms::{
     AttestationVerifier, AttestedRecipient, KmsConfig, KmsEmulator, KmsHandle, SimCredentials,
 };
+use kmstool_sim::kms_client::{KmsClient, Reply, signed_request};
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
-use tokio_rustls::client::TlsStream;
 
 pub const REGION: &str = "us-east-1";
 pub const HOST: &str = "kms.us-east-1.amazonaws.com";
@@ -124,33 +121,22 @@ pub async fn start(config: KmsConfig) -> KmsHandle {
     KmsEmulator::start(config).await.expect("start")
 }
 
-#[derive(Debug)]
-pub struct Reply {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
+/// Checks of a KMS answer.
+pub trait ReplyChecks {
+    /// The base64 member `member` of the JSON body, decoded; panics when there is none.
+    fn blob(&self, member: &str) -> Vec<u8>;
+    /// Asserts a KMS error: status, `__type`, the `x-amzn-ErrorType` header.
+    fn assert_error(&self, status: u16, error_type: &str);
 }
 
-impl Reply {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).expect("JSON body")
-    }
-
-    pub fn blob(&self, member: &str) -> Vec<u8> {
+impl ReplyChecks for Reply {
+    fn blob(&self, member: &str) -> Vec<u8> {
         let json = self.json();
         let text = json[member].as_str().expect(member);
         STANDARD.decode(text).expect("base64")
     }
 
-    /// Asserts a KMS error: status, `__type`, the `x-amzn-ErrorType` header.
-    pub fn assert_error(&self, status: u16, error_type: &str) {
+    fn assert_error(&self, status: u16, error_type: &str) {
         assert_eq!(
             self.status,
             status,
@@ -161,95 +147,39 @@ impl Reply {
         let header = self.header("x-amzn-ErrorType").expect("x-amzn-ErrorType");
         assert_eq!(header, error_type.rsplit('#').next().unwrap_or(error_type));
     }
-
-    pub fn message(&self) -> String {
-        let json = self.json();
-        json["message"]
-            .as_str()
-            .or(json["Message"].as_str())
-            .unwrap_or_default()
-            .to_owned()
-    }
 }
 
-pub struct Client {
-    pub stream: TlsStream<TcpStream>,
-    pub buf: Vec<u8>,
+/// A connection to `kms` expecting a certificate for `server_name`.
+pub async fn connect_as(kms: &KmsHandle, server_name: &str) -> anyhow::Result<KmsClient> {
+    KmsClient::connect(kms.local_addr(), kms.ca_pem().as_bytes(), server_name).await
 }
 
-pub async fn connect_as(kms: &KmsHandle, server_name: &str) -> std::io::Result<Client> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(rustls::pki_types::CertificateDer::from(
-            kms.ca_der().to_vec(),
-        ))
-        .expect("CA");
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let tcp = TcpStream::connect(kms.local_addr()).await?;
-    let name = rustls::pki_types::ServerName::try_from(server_name.to_owned()).expect("name");
-    let stream = TlsConnector::from(Arc::new(tls)).connect(name, tcp).await?;
-    Ok(Client {
-        stream,
-        buf: Vec::new(),
-    })
-}
-
-pub async fn connect(kms: &KmsHandle) -> Client {
+/// A connection to `kms` as `kms.us-east-1.amazonaws.com`.
+pub async fn connect(kms: &KmsHandle) -> KmsClient {
     connect_as(kms, HOST).await.expect("connect")
 }
 
-impl Client {
-    /// Sends raw bytes and reads one answer; `None` when the server closed without one.
-    pub async fn send(&mut self, request: &[u8]) -> Option<Reply> {
-        self.stream.write_all(request).await.ok()?;
-        loop {
-            let mut headers = [httparse::EMPTY_HEADER; 32];
-            let mut parsed = httparse::Response::new(&mut headers);
-            if let Ok(httparse::Status::Complete(head)) = parsed.parse(&self.buf) {
-                let headers: Vec<(String, String)> = parsed
-                    .headers
-                    .iter()
-                    .map(|h| {
-                        let value = String::from_utf8_lossy(h.value).into_owned();
-                        (h.name.to_owned(), value)
-                    })
-                    .collect();
-                let status = parsed.code.expect("status");
-                let length: usize = headers
-                    .iter()
-                    .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
-                    .and_then(|(_, v)| v.parse().ok())
-                    .expect("Content-Length");
-                if self.buf.len() >= head + length {
-                    let body = self.buf[head..head + length].to_vec();
-                    self.buf.drain(..head + length);
-                    return Some(Reply {
-                        status,
-                        headers,
-                        body,
-                    });
-                }
-            }
-            let mut chunk = [0u8; 4096];
-            match self.stream.read(&mut chunk).await {
-                Ok(0) | Err(_) => return None,
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-            }
-        }
-    }
+/// Signed calls on a connection.
+pub trait Calls {
+    /// Calls `op` with `body`, signed now with [`long_term`] credentials.
+    async fn call(&mut self, op: &str, body: &Value) -> Reply;
+    /// Calls `op` with `body`, signed with `creds` at `t`.
+    async fn call_as(
+        &mut self,
+        op: &str,
+        body: &Value,
+        creds: &Credentials,
+        t: SystemTime,
+    ) -> Reply;
+}
 
-    pub async fn call(&mut self, op: &str, body: &Value) -> Reply {
+impl Calls for KmsClient {
+    async fn call(&mut self, op: &str, body: &Value) -> Reply {
         self.call_as(op, body, &long_term(), SystemTime::now())
             .await
     }
 
-    pub async fn call_as(
+    async fn call_as(
         &mut self,
         op: &str,
         body: &Value,
@@ -261,7 +191,7 @@ impl Client {
     }
 }
 
-/// A KMS request signed with core's SigV4, headers as the AWS SDKs send them.
+/// A KMS request for [`HOST`] signed in `region`, as the enclave signs them.
 pub fn signed(
     op: &str,
     body: &[u8],
@@ -269,37 +199,7 @@ pub fn signed(
     region: &str,
     time: SystemTime,
 ) -> Vec<u8> {
-    let target = format!("TrentService.{op}");
-    let headers = [
-        ("Content-Type", "application/x-amz-json-1.1"),
-        ("Host", HOST),
-        ("X-Amz-Target", target.as_str()),
-    ];
-    let signature = sign(&SigningInput {
-        method: "POST",
-        path: "/",
-        query: "",
-        headers: &headers,
-        body,
-        credentials: creds,
-        region,
-        service: "kms",
-        time,
-    });
-    let mut head = format!(
-        "POST / HTTP/1.1\r\nHost: {HOST}\r\nContent-Type: application/x-amz-json-1.1\r\n\
-         X-Amz-Target: {target}\r\nX-Amz-Date: {}\r\n",
-        signature.x_amz_date
-    );
-    if let Some(token) = &creds.session_token {
-        head.push_str(&format!("X-Amz-Security-Token: {}\r\n", token.expose()));
-    }
-    head.push_str(&format!(
-        "Authorization: {}\r\nContent-Length: {}\r\n\r\n",
-        signature.authorization,
-        body.len()
-    ));
-    [head.as_bytes(), body].concat()
+    signed_request(HOST, region, creds, op, body, time).expect("a signed request")
 }
 
 pub async fn key_and_blob(

@@ -7,11 +7,14 @@ use std::process::{Command, Output};
 
 use kmstool_core::secret::{Credentials, SecretString};
 use kmstool_sim::imds::random_credentials;
-use kmstool_tests::enclave::{KmsProcess, TempDir, b64, closed_port, context, nsm_state, unb64};
+use kmstool_tests::ports::ClosedPort;
+use kmstool_tests::processes::{KmsProcess, nsm_state};
+use kmstool_tests::protocol::{b64, context, unb64};
+use kmstool_tests::temp_dir;
 
 /// A KMS emulator process trusting the NSM state directory the CLI runs with.
 struct Setup {
-    _dir: TempDir,
+    _dir: tempfile::TempDir,
     state_dir: PathBuf,
     credentials: Credentials,
     long_term: Credentials,
@@ -20,9 +23,9 @@ struct Setup {
 
 impl Setup {
     fn start() -> Self {
-        let dir = TempDir::new("kmstool-enclave-cli");
-        let state_dir = dir.join("nsm");
-        let root = dir.join("nsm-root.pem");
+        let dir = temp_dir("kmstool-enclave-cli");
+        let state_dir = dir.path().join("nsm");
+        let root = dir.path().join("nsm-root.pem");
         nsm_state(&state_dir, &root);
         let credentials = random_credentials();
         let long_term = Credentials::new(
@@ -427,7 +430,8 @@ fn failed_operations_exit_255_with_kms_error_on_stderr() {
 #[test]
 fn an_unreachable_proxy_exits_255() {
     let setup = Setup::start();
-    let port = closed_port();
+    let closed = ClosedPort::new();
+    let port = closed.port();
     let mut command = Command::new(kmstool_tests::bin("kmstool-sim"));
     command
         .env_clear()
@@ -483,7 +487,8 @@ fn an_empty_session_token_flag_means_none() {
 /// `kmstool-sim enclave-cli genrandom` against a closed proxy port, with `args` and `env`:
 /// stderr of the failed run, which names the KMS host (hence the region) it tried.
 fn kms_host_tried(setup: &Setup, args: &[&str], env: &[(&str, &str)]) -> String {
-    let port = closed_port();
+    let closed = ClosedPort::new();
+    let port = closed.port();
     let mut command = Command::new(kmstool_tests::bin("kmstool-sim"));
     command
         .env_clear()
@@ -512,8 +517,8 @@ fn kms_host_tried(setup: &Setup, args: &[&str], env: &[(&str, &str)]) -> String 
 #[test]
 fn the_region_comes_from_the_flag_environment_then_the_config_file() {
     let setup = Setup::start();
-    let dir = TempDir::new("kmstool-enclave-cli-config");
-    let config = dir.join("config");
+    let dir = temp_dir("kmstool-enclave-cli-config");
+    let config = dir.path().join("config");
     std::fs::write(
         &config,
         "[default]\nregion = ap-south-1\n[profile prod]\nregion = eu-north-1\n",
@@ -641,8 +646,8 @@ fn the_ciphertext_comes_from_stdin_or_a_file() {
     let output = child.wait_with_output().unwrap();
     assert_eq!(success(&output), expected);
 
-    let dir = TempDir::new("kmstool-enclave-cli-ct");
-    let file = dir.join("ct.b64");
+    let dir = temp_dir("kmstool-enclave-cli-ct");
+    let file = dir.path().join("ct.b64");
     std::fs::write(&file, format!("{ciphertext}\n")).unwrap();
     let file = file.display().to_string();
     let output = run(setup.cli_as_user("decrypt", &["--ciphertext-file", &file]));

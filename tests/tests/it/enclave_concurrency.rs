@@ -11,7 +11,8 @@ use kmstool_core::secret::Credentials;
 use kmstool_sim::imds::random_credentials;
 use kmstool_sim::kms::SimCredentials;
 use kmstool_sim::local::{Local, LocalOptions};
-use kmstool_tests::enclave::{Conn, assert_error, assert_ok, context, decrypt};
+use kmstool_tests::connection::Conn;
+use kmstool_tests::protocol::{assert_error, assert_ok, context, decrypt};
 use tokio::sync::Barrier;
 
 const CLIENTS: usize = 50;

@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use kmstool_sim::kms::{CertAuthority, Faults};
 use kmstool_sim::local::{Local, LocalOptions};
-use kmstool_tests::enclave::{Conn, assert_error, assert_ok, closed_port, context, decrypt};
+use kmstool_tests::connection::Conn;
+use kmstool_tests::ports::ClosedPort;
+use kmstool_tests::protocol::{assert_error, assert_ok, context, decrypt};
 use serde_json::{Value, json};
 
 /// What the emulator names the setup's (temporary) credentials in access denials.
@@ -250,7 +252,8 @@ async fn timed_decrypt(local: &Local) -> (Value, Duration) {
 
 #[tokio::test]
 async fn a_refused_proxy_is_a_prompt_transport_error() {
-    let port = closed_port();
+    let closed = ClosedPort::new();
+    let port = closed.port();
     let local = start(LocalOptions {
         proxy: Some(format!("tcp:127.0.0.1:{port}")),
         ..LocalOptions::default()
@@ -287,8 +290,8 @@ async fn an_untrusted_kms_certificate_is_a_prompt_transport_error() {
 
     // Another CA than the emulator's.
     let other = CertAuthority::generate().expect("CA");
-    let dir = kmstool_tests::enclave::TempDir::new("kmstool-other-ca");
-    let other_ca = dir.join("other-ca.pem");
+    let dir = kmstool_tests::temp_dir("kmstool-other-ca");
+    let other_ca = dir.path().join("other-ca.pem");
     std::fs::write(&other_ca, other.cert_pem()).expect("write CA");
     let local = start(LocalOptions {
         trust_emulator_ca: false,

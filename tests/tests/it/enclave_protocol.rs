@@ -5,7 +5,9 @@
 use kmstool_core::secret::{Credentials, SecretString};
 use kmstool_sim::kms::SimCredentials;
 use kmstool_sim::local::{Local, LocalOptions};
-use kmstool_tests::enclave::{Conn, assert_error, assert_ok, b64, context, decrypt, frame, unb64};
+use kmstool_tests::connection::Conn;
+use kmstool_tests::framing::frame;
+use kmstool_tests::protocol::{assert_error, assert_ok, b64, context, decrypt, unb64};
 use serde_json::{Value, json};
 
 async fn local() -> Local {
@@ -238,7 +240,7 @@ async fn decrypt_in(local: &Local, client_region: Option<&str>) -> (Value, Value
         .expect("Encrypt");
     let mut conn = Conn::connect(&local.enclave).await;
     let set = conn
-        .call(&kmstool_tests::enclave::set_client(
+        .call(&kmstool_tests::protocol::set_client(
             &local.credentials,
             client_region,
         ))
@@ -309,7 +311,7 @@ async fn request_ids_are_echoed_on_every_reply() {
         .expect("Encrypt");
     let mut conn = Conn::connect(&local.enclave).await;
 
-    let mut set = kmstool_tests::enclave::set_client(&local.credentials, None);
+    let mut set = kmstool_tests::protocol::set_client(&local.credentials, None);
     set["RequestId"] = "set-1".into();
     assert_eq!(
         conn.call(&set).await,
@@ -362,7 +364,7 @@ async fn pipelined_commands_are_answered_in_order_once_each() {
 
     let mut commands = [
         json!({"Operation": "Decrypt", "Ciphertext": b64(&blob)}), // before SetClient
-        kmstool_tests::enclave::set_client(&local.credentials, None),
+        kmstool_tests::protocol::set_client(&local.credentials, None),
         decrypt(&blob, &ctx),
         json!({"Operation": "GenerateRandom", "NumberOfBytes": 16}),
         decrypt(&blob, &context(&[])), // wrong context

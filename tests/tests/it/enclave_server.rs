@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use kmstool_sim::kms::Faults;
 use kmstool_sim::local::{Local, LocalOptions};
-use kmstool_tests::enclave::{Conn, PATIENCE, assert_error, assert_ok, context, decrypt};
+use kmstool_tests::PATIENCE;
+use kmstool_tests::connection::Conn;
+use kmstool_tests::protocol::{assert_error, assert_ok, context, decrypt};
 use serde_json::json;
 
 /// Polls `done` until it holds (at most [`PATIENCE`]).

@@ -14,9 +14,9 @@ use kmstool_core::secret::Credentials;
 use kmstool_sim::kms::{CertAuthority, Faults};
 use kmstool_sim::local::{Local, LocalOptions};
 use kmstool_sim::nsm::{SimConfig, SimNsm, system_clock};
+use kmstool_tests::ports::ClosedPort;
 use kmstool_tests::robust::{
-    Enclave, FailingNsm, RawClient, StandIn, TempFile, assert_error, assert_ok, generate_random,
-    set_client,
+    Enclave, FailingNsm, RawClient, StandIn, assert_error, assert_ok, generate_random, set_client,
 };
 use serde_json::Value;
 
@@ -231,7 +231,7 @@ fn sim_nsm() -> Arc<dyn Nsm> {
 /// An enclave reaching KMS through `proxy`, trusting `ca_bundle` on top of Mozilla's roots.
 async fn enclave_behind(
     proxy: &StandIn,
-    ca_bundle: Option<&TempFile>,
+    ca_bundle: Option<&tempfile::NamedTempFile>,
     nsm: Arc<dyn Nsm>,
 ) -> Enclave {
     let mut args = vec![
@@ -243,7 +243,7 @@ async fn enclave_behind(
         "1000".to_owned(),
     ];
     if let Some(file) = ca_bundle {
-        args.extend(["--ca-bundle".to_owned(), file.arg()]);
+        args.extend(["--ca-bundle".to_owned(), file.path().display().to_string()]);
     }
     Enclave::start(&args, nsm).await
 }
@@ -260,7 +260,7 @@ fn any_credentials() -> Credentials {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_certificate_for_another_host_is_refused_without_retry() {
     let ca = CertAuthority::generate().expect("CA");
-    let ca_file = TempFile::new("kmstool-robust-ca", ca.cert_pem().as_bytes());
+    let ca_file = kmstool_tests::temp_file("kmstool-robust-ca", ca.cert_pem().as_bytes());
     let impostor = StandIn::tls(ca.leaf("kms.eu-west-1.amazonaws.com").expect("leaf")).await;
     let enclave = enclave_behind(&impostor, Some(&ca_file), sim_nsm()).await;
     let reply = generate(&enclave.address, &any_credentials()).await;
@@ -284,7 +284,7 @@ async fn a_certificate_for_another_host_is_refused_without_retry() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_certificate_from_an_untrusted_ca_is_refused_without_retry() {
     let trusted = CertAuthority::generate().expect("CA");
-    let ca_file = TempFile::new("kmstool-robust-ca", trusted.cert_pem().as_bytes());
+    let ca_file = kmstool_tests::temp_file("kmstool-robust-ca", trusted.cert_pem().as_bytes());
     let untrusted = CertAuthority::generate().expect("CA");
     let impostor = StandIn::tls(untrusted.leaf("kms.us-east-1.amazonaws.com").expect("leaf")).await;
     let enclave = enclave_behind(&impostor, Some(&ca_file), sim_nsm()).await;
@@ -324,11 +324,8 @@ async fn a_proxy_that_refuses_ends_in_a_transport_error_after_the_attempts() {
     assert_eq!(proxy.accepted(), MAX_ATTEMPTS);
 
     // Nothing listening at all.
-    let closed_port = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        listener.local_addr().expect("address").port()
-    };
-    let args = ["--proxy".to_owned(), format!("tcp:127.0.0.1:{closed_port}")];
+    let closed = ClosedPort::new();
+    let args = ["--proxy".to_owned(), format!("tcp:{}", closed.addr())];
     let enclave = Enclave::start(&args, sim_nsm()).await;
     let reply = generate(&enclave.address, &any_credentials()).await;
     assert_error(

@@ -10,6 +10,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use kmstool_sim::kms::EncryptionContext;
 use kmstool_sim::local::{Local, LocalOptions};
+use kmstool_tests::framing::frame;
 use kmstool_tests::robust::{
     Canary, RawClient, assert_error, assert_ok, assert_served, eventually, generate_random,
     open_connections, rss_bytes, set_client,
@@ -45,12 +46,6 @@ fn pseudo_random(len: usize, mut state: u64) -> Vec<u8> {
             (state.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 56) as u8
         })
         .collect()
-}
-
-fn framed(command: &Value) -> Vec<u8> {
-    let mut bytes = serde_json::to_vec(command).expect("JSON");
-    bytes.push(0);
-    bytes
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -135,14 +130,14 @@ async fn a_frame_at_the_cap_is_served_and_one_over_it_is_refused_and_closed() {
     command["Padding"] = json!("");
     let padding = 1023 - serde_json::to_vec(&command).expect("JSON").len();
     command["Padding"] = json!("p".repeat(padding));
-    let at_cap = framed(&command);
+    let at_cap = frame(&command);
     assert_eq!(at_cap.len(), 1024);
     client.send(&at_cap).await.expect("send");
     assert_eq!(assert_ok(&client.reply().await).len(), 8);
 
     // A command, then 1024 bytes without a terminator: the command is answered, then the
     // oversized message is refused and the connection closed.
-    let mut bytes = framed(&generate_random(4));
+    let mut bytes = frame(&generate_random(4));
     bytes.extend(std::iter::repeat_n(b'x', 1024));
     client.send(&bytes).await.expect("send");
     assert_eq!(assert_ok(&client.reply().await).len(), 4);
@@ -183,7 +178,7 @@ async fn an_unterminated_frame_then_a_disconnect_is_a_clean_close() {
     // A complete command, a partial one, then end of stream: the complete one is still
     // answered (a KMS call), then the connection closes.
     let mut client = client_with_credentials(&local).await;
-    let mut bytes = framed(&generate_random(24));
+    let mut bytes = frame(&generate_random(24));
     bytes.extend_from_slice(partial);
     client.send(&bytes).await.expect("send");
     client.shutdown_write().await;
@@ -208,7 +203,7 @@ async fn an_unterminated_frame_then_a_disconnect_is_a_clean_close() {
 async fn a_client_sending_byte_by_byte_is_served_and_holds_up_no_one() {
     let (local, mut canary) = start(&[]).await;
     let mut slow = client_with_credentials(&local).await;
-    let command = framed(&generate_random(20));
+    let command = frame(&generate_random(20));
     let (first_half, second_half) = command.split_at(command.len() / 2);
     for byte in first_half {
         slow.send(std::slice::from_ref(byte)).await.expect("send");
@@ -254,7 +249,7 @@ async fn abandon_connections(local: &Local, count: usize) {
             let bytes: Vec<u8> = match i % 4 {
                 0 => Vec::new(),
                 1 => vec![b'['; 32 * 1024],
-                2 => framed(&json!({"Operation": "Decrypt", "Ciphertext": "AAAA"})),
+                2 => frame(&json!({"Operation": "Decrypt", "Ciphertext": "AAAA"})),
                 _ => vec![b'{'],
             };
             if !bytes.is_empty() {
@@ -347,7 +342,7 @@ async fn connections_over_the_limit_are_refused_with_a_reply() {
 async fn a_hundred_pipelined_commands_are_answered_in_order() {
     let (local, mut canary) = start(&[]).await;
     let mut client = RawClient::connect(&local.enclave).await;
-    let mut bytes = framed(&set_client(&local.credentials));
+    let mut bytes = frame(&set_client(&local.credentials));
     for i in 1..100u32 {
         let mut command = match i % 3 {
             0 => generate_random(i % 32 + 1),
@@ -355,7 +350,7 @@ async fn a_hundred_pipelined_commands_are_answered_in_order() {
             _ => json!({"Operation": "Encrypt"}),
         };
         command["RequestId"] = json!(format!("r{i}"));
-        bytes.extend(framed(&command));
+        bytes.extend(frame(&command));
     }
     client.send(&bytes).await.expect("send");
     canary.served_more(1).await;
@@ -771,7 +766,7 @@ async fn a_client_trickling_one_message_is_closed_at_the_message_timeout() {
     let mut trickler = client_with_credentials(&local).await;
     // One byte per second never lets the idle timer (300 s) run out; the message's 2 s do.
     let started = tokio::time::Instant::now();
-    let command = framed(&generate_random(20));
+    let command = frame(&generate_random(20));
     let mut closed = false;
     for byte in &command[..command.len() - 1] {
         if trickler.send(std::slice::from_ref(byte)).await.is_err() {

@@ -15,9 +15,9 @@ use kmstool_core::secret::{Credentials, SecretString};
 use kmstool_sim::imds::{Imds, ImdsConfig, ImdsMode, random_credentials};
 use kmstool_sim::kms::{DEFAULT_ACCOUNT_ID, EncryptionContext, KeyMetadata, SimCredentials};
 use kmstool_sim::local::{Local, LocalOptions};
-use kmstool_tests::instance::{
-    FakeEnclave, Instance, Seen, Step, closed_address, credentials_file,
-};
+use kmstool_tests::framing::frame;
+use kmstool_tests::instance::{FakeEnclave, Instance, Seen, Step, credentials_file};
+use kmstool_tests::ports::ClosedPort;
 use serde_json::{Value, json};
 
 const MESSAGE: &[u8] = b"Hello, KMS!";
@@ -83,12 +83,6 @@ fn encrypt(local: &Local, key: &KeyMetadata, plaintext: &[u8], ec: &EncryptionCo
 
 fn ok_frame() -> Vec<u8> {
     b"{\"Status\":\"Ok\"}\0".to_vec()
-}
-
-fn frame(value: &Value) -> Vec<u8> {
-    let mut bytes = serde_json::to_vec(value).expect("JSON");
-    bytes.push(0);
-    bytes
 }
 
 fn parse(frame: &[u8]) -> Value {
@@ -336,7 +330,8 @@ async fn imds_disabled_and_nothing_else_names_every_source() {
 
 #[tokio::test]
 async fn imds_unreachable_and_nothing_else_names_every_source() {
-    let address = closed_address().await;
+    let closed = ClosedPort::new();
+    let address = closed.addr();
     let instance = Instance::new()
         .args(["--connect", "tcp:127.0.0.1:9", "AAAA"])
         .imds(&format!("http://{address}"));
@@ -409,7 +404,8 @@ async fn broken_credential_configuration_stops_the_chain() {
 
 #[tokio::test]
 async fn enclave_down() {
-    let address = format!("tcp:{}", closed_address().await);
+    let closed = ClosedPort::new();
+    let address = format!("tcp:{}", closed.addr());
     let credentials = random_credentials();
     let out = Instance::new()
         .args(["--connect", &address, "AAAA"])
@@ -1212,12 +1208,9 @@ async fn common_failures_get_a_hint() {
         let hint = out.hint().expect("a hint");
         assert!(hint.contains(says), "{hint}");
     }
+    let closed = ClosedPort::new();
     let out = Instance::new()
-        .args([
-            "--connect",
-            &format!("tcp:{}", closed_address().await),
-            "AAAA",
-        ])
+        .args(["--connect", &format!("tcp:{}", closed.addr()), "AAAA"])
         .env_credentials(&random_credentials())
         .run()
         .await;

@@ -18,12 +18,13 @@ use kmstool_core::session::{DEFAULT_MAX_CONNECTION_BYTES, SessionConfig};
 use kmstool_enclave::limits::DRIVER_BYTES_PER_CONNECTION;
 use kmstool_sim::kms::Faults;
 use kmstool_sim::local::{Local, LocalOptions};
+use kmstool_tests::framing::frame;
 use kmstool_tests::hostile::{
     EnclaveProcess, Ending, Hostile, SmolEnclave, hostile_clients, mib, open_files_limit,
     socket_addr, wait_for_close,
 };
 use kmstool_tests::robust::{Canary, assert_served, generate_random, set_client};
-use serde_json::{Value, json};
+use serde_json::json;
 
 /// Hostile clients of each kind, all connected at once (the issue asks for at least 100).
 const HOSTILE: usize = 100;
@@ -93,12 +94,6 @@ fn budget_args() -> Vec<String> {
 /// The bound of the limits' statement for these flags, above `baseline`.
 fn bound(baseline: u64) -> u64 {
     baseline + BASE + MAX_CONNECTIONS * per_connection()
-}
-
-fn framed(command: &Value) -> Vec<u8> {
-    let mut bytes = serde_json::to_vec(command).expect("JSON");
-    bytes.push(0);
-    bytes
 }
 
 /// A `Decrypt` of a made-up ciphertext whose framed message is about `size` bytes, nearly
@@ -281,7 +276,7 @@ async fn large_commands_queued_by_100_clients_while_kms_is_slow_stay_under_the_b
         payloads: Box::new(|credentials| {
             [60 * 1024, 16 * 1024]
                 .map(|size| {
-                    let mut bytes = framed(&set_client(credentials));
+                    let mut bytes = frame(&set_client(credentials));
                     bytes.extend(repeated(&large_decrypt(size), 1 << 20));
                     Arc::new(bytes)
                 })
@@ -302,12 +297,12 @@ async fn valid_commands_from_100_clients_that_never_read_stay_under_the_bound() 
         kms_latency: None,
         receive_buffer: Some(SMALL_RECEIVE_BUFFER),
         payloads: Box::new(|credentials| {
-            let mut bytes = framed(&set_client(credentials));
+            let mut bytes = frame(&set_client(credentials));
             for _ in 0..4 {
-                bytes.extend(framed(&generate_random(1024)));
+                bytes.extend(frame(&generate_random(1024)));
             }
             bytes.extend(repeated(
-                &framed(&json!({"Operation": "Decrypt"})),
+                &frame(&json!({"Operation": "Decrypt"})),
                 256 * 1024,
             ));
             vec![Arc::new(bytes)]

@@ -17,9 +17,10 @@ use kmstool_sim::kms::{
 use kmstool_sim::nsm::{SimConfig, SimNsm, system_clock};
 use kmstool_sim::verify::{VerifyError, VerifyTime, verify};
 use kmstool_tests::bin;
-use kmstool_tests::enclave::{
-    Conn, KmsProcess, Process, TempDir, assert_ok, b64, context, hex, nsm_state,
-};
+use kmstool_tests::connection::Conn;
+use kmstool_tests::processes::{KmsProcess, Process, nsm_state};
+use kmstool_tests::protocol::{assert_ok, b64, context, hex};
+use kmstool_tests::temp_dir;
 use serde_json::json;
 
 const PCR0: [u8; 48] = [0x42; 48];
@@ -57,7 +58,7 @@ fn instance(credentials: &Credentials, args: &[&str]) -> Output {
 
 /// Both simulators as processes sharing one NSM root through a state directory.
 struct System {
-    _dir: TempDir,
+    _dir: tempfile::TempDir,
     credentials: Credentials,
     kms: KmsProcess,
     enclave: Process,
@@ -71,20 +72,20 @@ impl System {
 
     /// With `same_root` false, the emulator trusts another simulated root than the enclave's.
     fn start_trusting(same_root: bool, kms_args: &[&str]) -> Self {
-        let dir = TempDir::new("kmstool-processes");
-        let state = dir.join("nsm");
-        let root = dir.join("nsm-root.pem");
+        let dir = temp_dir("kmstool-processes");
+        let state = dir.path().join("nsm");
+        let root = dir.path().join("nsm-root.pem");
         nsm_state(&state, &root);
         let kms_root = if same_root {
             root.clone()
         } else {
-            let other = dir.join("other-root.pem");
-            nsm_state(&dir.join("other-nsm"), &other);
+            let other = dir.path().join("other-root.pem");
+            nsm_state(&dir.path().join("other-nsm"), &other);
             other
         };
         let credentials = random_credentials();
         let kms = KmsProcess::start(dir.path(), &[&credentials], &kms_root, kms_args);
-        let enclave_root = dir.join("enclave-root.pem");
+        let enclave_root = dir.path().join("enclave-root.pem");
         let (enclave, listen) = start_enclave(&[
             "--state-dir",
             &state.display().to_string(),
@@ -316,10 +317,10 @@ fn an_enclave_process_documents_verify_against_the_root_it_writes() {
     let kms = runtime
         .block_on(KmsEmulator::start(config))
         .expect("KMS emulator");
-    let dir = TempDir::new("kmstool-nsm-root");
-    let ca_file = dir.join("kms-ca.pem");
+    let dir = temp_dir("kmstool-nsm-root");
+    let ca_file = dir.path().join("kms-ca.pem");
     std::fs::write(&ca_file, kms.ca_pem()).expect("CA file");
-    let root_file = dir.join("nsm-root.pem");
+    let root_file = dir.path().join("nsm-root.pem");
 
     let (_enclave, listen) = start_enclave(&[
         "--nsm-root-out",
@@ -598,10 +599,10 @@ fn listen_with_port_and_proxy_with_proxy_port_are_refused() {
 
 #[test]
 fn configuration_errors_exit_1_before_anything_is_bound() {
-    let dir = TempDir::new("kmstool-config-errors");
-    let socket = dir.join("enclave.sock");
+    let dir = temp_dir("kmstool-config-errors");
+    let socket = dir.path().join("enclave.sock");
     let listen = format!("unix:{}", socket.display());
-    let missing = dir.join("missing.pem");
+    let missing = dir.path().join("missing.pem");
     let missing = missing.display().to_string();
     let cases: [(&[&str], &str); 5] = [
         (&["--region", "us east"], "Error: --region \"us east\": "),
@@ -649,20 +650,20 @@ fn configuration_errors_exit_1_before_anything_is_bound() {
 
 #[test]
 fn the_kms_process_listens_on_every_address_syntax() {
-    let dir = TempDir::new("kmstool-kms-listen");
-    let state = dir.join("nsm");
-    let root = dir.join("nsm-root.pem");
+    let dir = temp_dir("kmstool-kms-listen");
+    let state = dir.path().join("nsm");
+    let root = dir.path().join("nsm-root.pem");
     nsm_state(&state, &root);
     let credentials = random_credentials();
-    let creds_file = dir.join("creds.json");
+    let creds_file = dir.path().join("creds.json");
     std::fs::write(
         &creds_file,
-        kmstool_tests::enclave::credentials_json(&[&credentials]),
+        kmstool_tests::processes::credentials_json(&[&credentials]),
     )
     .expect("creds.json");
-    let socket = dir.join("kms.sock");
+    let socket = dir.path().join("kms.sock");
     let kms_listen = format!("unix:{}", socket.display());
-    let ca_file = dir.join("kms-ca.pem");
+    let ca_file = dir.path().join("kms-ca.pem");
     let mut command = Command::new(bin("kmstool-sim"));
     command
         .env_remove("KMSTOOL_LOG")
@@ -688,7 +689,7 @@ fn the_kms_process_listens_on_every_address_syntax() {
         &ca_file.display().to_string(),
     ]);
     let address: Address = listen.parse().expect("enclave address");
-    let reply = kmstool_tests::enclave::block_on(async {
+    let reply = kmstool_tests::block_on(async {
         let mut conn = Conn::connect(&address).await;
         conn.set_client(&credentials, None).await;
         conn.call(&json!({"Operation": "GenerateRandom", "NumberOfBytes": 16}))
@@ -798,8 +799,8 @@ fn version_names_the_build_the_crypto_backend_and_the_commit() {
 
 #[test]
 fn completions_and_man_pages_cover_every_binary() {
-    let dir = TempDir::new("kmstool-docs");
-    let completions = dir.join("completions");
+    let dir = temp_dir("kmstool-docs");
+    let completions = dir.path().join("completions");
     let output = run(
         "kmstool-sim",
         &[
@@ -828,7 +829,7 @@ fn completions_and_man_pages_cover_every_binary() {
         .expect("instance completions");
     assert!(instance.contains("--ciphertext-file"), "{instance}");
 
-    let man = dir.join("man");
+    let man = dir.path().join("man");
     let output = run(
         "kmstool-sim",
         &["man", "--out-dir", &man.to_string_lossy()],
@@ -858,10 +859,17 @@ fn completions_and_man_pages_cover_every_binary() {
 fn emulator_and_enclave(
     enclave_args: &[&str],
     plaintext: &[u8],
-) -> (TempDir, KmsProcess, Process, String, Credentials, String) {
-    let dir = TempDir::new("kmstool-trust");
-    let state = dir.join("nsm");
-    let root = dir.join("nsm-root.pem");
+) -> (
+    tempfile::TempDir,
+    KmsProcess,
+    Process,
+    String,
+    Credentials,
+    String,
+) {
+    let dir = temp_dir("kmstool-trust");
+    let state = dir.path().join("nsm");
+    let root = dir.path().join("nsm-root.pem");
     nsm_state(&state, &root);
     let credentials = random_credentials();
     let kms = KmsProcess::start(dir.path(), &[&credentials], &root, &[]);
@@ -974,8 +982,8 @@ fn run_expecting_exit(name: &str, args: &[&str], env: &[(&str, &str)]) -> Output
 
 #[test]
 fn huge_durations_are_configuration_errors_before_anything_is_bound() {
-    let dir = TempDir::new("kmstool-huge-durations");
-    let socket = dir.join("enclave.sock");
+    let dir = temp_dir("kmstool-huge-durations");
+    let socket = dir.path().join("enclave.sock");
     let listen = format!("unix:{}", socket.display());
     let max = u64::MAX.to_string();
     let day_ms = "86400000 (one day)";
@@ -1096,11 +1104,11 @@ fn set_client_over_tcp(port: u16) -> serde_json::Value {
     use std::io::{Read as _, Write as _};
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connecting");
     stream
-        .set_read_timeout(Some(kmstool_tests::enclave::PATIENCE))
+        .set_read_timeout(Some(kmstool_tests::PATIENCE))
         .expect("read timeout");
-    let command = kmstool_tests::enclave::set_client(&random_credentials(), None);
+    let command = kmstool_tests::protocol::set_client(&random_credentials(), None);
     stream
-        .write_all(&kmstool_tests::enclave::frame(&command))
+        .write_all(&kmstool_tests::framing::frame(&command))
         .expect("sending SetClient");
     let mut reply = Vec::new();
     let mut byte = [0u8; 1];

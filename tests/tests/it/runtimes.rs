@@ -18,6 +18,7 @@ use kmstool_core::framing::DEFAULT_MAX_MESSAGE_BYTES;
 use kmstool_core::session::SessionConfig;
 use kmstool_sim::kms::KeyMetadata;
 use kmstool_sim::local::{Local, LocalOptions};
+use kmstool_tests::framing::frame;
 use kmstool_tests::hostile::SmolEnclave;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -48,9 +49,7 @@ impl Conn {
     }
 
     async fn send_json(&mut self, value: &Value) {
-        let mut bytes = serde_json::to_vec(value).expect("JSON");
-        bytes.push(0);
-        self.send(&bytes).await;
+        self.send(&frame(value)).await;
     }
 
     /// The next reply frame as text, or `None` when the enclave has closed.
@@ -142,8 +141,7 @@ async fn play(scenario: Scenario, address: &Address, fixture: &Fixture) -> Vec<S
         Scenario::Operations => {
             let mut set_client = fixture.set_client.clone();
             set_client["RequestId"] = "set-client".into();
-            let mut bytes = serde_json::to_vec(&set_client).unwrap();
-            bytes.push(0);
+            let bytes = frame(&set_client);
             let (first, second) = bytes.split_at(bytes.len() / 2);
             conn.send(first).await;
             conn.send(second).await;
@@ -165,8 +163,7 @@ async fn play(scenario: Scenario, address: &Address, fixture: &Fixture) -> Vec<S
             for (n, id) in [(32, "random-32"), (1, "random-1")] {
                 let command =
                     json!({"Operation": "GenerateRandom", "NumberOfBytes": n, "RequestId": id});
-                both.extend(serde_json::to_vec(&command).unwrap());
-                both.push(0);
+                both.extend(frame(&command));
             }
             conn.send(&both).await;
             for expected in [32, 1] {

@@ -20,6 +20,7 @@ use kmstool_core::secret::{Credentials, SecretBytes, SecretString};
 use kmstool_core::session::{Attestation, EnclaveSession, Now, Output, SessionConfig};
 use kmstool_sim::kms::{EncryptionContext, SimCredentials};
 use kmstool_sim::local::{Local, LocalOptions, REGION};
+use kmstool_tests::framing::frame;
 use kmstool_tests::robust::{
     RawClient, assert_error, assert_no_leak, assert_ok, capture_logs, generate_random, set_client,
     tcp_addr,
@@ -396,17 +397,13 @@ fn every_state_and_output_of_a_session_prints_without_secrets() {
 
     // The enclave side, printed after every step.
     let mut session = EnclaveSession::new(Arc::new(SessionConfig::default()), 1, now);
-    let mut set_client_bytes = set_client(&credentials).to_string().into_bytes();
-    set_client_bytes.push(0);
+    let set_client_bytes = frame(&set_client(&credentials));
     // All but the terminator first: the whole message then waits in the session's buffer.
     let (first, rest) = set_client_bytes.split_at(set_client_bytes.len() - 1);
     session.handle_client_bytes(now, first);
     prints.push(format!("{session:?}"));
     session.handle_client_bytes(now, rest);
-    let mut decrypt = json!({"Operation": "Decrypt", "Ciphertext": STANDARD.encode([1u8; 32])})
-        .to_string()
-        .into_bytes();
-    decrypt.push(0);
+    let decrypt = frame(&json!({"Operation": "Decrypt", "Ciphertext": STANDARD.encode([1u8; 32])}));
     session.handle_client_bytes(now, &decrypt);
     prints.push(format!("{session:?}"));
     let mut call = None;

@@ -727,6 +727,30 @@ fn idle_connections_close() {
     assert_eq!(h.session.poll_timeout(), None);
 }
 
+/// The idle timeout does not run while a call is in flight, however long KMS takes: a call
+/// longer than it is answered, and the idle time counts from that reply.
+#[test]
+fn the_idle_timer_waits_while_a_call_is_in_flight() {
+    let mut h = Harness::new(SessionConfig {
+        idle_timeout: Some(Duration::from_secs(1)),
+        ..SessionConfig::default()
+    });
+    let (call, _) = h.start_call(DECRYPT);
+    // Only the call's deadline is due.
+    assert_eq!(
+        h.session.poll_timeout(),
+        Some(h.now.instant + Duration::from_secs(10))
+    );
+    h.advance(Duration::from_secs(5));
+    h.session.handle_timeout(h.now);
+    assert!(h.drain().is_empty(), "nothing 5 s into a call");
+    let seen = h.kms(call, &fixture("decrypt-ok.http"));
+    assert_eq!(only_reply(&seen).status, Status::Ok);
+    let replied = h.now.instant;
+    assert_eq!(h.fire_timer(), vec![Seen::Close(CloseReason::IdleTimeout)]);
+    assert_eq!(h.now.instant, replied + Duration::from_secs(1));
+}
+
 /// A `Decrypt` whose encryption context holds one value of `n` bytes: about `n` bytes parsed.
 fn big_decrypt(n: usize) -> Vec<u8> {
     let mut bytes = format!(

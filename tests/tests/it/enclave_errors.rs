@@ -2,7 +2,7 @@
 //! KMS's own errors with `KmsErrorType` and `KmsStatus`, retried throttling and server errors,
 //! and transport failures that come back promptly, well before the 10 s call deadline.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use kmstool_sim::kms::{CertAuthority, Faults};
 use kmstool_sim::local::{Local, LocalOptions};
@@ -13,8 +13,6 @@ use serde_json::{Value, json};
 
 /// What the emulator names the setup's (temporary) credentials in access denials.
 const PRINCIPAL: &str = "arn:aws:sts::111122223333:assumed-role/kmstool-sim/i-0123456789abcdef0";
-/// A transport failure must be reported well within the 10 s deadline of a KMS call.
-const PROMPT: Duration = Duration::from_secs(5);
 
 async fn start(options: LocalOptions) -> Local {
     Local::start(options).await.expect("local setup")
@@ -236,8 +234,8 @@ async fn throttling_past_the_last_attempt_reaches_the_client() {
     assert_eq!(local.kms.stats().requests, 3);
 }
 
-/// Sends one Decrypt through `local` and returns its reply and how long it took.
-async fn timed_decrypt(local: &Local) -> (Value, Duration) {
+/// Sends one Decrypt through `local` and returns its reply.
+async fn decrypt_once(local: &Local) -> Value {
     let mut conn = Conn::connect(&local.enclave).await;
     conn.set_client(&local.credentials, None).await;
     let key = local.kms.create_key("t");
@@ -245,13 +243,14 @@ async fn timed_decrypt(local: &Local) -> (Value, Duration) {
         .kms
         .encrypt(&key.key_id, b"t", &context(&[]))
         .expect("Encrypt");
-    let started = Instant::now();
-    let reply = conn.call(&decrypt(&blob, &context(&[]))).await;
-    (reply, started.elapsed())
+    conn.call(&decrypt(&blob, &context(&[]))).await
 }
 
+/// A refused connection is reported as what it is, a `Transport` error naming the refusal,
+/// and not as the call's `Timeout`: the enclave did not wait for the deadline. (The virtual
+/// clock tests in core time the attempts.)
 #[tokio::test]
-async fn a_refused_proxy_is_a_prompt_transport_error() {
+async fn a_refused_proxy_is_a_transport_error() {
     let closed = ClosedPort::new();
     let port = closed.port();
     let local = start(LocalOptions {
@@ -259,7 +258,7 @@ async fn a_refused_proxy_is_a_prompt_transport_error() {
         ..LocalOptions::default()
     })
     .await;
-    let (reply, took) = timed_decrypt(&local).await;
+    let reply = decrypt_once(&local).await;
     assert_error(
         &reply,
         "Transport",
@@ -268,24 +267,24 @@ async fn a_refused_proxy_is_a_prompt_transport_error() {
         ),
     );
     assert!(reply.get("KmsErrorType").is_none(), "{reply}");
-    assert!(took < PROMPT, "the error took {took:?}");
+    let message = reply["Message"].as_str().expect("Message");
+    assert!(message.contains("refused"), "{message}");
 }
 
 #[tokio::test]
-async fn an_untrusted_kms_certificate_is_a_prompt_transport_error() {
+async fn an_untrusted_kms_certificate_is_a_transport_error_before_any_request() {
     // Only the Mozilla roots.
     let local = start(LocalOptions {
         trust_emulator_ca: false,
         ..LocalOptions::default()
     })
     .await;
-    let (reply, took) = timed_decrypt(&local).await;
+    let reply = decrypt_once(&local).await;
     assert_error(
         &reply,
         "Transport",
         "Could not decrypt ciphertext: TLS with KMS failed (kms.us-east-1.amazonaws.com): ",
     );
-    assert!(took < PROMPT, "the error took {took:?}");
     assert_eq!(local.kms.stats().requests, 0, "a request went out");
 
     // Another CA than the emulator's.
@@ -299,17 +298,19 @@ async fn an_untrusted_kms_certificate_is_a_prompt_transport_error() {
         ..LocalOptions::default()
     })
     .await;
-    let (reply, took) = timed_decrypt(&local).await;
+    let reply = decrypt_once(&local).await;
     let message = assert_error(
         &reply,
         "Transport",
         "Could not decrypt ciphertext: TLS with KMS failed",
     );
     assert!(message.contains("certificate"), "{message}");
-    assert!(took < PROMPT, "the error took {took:?}");
     assert_eq!(local.kms.stats().requests, 0, "a request went out");
 }
 
+/// KMS would answer after 4 s: a `Timeout` error, not the answer, shows the enclave gave up at
+/// its 500 ms deadline (core's `a_silent_kms_times_out_at_the_call_deadline` times it on the
+/// virtual clock).
 #[tokio::test]
 async fn a_kms_slower_than_the_call_deadline_is_a_timeout() {
     let local = start(LocalOptions {
@@ -321,13 +322,12 @@ async fn a_kms_slower_than_the_call_deadline_is_a_timeout() {
         ..LocalOptions::default()
     })
     .await;
-    let (reply, took) = timed_decrypt(&local).await;
+    let reply = decrypt_once(&local).await;
     assert_error(
         &reply,
         "Timeout",
         "Could not decrypt ciphertext: KMS did not answer within 500 ms (1 attempt)",
     );
-    assert!(took < Duration::from_secs(3), "the timeout took {took:?}");
 }
 
 #[tokio::test]
@@ -335,7 +335,7 @@ async fn a_skewed_clock_and_expired_credentials_are_kms_errors() {
     let local = start(LocalOptions::default()).await;
     // KMS's clock 10 minutes ahead: the enclave's signatures are too old.
     local.kms.clock().set_offset_secs(600);
-    let (reply, _) = timed_decrypt(&local).await;
+    let reply = decrypt_once(&local).await;
     let message = assert_error(
         &reply,
         "Kms",
@@ -343,7 +343,7 @@ async fn a_skewed_clock_and_expired_credentials_are_kms_errors() {
     );
     assert!(message.contains("is now earlier than"), "{message}");
     local.kms.clock().set_offset_secs(0);
-    let (reply, _) = timed_decrypt(&local).await;
+    let reply = decrypt_once(&local).await;
     assert_eq!(assert_ok(&reply), b"t");
 
     // Temporary credentials past their expiration.

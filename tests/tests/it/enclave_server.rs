@@ -137,12 +137,8 @@ async fn idle_connections_are_closed_but_not_during_a_call() {
     // A call longer than the idle timeout is answered.
     let random = json!({"Operation": "GenerateRandom", "NumberOfBytes": 3});
     assert_eq!(assert_ok(&conn.call(&random).await).len(), 3);
-    // Then, with nothing to do, the connection is closed without a word.
-    let idle = Instant::now();
+    // Then, with nothing to do, the connection is closed without a word (when: core's
+    // virtual-clock tests `idle_connections_close` and
+    // `the_idle_timer_waits_while_a_call_is_in_flight`).
     assert_eq!(conn.next_reply().await, None);
-    assert!(
-        idle.elapsed() >= Duration::from_millis(900),
-        "{:?}",
-        idle.elapsed()
-    );
 }

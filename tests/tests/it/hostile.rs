@@ -779,13 +779,12 @@ async fn a_client_trickling_one_message_is_closed_at_the_message_timeout() {
             break;
         }
     }
+    // The terminator never went out, so no whole message ended the connection: the message
+    // timeout did (the idle timeout, 300 s, is far beyond the wait's guard). Exactly when is
+    // core's `a_message_trickled_past_the_message_timeout_closes_the_connection`.
     if !closed {
         trickler.expect_close().await;
     }
-    assert!(
-        started.elapsed() < Duration::from_secs(20),
-        "closed by the message timeout, not after the whole message"
-    );
     eventually("only the canary's connection is open", || {
         open_connections(&local.enclave_state) == 1
     })

@@ -27,7 +27,7 @@ use crate::framing::{frame, take_frame};
 
 /// Longest a test waits for anything. An enclave that takes longer is taken to hang, and the
 /// test fails; no test asserts how fast anything is.
-pub const GUARD: Duration = Duration::from_secs(20);
+pub const GUARD: Duration = crate::PATIENCE;
 
 /// The TCP address of an enclave listening on TCP.
 pub fn tcp_addr(address: &Address) -> SocketAddr {
@@ -140,15 +140,7 @@ impl RawClient {
 
 /// `SetClient` with `credentials` (and no region).
 pub fn set_client(credentials: &Credentials) -> Value {
-    let mut command = json!({
-        "Operation": "SetClient",
-        "AwsAccessKeyId": credentials.access_key_id,
-        "AwsSecretAccessKey": credentials.secret_access_key.expose(),
-    });
-    if let Some(token) = &credentials.session_token {
-        command["AwsSessionToken"] = json!(token.expose());
-    }
-    command
+    crate::protocol::set_client(credentials, None)
 }
 
 /// `GenerateRandom` of `n` bytes.

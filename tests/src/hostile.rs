@@ -22,7 +22,8 @@ use kmstool_sim::local::{Local, REGION};
 use tokio::io::AsyncWriteExt as _;
 use tokio::net::{TcpSocket, TcpStream};
 
-use crate::enclave::{TempDir, nsm_state, strip_ansi};
+use crate::processes::{nsm_state, strip_ansi};
+use crate::temp_dir;
 
 /// Lines of the enclave's stderr kept for failure messages.
 const STDERR_TAIL: usize = 30;
@@ -81,7 +82,7 @@ pub struct EnclaveProcess {
     child: Arc<Mutex<Child>>,
     stderr: Arc<Mutex<VecDeque<String>>>,
     watcher: RssWatcher,
-    _dir: TempDir,
+    _dir: tempfile::TempDir,
 }
 
 impl EnclaveProcess {
@@ -89,9 +90,9 @@ impl EnclaveProcess {
     /// directory whose root the emulator trusts, the emulator as `--proxy` and its CA as
     /// `--ca-bundle`, `--region us-east-1`, and `args`. Returns once it accepts connections.
     pub async fn start(args: &[String]) -> Self {
-        let dir = TempDir::new("kmstool-memory");
-        let state = dir.join("nsm");
-        let root_der = nsm_state(&state, &dir.join("nsm-root.pem"));
+        let dir = temp_dir("kmstool-memory");
+        let state = dir.path().join("nsm");
+        let root_der = nsm_state(&state, &dir.path().join("nsm-root.pem"));
         let credentials = kmstool_sim::imds::random_credentials();
         let mut config =
             KmsConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)), REGION).with_nsm_root(root_der);
@@ -99,7 +100,7 @@ impl EnclaveProcess {
         let kms = KmsEmulator::start(config)
             .await
             .expect("starting the KMS emulator");
-        let ca_file = dir.join("kms-ca.pem");
+        let ca_file = dir.path().join("kms-ca.pem");
         std::fs::write(&ca_file, kms.ca_pem()).expect("writing the emulator's CA");
 
         let mut command = Command::new(crate::bin("kmstool-sim"));

@@ -16,6 +16,8 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
+use crate::framing::take_frame;
+
 /// Longest a run may take before the test gives up on it (the binary's own timeouts are far
 /// shorter; this only keeps a broken build from hanging the suite).
 const RUN_LIMIT: Duration = Duration::from_secs(60);
@@ -411,9 +413,7 @@ async fn serve(listener: TcpListener, script: Vec<Step>, seen: Arc<Mutex<Seen>>)
 /// The next 0-terminated frame, or `None` once the peer has closed.
 async fn read_frame(stream: &mut TcpStream, pending: &mut Vec<u8>) -> Option<Vec<u8>> {
     loop {
-        if let Some(end) = pending.iter().position(|b| *b == 0) {
-            let frame = pending[..end].to_vec();
-            pending.drain(..=end);
+        if let Some(frame) = take_frame(pending) {
             return Some(frame);
         }
         let mut buf = [0u8; 4096];
@@ -422,14 +422,6 @@ async fn read_frame(stream: &mut TcpStream, pending: &mut Vec<u8>) -> Option<Vec
             Ok(n) => pending.extend_from_slice(&buf[..n]),
         }
     }
-}
-
-/// A loopback address where nothing listens (bound, read back, closed).
-pub async fn closed_address() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("binding");
-    let address = listener.local_addr().expect("local address");
-    drop(listener);
-    address.to_string()
 }
 
 /// A credentials file with one profile per `(name, credentials)`.

@@ -23,9 +23,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
+use crate::framing::{frame, take_frame};
+
 /// Longest a test waits for anything. An enclave that takes longer is taken to hang, and the
 /// test fails; no test asserts how fast anything is.
-pub const GUARD: Duration = Duration::from_secs(20);
+pub const GUARD: Duration = crate::PATIENCE;
 
 /// The TCP address of an enclave listening on TCP.
 pub fn tcp_addr(address: &Address) -> SocketAddr {
@@ -71,9 +73,7 @@ impl RawClient {
 
     /// Writes a command followed by the terminator.
     pub async fn send_command(&mut self, command: &Value) {
-        let mut bytes = serde_json::to_vec(command).expect("JSON");
-        bytes.push(0);
-        self.send(&bytes).await.expect("sending a command");
+        self.send(&frame(command)).await.expect("sending a command");
     }
 
     /// Closes the sending side (the enclave sees end of stream).
@@ -87,9 +87,7 @@ impl RawClient {
     pub async fn next_frame(&mut self) -> Option<Vec<u8>> {
         let mut chunk = [0u8; 4096];
         loop {
-            if let Some(end) = self.received.iter().position(|&b| b == 0) {
-                let frame = self.received[..end].to_vec();
-                self.received.drain(..=end);
+            if let Some(frame) = take_frame(&mut self.received) {
                 return Some(frame);
             }
             let read = tokio::time::timeout(GUARD, self.stream.read(&mut chunk))
@@ -142,15 +140,7 @@ impl RawClient {
 
 /// `SetClient` with `credentials` (and no region).
 pub fn set_client(credentials: &Credentials) -> Value {
-    let mut command = json!({
-        "Operation": "SetClient",
-        "AwsAccessKeyId": credentials.access_key_id,
-        "AwsSecretAccessKey": credentials.secret_access_key.expose(),
-    });
-    if let Some(token) = &credentials.session_token {
-        command["AwsSessionToken"] = json!(token.expose());
-    }
-    command
+    crate::protocol::set_client(credentials, None)
 }
 
 /// `GenerateRandom` of `n` bytes.
@@ -426,36 +416,6 @@ impl StandIn {
 impl Drop for StandIn {
     fn drop(&mut self) {
         self.task.abort();
-    }
-}
-
-/// A file in the system's temporary directory, removed on drop.
-#[derive(Debug)]
-pub struct TempFile(std::path::PathBuf);
-
-impl TempFile {
-    /// Writes `contents` to a fresh file whose name starts with `prefix`.
-    pub fn new(prefix: &str, contents: &[u8]) -> Self {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let name = format!(
-            "{prefix}-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
-        let path = std::env::temp_dir().join(name);
-        std::fs::write(&path, contents).expect("writing a temporary file");
-        Self(path)
-    }
-
-    /// Its path, as a command-line argument.
-    pub fn arg(&self) -> String {
-        self.0.display().to_string()
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
     }
 }
 

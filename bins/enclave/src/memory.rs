@@ -3,7 +3,7 @@
 //! glibc's malloc returns freed memory to the kernel only from the top of each arena's heap.
 //! After a burst of connections — hostile clients filling their budgets, say — everything they
 //! held is freed, but a few live allocations above it (a later connection's buffers, the KMS
-//! pool) pin the freed pages below them resident. `tests/tests/memory.rs` measured 30 MiB kept
+//! pool) pin the freed pages below them resident. `tests/tests/it/memory.rs` measured 30 MiB kept
 //! this way after 100 flooding clients left, in an enclave that has no swap and no other use
 //! for its memory. `malloc_trim(0)` hands every free page of every arena back (glibc ≥ 2.8
 //! releases holes, not only the top). It runs at most once per [`TRIM_INTERVAL`], and only

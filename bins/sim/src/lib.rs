@@ -15,7 +15,7 @@ pub mod verify;
 pub mod bench;
 pub mod demo;
 pub mod docs;
-pub mod encrypt;
 pub mod imds;
 pub mod kms;
+pub mod kms_client;
 pub mod local;

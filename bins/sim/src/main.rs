@@ -516,7 +516,7 @@ async fn encrypt(args: EncryptArgs) -> anyhow::Result<()> {
     let ca_pem =
         std::fs::read(&args.ca).with_context(|| format!("reading {}", args.ca.display()))?;
     let context = args.encryption_context.iter().cloned().collect();
-    let blob = kmstool_sim::encrypt::encrypt(&kmstool_sim::encrypt::EncryptRequest {
+    let blob = kmstool_sim::kms_client::encrypt(&kmstool_sim::kms_client::EncryptRequest {
         kms: args.kms,
         ca_pem: &ca_pem,
         region: &args.region,

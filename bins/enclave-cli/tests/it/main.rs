@@ -1,0 +1,3 @@
+//! kmstool-enclave-cli's integration tests, in one test binary.
+
+mod cli;

@@ -1,0 +1,3 @@
+//! kmstool-enclave's integration tests, in one test binary.
+
+mod cli;

@@ -1,0 +1,3 @@
+//! kmstool-instance's integration tests, in one test binary.
+
+mod cli;

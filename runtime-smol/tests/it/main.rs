@@ -1,0 +1,3 @@
+//! kmstool-runtime-smol's integration tests, in one test binary.
+
+mod keys;

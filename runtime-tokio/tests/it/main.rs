@@ -1,0 +1,4 @@
+//! kmstool-runtime-tokio's integration tests, in one test binary.
+
+mod keys;
+mod net;

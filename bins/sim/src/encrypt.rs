@@ -1,6 +1,6 @@
 //! `kmstool-sim encrypt`: the `aws kms encrypt` of the local setup. It signs an Encrypt request
-//! with core's SigV4, sends it to the emulator over TLS and prints the ciphertext (base64), so
-//! there is something for `kmstool-instance` to decrypt.
+//! with core's SigV4 (aws-sigv4), sends it to the emulator over TLS and prints the ciphertext
+//! (base64), so there is something for `kmstool-instance` to decrypt.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -58,7 +58,8 @@ pub async fn encrypt(request: &EncryptRequest<'_>) -> anyhow::Result<Vec<u8>> {
         region: request.region,
         service: "kms",
         time: SystemTime::now(),
-    });
+    })
+    .context("signing the request")?;
     let length = body.len().to_string();
     let mut all: Vec<(&str, &str)> = headers.to_vec();
     all.push(("X-Amz-Date", &signature.x_amz_date));

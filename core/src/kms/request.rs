@@ -1,6 +1,7 @@
 //! KMS requests: the JSON bodies (always with an attested `Recipient`) and the signed HTTP/1.1
 //! request around them.
 
+use std::fmt;
 use std::time::SystemTime;
 
 use base64::Engine as _;
@@ -12,7 +13,7 @@ use crate::protocol::{
     DataKeySize, Decrypt, EncryptionContext, GenerateDataKey, GenerateRandom, Operation,
 };
 use crate::secret::Credentials;
-use crate::sigv4;
+use crate::sigv4::{self, SignError};
 
 /// `Content-Type` of every KMS request.
 pub const CONTENT_TYPE: &str = "application/x-amz-json-1.1";
@@ -163,16 +164,50 @@ pub struct RequestTarget<'a> {
     pub credentials: &'a Credentials,
 }
 
+/// Why a KMS request could not be built. Never holds a secret or a header value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BuildError {
+    /// The signer refused the request.
+    Sign(SignError),
+    /// The signed request could not be framed.
+    Http(RequestError),
+}
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Sign(error) => error.fmt(f),
+            Self::Http(error) => error.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for BuildError {}
+
+impl From<SignError> for BuildError {
+    fn from(error: SignError) -> Self {
+        Self::Sign(error)
+    }
+}
+
+impl From<RequestError> for BuildError {
+    fn from(error: RequestError) -> Self {
+        Self::Http(error)
+    }
+}
+
 /// The signed HTTP/1.1 request for `target` (`TrentService.*`) with JSON `body`, signed at
-/// `time`. Signed headers: `content-type;host;x-amz-date[;x-amz-security-token];x-amz-target`.
+/// `time` by [`sigv4::sign`] (aws-sigv4). Signed headers:
+/// `content-type;host;x-amz-date[;x-amz-security-token];x-amz-target`.
 /// The bytes hold the session token, so they come in a zeroizing buffer. Fails only when a
-/// header value could not be sent (control characters), which validated inputs never have.
+/// header value could not be signed or sent (control characters), which validated inputs
+/// never have.
 pub fn http_request(
     to: &RequestTarget<'_>,
     x_amz_target: &str,
     body: &[u8],
     time: SystemTime,
-) -> Result<Zeroizing<Vec<u8>>, RequestError> {
+) -> Result<Zeroizing<Vec<u8>>, BuildError> {
     let signed = [
         ("Host", to.host),
         ("Content-Type", CONTENT_TYPE),
@@ -188,7 +223,7 @@ pub fn http_request(
         region: to.region,
         service: SERVICE,
         time,
-    });
+    })?;
     let content_length = body.len().to_string();
     let mut headers: Vec<(&str, &str)> = Vec::with_capacity(8);
     headers.extend_from_slice(&signed);

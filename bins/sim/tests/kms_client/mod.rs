@@ -285,7 +285,8 @@ pub fn signed(
         region,
         service: "kms",
         time,
-    });
+    })
+    .expect("signable");
     let mut head = format!(
         "POST / HTTP/1.1\r\nHost: {HOST}\r\nContent-Type: application/x-amz-json-1.1\r\n\
          X-Amz-Target: {target}\r\nX-Amz-Date: {}\r\n",

@@ -23,6 +23,9 @@ use aws_sigv4::sign::v4;
 
 use crate::secret::Credentials;
 
+/// 9999-12-31T23:59:59Z, the last second a four-digit `X-Amz-Date` can name.
+const LAST_SECOND_OF_9999: u64 = 253_402_300_799;
+
 /// The algorithm name in `Authorization` and the string to sign.
 pub const ALGORITHM: &str = "AWS4-HMAC-SHA256";
 
@@ -68,6 +71,9 @@ pub struct Signature {
 pub enum SignError {
     /// No `Host` among the headers to sign.
     NoHost,
+    /// The signing time is before 1970 or after 9999 (a clock that is wrong; the signer's
+    /// date arithmetic would panic past 9999).
+    TimeOutOfRange,
     /// aws-sigv4 refused the request (its message, e.g. an invalid header value or URI).
     Refused(String),
     /// aws-sigv4 answered with headers other than the ones expected (names the header).
@@ -78,6 +84,7 @@ impl fmt::Display for SignError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::NoHost => f.write_str("SigV4: no Host header among the headers to sign"),
+            Self::TimeOutOfRange => f.write_str("SigV4: signing time outside 1970 to 9999"),
             Self::Refused(why) => write!(f, "SigV4: {why}"),
             Self::UnexpectedOutput(what) => write!(f, "SigV4: unexpected signer output: {what}"),
         }
@@ -117,6 +124,14 @@ fn identity(credentials: &Credentials) -> aws_smithy_runtime_api::client::identi
 /// hashed; `x-amz-date` and, with temporary credentials, `x-amz-security-token` among the
 /// signed headers; no `x-amz-content-sha256`).
 pub fn sign(input: &SigningInput<'_>) -> Result<Signature, SignError> {
+    let secs = input
+        .time
+        .duration_since(UNIX_EPOCH)
+        .map_err(|_| SignError::TimeOutOfRange)?
+        .as_secs();
+    if secs > LAST_SECOND_OF_9999 {
+        return Err(SignError::TimeOutOfRange);
+    }
     let host = input
         .headers
         .iter()
@@ -403,6 +418,18 @@ mod tests {
         ];
         let error = sign(&input(&bad_value, &credentials, t)).expect_err("refused");
         assert!(matches!(error, SignError::Refused(_)), "{error:?}");
+        for t in [
+            UNIX_EPOCH - Duration::from_secs(1),
+            UNIX_EPOCH + Duration::from_secs(LAST_SECOND_OF_9999 + 1),
+        ] {
+            assert_eq!(
+                sign(&input(HEADERS, &credentials, t)),
+                Err(SignError::TimeOutOfRange)
+            );
+        }
+        let last = UNIX_EPOCH + Duration::from_secs(LAST_SECOND_OF_9999);
+        let signature = sign(&input(HEADERS, &credentials, last)).expect("signs");
+        assert_eq!(signature.x_amz_date, "99991231T235959Z");
         let bad_host = [("Host", "kms hunter2-host")];
         let host_error = sign(&input(&bad_host, &credentials, t)).expect_err("refused");
         for shown in [

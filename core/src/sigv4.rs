@@ -1,19 +1,30 @@
-//! AWS Signature Version 4 for the requests kmstool sends (and, in the KMS emulator, verifies).
+//! AWS Signature Version 4 for the requests kmstool sends, computed by AWS's own signer, the
+//! `aws-sigv4` crate (the one the AWS SDK for Rust signs with).
 //!
-//! The signing time is an argument: nothing here reads a clock. [`sign`] produces exactly the
-//! `X-Amz-Date` and `Authorization` headers an AWS SDK produces for the same inputs; the
-//! building blocks ([`canonical_request`], [`string_to_sign`], [`signing_key`],
-//! [`signature_hex`]) are public so a verifier can recompute a signature over the headers a
-//! request says it signed.
+//! This module is glue: [`sign`] hands aws-sigv4 the request (method, URI, the headers to sign,
+//! the body), the identity and the signing time, and returns the `X-Amz-Date` and
+//! `Authorization` headers it computed. Nothing here reads a clock: the time is an argument.
+//! aws-sigv4 does no IO either; through `aws-smithy-async` it links tokio's `sync` feature only
+//! (no runtime, no reactor, no socket), which the workspace's purity check pins.
+//!
+//! Secrets: the identity aws-sigv4 signs with is built per call from [`Credentials`] and holds
+//! its copies of the secret access key and session token in zeroizing buffers
+//! (`aws_credential_types::Credentials` zeroizes on drop); errors carry aws-sigv4's messages,
+//! which name the problem and never a value, and its trace-level events print the identity
+//! redacted and the canonical request with the token redacted. The transient copies aws-sigv4
+//! makes while signing (the `AWS4` + secret key seed, the token in its canonical request and in
+//! its output header, which is not used) are its own and are freed without being wiped.
 
-use std::fmt::Write as _;
+use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use hmac::{Hmac, KeyInit, Mac};
-use sha2::{Digest, Sha256};
-use zeroize::Zeroizing;
+use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings};
+use aws_sigv4::sign::v4;
 
 use crate::secret::Credentials;
+
+/// 9999-12-31T23:59:59Z, the last second a four-digit `X-Amz-Date` can name.
+const LAST_SECOND_OF_9999: u64 = 253_402_300_799;
 
 /// The algorithm name in `Authorization` and the string to sign.
 pub const ALGORITHM: &str = "AWS4-HMAC-SHA256";
@@ -25,10 +36,12 @@ pub struct SigningInput<'a> {
     pub method: &'a str,
     /// Absolute path, already URI-encoded (`/` for KMS).
     pub path: &'a str,
-    /// Canonical query string (empty for KMS).
+    /// Query string without the `?` (empty for KMS).
     pub query: &'a str,
-    /// Headers to sign, as (name, value); names in any case. `X-Amz-Date` and
-    /// `X-Amz-Security-Token` are added by [`sign`] and must not be listed.
+    /// Headers to sign, as (name, value); names in any case; `Host` must be among them.
+    /// `X-Amz-Date` and `X-Amz-Security-Token` are added by the signer and must not be listed;
+    /// `Authorization`, `User-Agent`, `Transfer-Encoding` and `X-Amzn-Trace-Id` are never
+    /// signed (as with the AWS SDKs).
     pub headers: &'a [(&'a str, &'a str)],
     /// Request body.
     pub body: &'a [u8],
@@ -42,7 +55,9 @@ pub struct SigningInput<'a> {
     pub time: SystemTime,
 }
 
-/// The headers that [`sign`] adds to the request.
+/// The headers that [`sign`] adds to the request, besides `X-Amz-Security-Token` (with
+/// temporary credentials: the session token itself, which the caller sends from its own
+/// zeroizing copy).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Signature {
     /// `X-Amz-Date`, e.g. `20261129T120000Z`.
@@ -51,147 +66,126 @@ pub struct Signature {
     pub authorization: String,
 }
 
-/// Signs a request: canonical request → string to sign → HMAC chain, with `x-amz-date` and,
-/// with temporary credentials, `x-amz-security-token` among the signed headers.
-pub fn sign(input: &SigningInput<'_>) -> Signature {
-    let date = AmzDate::from_system_time(input.time);
-    let mut headers: Vec<(&str, &str)> = input.headers.to_vec();
-    headers.push(("x-amz-date", &date.date_time));
-    if let Some(token) = &input.credentials.session_token {
-        headers.push(("x-amz-security-token", token.expose()));
-    }
-    let payload_hash = hex(&Sha256::digest(input.body));
-    let canonical = canonical_request(
-        input.method,
-        input.path,
-        input.query,
-        &headers,
-        &payload_hash,
-    );
-    let scope = format!(
-        "{}/{}/{}/aws4_request",
-        date.date, input.region, input.service
-    );
-    let to_sign = string_to_sign(&date.date_time, &scope, &canonical.text);
-    let key = signing_key(
-        input.credentials.secret_access_key.expose(),
-        &date.date,
-        input.region,
-        input.service,
-    );
-    let signature = signature_hex(&key, &to_sign);
-    Signature {
-        authorization: format!(
-            "{ALGORITHM} Credential={}/{scope}, SignedHeaders={}, Signature={signature}",
-            input.credentials.access_key_id, canonical.signed_headers
-        ),
-        x_amz_date: date.date_time,
-    }
-}
-
-/// A canonical request and the `SignedHeaders` list it covers.
+/// Why a request could not be signed. Never holds a header value or a secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CanonicalRequest {
-    /// The canonical request text.
-    pub text: String,
-    /// Lowercase header names joined by `;`, sorted.
-    pub signed_headers: String,
+pub enum SignError {
+    /// No `Host` among the headers to sign.
+    NoHost,
+    /// The signing time is before 1970 or after 9999 (a clock that is wrong; the signer's
+    /// date arithmetic would panic past 9999).
+    TimeOutOfRange,
+    /// aws-sigv4 refused the request (its message, e.g. an invalid header value or URI).
+    Refused(String),
+    /// aws-sigv4 answered with headers other than the ones expected (names the header).
+    UnexpectedOutput(String),
 }
 
-/// Builds the canonical request: method, path, query, canonical headers (lowercase names,
-/// sorted, values trimmed with inner whitespace runs folded to one space, repeated names joined
-/// with `,`), the signed header list and the payload hash.
-pub fn canonical_request(
-    method: &str,
-    path: &str,
-    query: &str,
-    headers: &[(&str, &str)],
-    payload_sha256_hex: &str,
-) -> CanonicalRequest {
-    let mut sorted: Vec<(String, String)> = headers
-        .iter()
-        .map(|(name, value)| (name.to_ascii_lowercase(), fold_whitespace(value)))
-        .collect();
-    sorted.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut merged: Vec<(String, String)> = Vec::with_capacity(sorted.len());
-    for (name, value) in sorted {
-        match merged.last_mut() {
-            Some((last, joined)) if *last == name => {
-                joined.push(',');
-                joined.push_str(&value);
-            }
-            _ => merged.push((name, value)),
+impl fmt::Display for SignError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NoHost => f.write_str("SigV4: no Host header among the headers to sign"),
+            Self::TimeOutOfRange => f.write_str("SigV4: signing time outside 1970 to 9999"),
+            Self::Refused(why) => write!(f, "SigV4: {why}"),
+            Self::UnexpectedOutput(what) => write!(f, "SigV4: unexpected signer output: {what}"),
         }
     }
-    let mut text = String::with_capacity(256);
-    let _ = write!(text, "{method}\n{path}\n{query}\n");
-    for (name, value) in &merged {
-        let _ = writeln!(text, "{name}:{value}");
-    }
-    let signed_headers = merged
-        .iter()
-        .map(|(name, _)| name.as_str())
-        .collect::<Vec<_>>()
-        .join(";");
-    let _ = write!(text, "\n{signed_headers}\n{payload_sha256_hex}");
-    CanonicalRequest {
-        text,
-        signed_headers,
-    }
 }
 
-fn fold_whitespace(value: &str) -> String {
-    value.split_whitespace().collect::<Vec<_>>().join(" ")
+impl std::error::Error for SignError {}
+
+/// An error and its sources as one line (aws-sigv4's messages name no values).
+fn refused(error: &dyn std::error::Error) -> SignError {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    SignError::Refused(text)
 }
 
-/// The string to sign: algorithm, request time, scope and the canonical request's hash.
-pub fn string_to_sign(amz_date_time: &str, scope: &str, canonical_request: &str) -> String {
-    format!(
-        "{ALGORITHM}\n{amz_date_time}\n{scope}\n{}",
-        hex(&Sha256::digest(canonical_request.as_bytes()))
+/// The identity aws-sigv4 signs with: a copy of `credentials` in zeroizing buffers.
+fn identity(credentials: &Credentials) -> aws_smithy_runtime_api::client::identity::Identity {
+    aws_credential_types::Credentials::new(
+        credentials.access_key_id.as_str(),
+        credentials.secret_access_key.expose(),
+        credentials
+            .session_token
+            .as_ref()
+            .map(|token| token.expose().to_owned()),
+        None,
+        "kmstool",
     )
+    .into()
 }
 
-/// The signing key: `HMAC(HMAC(HMAC(HMAC("AWS4" + secret, date), region), service), "aws4_request")`.
-pub fn signing_key(
-    secret_access_key: &str,
-    date: &str,
-    region: &str,
-    service: &str,
-) -> Zeroizing<[u8; 32]> {
-    let mut seed = Zeroizing::new(Vec::with_capacity(4 + secret_access_key.len()));
-    seed.extend_from_slice(b"AWS4");
-    seed.extend_from_slice(secret_access_key.as_bytes());
-    let k_date = hmac_sha256(&seed, date.as_bytes());
-    let k_region = hmac_sha256(&*k_date, region.as_bytes());
-    let k_service = hmac_sha256(&*k_region, service.as_bytes());
-    hmac_sha256(&*k_service, b"aws4_request")
-}
-
-/// Hex of `HMAC-SHA256(signing_key, string_to_sign)`.
-pub fn signature_hex(signing_key: &[u8; 32], string_to_sign: &str) -> String {
-    hex(&*hmac_sha256(signing_key, string_to_sign.as_bytes()))
-}
-
-fn hmac_sha256(key: &[u8], data: &[u8]) -> Zeroizing<[u8; 32]> {
-    // HMAC accepts keys of any length, so `new_from_slice` cannot fail.
-    let mut mac = match <Hmac<Sha256> as KeyInit>::new_from_slice(key) {
-        Ok(mac) => mac,
-        Err(_) => unreachable!("HMAC takes keys of any length"),
-    };
-    mac.update(data);
-    Zeroizing::new(mac.finalize().into_bytes().into())
-}
-
-/// Lowercase hex.
-pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for &b in bytes {
-        out.push(DIGITS[usize::from(b >> 4)] as char);
-        out.push(DIGITS[usize::from(b & 15)] as char);
+/// Signs a request with aws-sigv4 and the AWS SDKs' settings (headers, not query; the payload
+/// hashed; `x-amz-date` and, with temporary credentials, `x-amz-security-token` among the
+/// signed headers; no `x-amz-content-sha256`).
+pub fn sign(input: &SigningInput<'_>) -> Result<Signature, SignError> {
+    let secs = input
+        .time
+        .duration_since(UNIX_EPOCH)
+        .map_err(|_| SignError::TimeOutOfRange)?
+        .as_secs();
+    if secs > LAST_SECOND_OF_9999 {
+        return Err(SignError::TimeOutOfRange);
     }
-    out
+    let host = input
+        .headers
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case("host"))
+        .map(|(_, value)| *value)
+        .ok_or(SignError::NoHost)?;
+    let uri = if input.query.is_empty() {
+        format!("https://{host}{}", input.path)
+    } else {
+        format!("https://{host}{}?{}", input.path, input.query)
+    };
+    let identity = identity(input.credentials);
+    let params = v4::SigningParams::builder()
+        .identity(&identity)
+        .region(input.region)
+        .name(input.service)
+        .time(input.time)
+        .settings(SigningSettings::default())
+        .build()
+        .map_err(|error| refused(&error))?
+        .into();
+    let request = SignableRequest::new(
+        input.method,
+        uri,
+        input.headers.iter().copied(),
+        SignableBody::Bytes(input.body),
+    )
+    .map_err(|error| refused(&error))?;
+    let (instructions, _) = aws_sigv4::http_request::sign(request, &params)
+        .map_err(|error| refused(&error))?
+        .into_parts();
+    let (mut x_amz_date, mut authorization, mut token) = (None, None, false);
+    for (name, value) in instructions.headers() {
+        match name {
+            "x-amz-date" => x_amz_date = Some(value.to_owned()),
+            "authorization" => authorization = Some(value.to_owned()),
+            "x-amz-security-token" => token = true,
+            other => return Err(SignError::UnexpectedOutput(format!("header {other}"))),
+        }
+    }
+    if !instructions.params().is_empty() {
+        return Err(SignError::UnexpectedOutput("query parameters".into()));
+    }
+    if token != input.credentials.session_token.is_some() {
+        return Err(SignError::UnexpectedOutput("x-amz-security-token".into()));
+    }
+    match (x_amz_date, authorization) {
+        (Some(x_amz_date), Some(authorization)) => Ok(Signature {
+            x_amz_date,
+            authorization,
+        }),
+        (None, _) => Err(SignError::UnexpectedOutput("no x-amz-date".into())),
+        (_, None) => Err(SignError::UnexpectedOutput("no authorization".into())),
+    }
 }
 
 /// A signing time in SigV4's two formats.
@@ -290,6 +284,7 @@ fn days_from_civil(year: u64, month: u64, day: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::secret::SecretString;
     use proptest::prelude::*;
 
     #[test]
@@ -321,26 +316,131 @@ mod tests {
         }
     }
 
+    fn input<'a>(
+        headers: &'a [(&'a str, &'a str)],
+        credentials: &'a Credentials,
+        time: SystemTime,
+    ) -> SigningInput<'a> {
+        SigningInput {
+            method: "POST",
+            path: "/",
+            query: "",
+            headers,
+            body: b"{}",
+            credentials,
+            region: "us-east-1",
+            service: "kms",
+            time,
+        }
+    }
+
+    fn temporary() -> Credentials {
+        Credentials::new(
+            "ASIAEXAMPLE",
+            "hunter2-secret",
+            Some(SecretString::from("hunter2-token")),
+        )
+    }
+
+    const HEADERS: &[(&str, &str)] = &[
+        ("Host", "kms.us-east-1.amazonaws.com"),
+        ("Content-Type", "application/x-amz-json-1.1"),
+        ("X-Amz-Target", "TrentService.Decrypt"),
+    ];
+
     #[test]
-    fn canonical_headers_are_sorted_folded_and_merged() {
-        let c = canonical_request(
-            "POST",
-            "/",
-            "",
-            &[
-                ("X-Amz-Target", "TrentService.Decrypt"),
-                ("Host", "kms.us-east-1.amazonaws.com"),
-                ("My-Header", "  a   b  "),
-                ("my-header", "c"),
-            ],
-            "e3b0",
+    fn signs_at_the_time_given() {
+        let credentials = temporary();
+        let t = UNIX_EPOCH + Duration::from_secs(1_795_953_600);
+        let first = sign(&input(HEADERS, &credentials, t)).expect("signs");
+        assert_eq!(first.x_amz_date, "20261129T120000Z");
+        assert!(
+            first.authorization.starts_with(
+                "AWS4-HMAC-SHA256 Credential=ASIAEXAMPLE/20261129/us-east-1/kms/aws4_request, \
+                 SignedHeaders=content-type;host;x-amz-date;x-amz-security-token;x-amz-target, \
+                 Signature="
+            ),
+            "{}",
+            first.authorization
         );
-        assert_eq!(c.signed_headers, "host;my-header;x-amz-target");
+        assert_eq!(sign(&input(HEADERS, &credentials, t)), Ok(first.clone()));
+        let later = sign(&input(HEADERS, &credentials, t + Duration::from_secs(1))).expect("signs");
+        assert_eq!(later.x_amz_date, "20261129T120001Z");
+        assert_ne!(later.authorization, first.authorization);
+    }
+
+    #[test]
+    fn long_term_credentials_sign_no_token() {
+        let credentials = Credentials::new("AKIDEXAMPLE", "hunter2-secret", None);
+        let t = UNIX_EPOCH + Duration::from_secs(1_795_953_600);
+        let signature = sign(&input(HEADERS, &credentials, t)).expect("signs");
+        assert!(
+            signature
+                .authorization
+                .contains("SignedHeaders=content-type;host;x-amz-date;x-amz-target, "),
+            "{}",
+            signature.authorization
+        );
+    }
+
+    #[test]
+    fn header_names_case_and_value_spaces_do_not_change_the_signature() {
+        let credentials = temporary();
+        let t = UNIX_EPOCH + Duration::from_secs(1_795_953_600);
+        let plain = sign(&input(HEADERS, &credentials, t)).expect("signs");
+        let shouty = [
+            ("HOST", "kms.us-east-1.amazonaws.com"),
+            ("content-type", "  application/x-amz-json-1.1 "),
+            ("x-amz-TARGET", "TrentService.Decrypt"),
+        ];
+        assert_eq!(sign(&input(&shouty, &credentials, t)), Ok(plain.clone()));
+        let other_target = [
+            ("Host", "kms.us-east-1.amazonaws.com"),
+            ("Content-Type", "application/x-amz-json-1.1"),
+            ("X-Amz-Target", "TrentService.Encrypt"),
+        ];
+        let other = sign(&input(&other_target, &credentials, t)).expect("signs");
+        assert_ne!(other.authorization, plain.authorization);
+    }
+
+    #[test]
+    fn refuses_unsignable_requests_without_quoting_them() {
+        let credentials = temporary();
+        let t = UNIX_EPOCH;
+        let no_host = [("X-Amz-Target", "TrentService.Decrypt")];
         assert_eq!(
-            c.text,
-            "POST\n/\n\nhost:kms.us-east-1.amazonaws.com\nmy-header:a b,c\n\
-             x-amz-target:TrentService.Decrypt\n\nhost;my-header;x-amz-target\ne3b0"
+            sign(&input(&no_host, &credentials, t)),
+            Err(SignError::NoHost)
         );
+        let bad_value = [
+            ("Host", "kms.us-east-1.amazonaws.com"),
+            ("X-Amz-Target", "hunter2-value\r\nInjected: yes"),
+        ];
+        let error = sign(&input(&bad_value, &credentials, t)).expect_err("refused");
+        assert!(matches!(error, SignError::Refused(_)), "{error:?}");
+        for t in [
+            UNIX_EPOCH - Duration::from_secs(1),
+            UNIX_EPOCH + Duration::from_secs(LAST_SECOND_OF_9999 + 1),
+        ] {
+            assert_eq!(
+                sign(&input(HEADERS, &credentials, t)),
+                Err(SignError::TimeOutOfRange)
+            );
+        }
+        let last = UNIX_EPOCH + Duration::from_secs(LAST_SECOND_OF_9999);
+        let signature = sign(&input(HEADERS, &credentials, last)).expect("signs");
+        assert_eq!(signature.x_amz_date, "99991231T235959Z");
+        let bad_host = [("Host", "kms hunter2-host")];
+        let host_error = sign(&input(&bad_host, &credentials, t)).expect_err("refused");
+        for shown in [
+            format!("{error} {error:?} {host_error} {host_error:?}"),
+            format!("{:?}", input(HEADERS, &credentials, t)),
+        ] {
+            assert!(!shown.contains("hunter2-secret"), "leaked: {shown}");
+            assert!(!shown.contains("hunter2-token"), "leaked: {shown}");
+            assert!(!shown.contains("hunter2-value"), "leaked: {shown}");
+            assert!(!shown.contains("hunter2-host"), "leaked: {shown}");
+        }
     }
 
     proptest! {

@@ -1,6 +1,7 @@
 //! KMS requests: the JSON bodies (always with an attested `Recipient`) and the signed HTTP/1.1
 //! request around them.
 
+use std::fmt;
 use std::time::SystemTime;
 
 use base64::Engine as _;
@@ -12,7 +13,7 @@ use crate::protocol::{
     DataKeySize, Decrypt, EncryptionContext, GenerateDataKey, GenerateRandom, Operation,
 };
 use crate::secret::Credentials;
-use crate::sigv4;
+use crate::sigv4::{self, SignError};
 
 /// `Content-Type` of every KMS request.
 pub const CONTENT_TYPE: &str = "application/x-amz-json-1.1";
@@ -163,16 +164,50 @@ pub struct RequestTarget<'a> {
     pub credentials: &'a Credentials,
 }
 
+/// Why a KMS request could not be built. Never holds a secret or a header value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BuildError {
+    /// The signer refused the request.
+    Sign(SignError),
+    /// The signed request could not be framed.
+    Http(RequestError),
+}
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Sign(error) => error.fmt(f),
+            Self::Http(error) => error.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for BuildError {}
+
+impl From<SignError> for BuildError {
+    fn from(error: SignError) -> Self {
+        Self::Sign(error)
+    }
+}
+
+impl From<RequestError> for BuildError {
+    fn from(error: RequestError) -> Self {
+        Self::Http(error)
+    }
+}
+
 /// The signed HTTP/1.1 request for `target` (`TrentService.*`) with JSON `body`, signed at
-/// `time`. Signed headers: `content-type;host;x-amz-date[;x-amz-security-token];x-amz-target`.
+/// `time` by [`sigv4::sign`] (aws-sigv4). Signed headers:
+/// `content-type;host;x-amz-date[;x-amz-security-token];x-amz-target`.
 /// The bytes hold the session token, so they come in a zeroizing buffer. Fails only when a
-/// header value could not be sent (control characters), which validated inputs never have.
+/// header value could not be signed or sent (control characters), which validated inputs
+/// never have.
 pub fn http_request(
     to: &RequestTarget<'_>,
     x_amz_target: &str,
     body: &[u8],
     time: SystemTime,
-) -> Result<Zeroizing<Vec<u8>>, RequestError> {
+) -> Result<Zeroizing<Vec<u8>>, BuildError> {
     let signed = [
         ("Host", to.host),
         ("Content-Type", CONTENT_TYPE),
@@ -188,7 +223,7 @@ pub fn http_request(
         region: to.region,
         service: SERVICE,
         time,
-    });
+    })?;
     let content_length = body.len().to_string();
     let mut headers: Vec<(&str, &str)> = Vec::with_capacity(8);
     headers.extend_from_slice(&signed);
@@ -204,4 +239,85 @@ pub fn http_request(
     let mut out = Zeroizing::new(Vec::with_capacity(body.len() + header_bytes + 64));
     write_request(&mut out, "POST", "/", &headers, body)?;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use super::*;
+    use crate::protocol::{DataKeySize, KeySpec};
+    use crate::secret::SecretString;
+
+    /// One GenerateDataKey request as the enclave sends it, every byte of it: the request line,
+    /// the headers in their order and case, the signature, the body.
+    fn wire(credentials: &Credentials) -> String {
+        let call = KmsCall::GenerateDataKey(GenerateDataKey {
+            key_id: "alias/kmstool".into(),
+            size: DataKeySize::KeySpec(KeySpec::Aes256),
+            encryption_context: EncryptionContext::from([("app".into(), "wire".into())]),
+            grant_tokens: Vec::new(),
+        });
+        let body = call.body(b"attestation document");
+        let target = RequestTarget {
+            host: "kms.eu-west-1.amazonaws.com",
+            region: "eu-west-1",
+            credentials,
+        };
+        // 2026-11-29T12:00:00Z
+        let time = UNIX_EPOCH + Duration::from_secs(1_795_953_600);
+        let bytes = http_request(&target, call.target(), &body, time).expect("sendable");
+        String::from_utf8(bytes.to_vec()).expect("ASCII")
+    }
+
+    #[test]
+    fn wire_bytes_with_a_session_token() {
+        let credentials = Credentials::new(
+            "ASIAIOSFODNN7EXAMPLE",
+            "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+            Some(SecretString::from("IQoJb3JpZ2luX2VjEXAMPLETOKEN//+==")),
+        );
+        assert_eq!(
+            wire(&credentials),
+            [
+                "POST / HTTP/1.1\r\n",
+                "Host: kms.eu-west-1.amazonaws.com\r\n",
+                "Content-Type: application/x-amz-json-1.1\r\n",
+                "X-Amz-Target: TrentService.GenerateDataKey\r\n",
+                "X-Amz-Date: 20261129T120000Z\r\n",
+                "X-Amz-Security-Token: IQoJb3JpZ2luX2VjEXAMPLETOKEN//+==\r\n",
+                "Authorization: AWS4-HMAC-SHA256 Credential=ASIAIOSFODNN7EXAMPLE/20261129/eu-west-1/kms/aws4_request, SignedHeaders=content-type;host;x-amz-date;x-amz-security-token;x-amz-target, Signature=e39caa99de303a5593ba87363130f78519c2acfcebb45b1857c6a4bbf24a86da\r\n",
+                "Content-Length: 193\r\n",
+                &format!("User-Agent: {USER_AGENT}\r\n"),
+                "\r\n",
+                r#"{"KeyId":"alias/kmstool","KeySpec":"AES_256","EncryptionContext":{"app":"wire"},"Recipient":{"KeyEncryptionAlgorithm":"RSAES_OAEP_SHA_256","AttestationDocument":"YXR0ZXN0YXRpb24gZG9jdW1lbnQ="}}"#,
+            ]
+            .concat()
+        );
+    }
+
+    #[test]
+    fn wire_bytes_with_long_term_credentials() {
+        let credentials = Credentials::new(
+            "AKIAIOSFODNN7EXAMPLE",
+            "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+            None,
+        );
+        assert_eq!(
+            wire(&credentials),
+            [
+                "POST / HTTP/1.1\r\n",
+                "Host: kms.eu-west-1.amazonaws.com\r\n",
+                "Content-Type: application/x-amz-json-1.1\r\n",
+                "X-Amz-Target: TrentService.GenerateDataKey\r\n",
+                "X-Amz-Date: 20261129T120000Z\r\n",
+                "Authorization: AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20261129/eu-west-1/kms/aws4_request, SignedHeaders=content-type;host;x-amz-date;x-amz-target, Signature=bc3a11d34377f29486ec728cb14f18a24e54f0768e13c40eae7f509e1b261ee5\r\n",
+                "Content-Length: 193\r\n",
+                &format!("User-Agent: {USER_AGENT}\r\n"),
+                "\r\n",
+                r#"{"KeyId":"alias/kmstool","KeySpec":"AES_256","EncryptionContext":{"app":"wire"},"Recipient":{"KeyEncryptionAlgorithm":"RSAES_OAEP_SHA_256","AttestationDocument":"YXR0ZXN0YXRpb24gZG9jdW1lbnQ="}}"#,
+            ]
+            .concat()
+        );
+    }
 }

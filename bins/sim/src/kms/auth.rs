@@ -1,6 +1,7 @@
 //! SigV4 verification the way KMS does it: parse `Authorization`, check the credential scope,
-//! the clock skew and the identity, then recompute the signature with core's SigV4 building
-//! blocks over exactly the headers the request says it signed, and compare in constant time.
+//! the clock skew and the identity, then recompute the signature with the signer core signs
+//! with (AWS's `aws-sigv4`) over exactly the headers the request says it signed, at the time
+//! its `X-Amz-Date` says, and compare in constant time.
 //!
 //! Error types and texts are KMS's (see [`super::error`]); the skew window is AWS's 5 minutes
 //! ("Signature expired: 20151120T200815Z is now earlier than 20151120T201846Z
@@ -10,10 +11,12 @@
 use std::time::{Duration, SystemTime};
 
 use aws_lc_rs::constant_time::verify_slices_are_equal;
-use aws_lc_rs::digest::{SHA256, digest};
-use kmstool_core::sigv4::{
-    ALGORITHM, AmzDate, canonical_request, hex, signature_hex, signing_key, string_to_sign,
+use aws_sigv4::http_request::{
+    PercentEncodingMode, SessionTokenMode, SignableBody, SignableRequest, SigningSettings,
+    UriPathNormalizationMode,
 };
+use aws_sigv4::sign::v4;
+use kmstool_core::sigv4::{ALGORITHM, AmzDate};
 
 use super::credentials::SimCredentials;
 use super::error::KmsError;
@@ -157,7 +160,7 @@ impl<'a> Verifier<'a> {
         if identity.expiration.is_some_and(|e| e <= self.now) {
             return Err(KmsError::expired_token());
         }
-        check_signature(identity, request, &auth, amz_date)?;
+        check_signature(identity, request, &auth, signed_at)?;
         Ok(identity)
     }
 
@@ -242,7 +245,7 @@ fn check_signature(
     identity: &SimCredentials,
     request: &Request,
     auth: &Authorization<'_>,
-    amz_date: &str,
+    signed_at: SystemTime,
 ) -> Result<(), KmsError> {
     let mismatch = || {
         KmsError::invalid_signature(
@@ -251,47 +254,99 @@ fn check_signature(
              documentation for details.",
         )
     };
+    // The headers the request lists, as sent. The signer adds `x-amz-date` (from the time) and
+    // `x-amz-security-token` (from the identity, which `check_token` matched) itself, so those
+    // two are checked to be there once and not handed over.
     let mut headers: Vec<(&str, &str)> = Vec::new();
+    let mut token_signed = false;
     for name in auth.signed_headers.split(';') {
-        let before = headers.len();
-        headers.extend(
-            request
-                .headers
-                .iter()
-                .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-                .map(|(n, v)| (n.as_str(), v.as_str())),
-        );
-        if headers.len() == before {
+        let mut sent = request
+            .headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .peekable();
+        if sent.peek().is_none() {
             return Err(mismatch());
         }
+        match name {
+            "x-amz-date" | "x-amz-security-token" => {
+                if sent.count() != 1 {
+                    return Err(mismatch());
+                }
+                token_signed |= name == "x-amz-security-token";
+            }
+            _ => headers.extend(sent),
+        }
     }
-    let (path, query) = request
-        .target
-        .split_once('?')
-        .unwrap_or((request.target.as_str(), ""));
-    let payload_hash = hex(digest(&SHA256, &request.body).as_ref());
-    let canonical = canonical_request(&request.method, path, query, &headers, &payload_hash);
-    if canonical.signed_headers != auth.signed_headers {
+    // The path and query as sent (the emulator serves `/`): no re-encoding, no normalisation.
+    // The URI's authority is a placeholder: the signed `Host` header is what is signed.
+    let uri = format!("https://kms.invalid{}", request.target);
+    let mut settings = SigningSettings::default();
+    settings.excluded_headers = None;
+    settings.percent_encoding_mode = PercentEncodingMode::Single;
+    settings.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;
+    settings.session_token_mode = if token_signed {
+        SessionTokenMode::Include
+    } else {
+        SessionTokenMode::Exclude
+    };
+    let signer: aws_smithy_runtime_api::client::identity::Identity =
+        aws_credential_types::Credentials::new(
+            identity.credentials.access_key_id.as_str(),
+            identity.credentials.secret_access_key.expose(),
+            identity
+                .credentials
+                .session_token
+                .as_ref()
+                .map(|token| token.expose().to_owned()),
+            None,
+            "kms-emulator",
+        )
+        .into();
+    let Ok(params) = v4::SigningParams::builder()
+        .identity(&signer)
+        .region(auth.region)
+        .name(auth.service)
+        .time(signed_at)
+        .settings(settings)
+        .build()
+    else {
+        return Err(mismatch());
+    };
+    let params = params.into();
+    // A request aws-sigv4 cannot canonicalise (a header value or target it refuses) cannot
+    // carry a valid signature.
+    let Ok(signable) = SignableRequest::new(
+        &request.method,
+        uri,
+        headers.into_iter(),
+        SignableBody::Bytes(&request.body),
+    ) else {
+        return Err(mismatch());
+    };
+    let Ok(output) = aws_sigv4::http_request::sign(signable, &params) else {
+        return Err(mismatch());
+    };
+    let (instructions, expected) = output.into_parts();
+    let recomputed = instructions
+        .headers()
+        .find(|(name, _)| *name == "authorization")
+        .and_then(|(_, value)| {
+            parse_authorization(value)
+                .ok()
+                .map(|a| a.signed_headers.to_owned())
+        });
+    if recomputed.as_deref() != Some(auth.signed_headers) {
         return Err(mismatch());
     }
-    let scope = format!(
-        "{}/{}/{}/{}",
-        auth.date, auth.region, auth.service, auth.terminator
-    );
-    let to_sign = string_to_sign(amz_date, &scope, &canonical.text);
-    let key = signing_key(
-        identity.credentials.secret_access_key.expose(),
-        auth.date,
-        auth.region,
-        auth.service,
-    );
-    let expected = signature_hex(&key, &to_sign);
     verify_slices_are_equal(expected.as_bytes(), auth.signature.as_bytes()).map_err(|_| mismatch())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kmstool_core::secret::{Credentials, SecretString};
     use proptest::prelude::*;
 
     proptest! {
@@ -315,6 +370,183 @@ mod tests {
             prop_assert_eq!(parsed.region, region.as_str());
             prop_assert_eq!(parsed.signature, signature.as_str());
         }
+    }
+
+    fn fixture(name: &str) -> Vec<u8> {
+        let path = format!("{}/../../fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    fn time(text: &str) -> SystemTime {
+        AmzDate::parse(text).expect("an X-Amz-Date")
+    }
+
+    fn request(bytes: &[u8]) -> Request {
+        let (request, _) = super::super::http::parse_request(bytes, 1 << 20)
+            .expect("parses")
+            .expect("complete");
+        request
+    }
+
+    fn verify(
+        identity: &SimCredentials,
+        region: &str,
+        request: &Request,
+    ) -> Result<String, KmsError> {
+        let now = time(request.header("x-amz-date").expect("X-Amz-Date"));
+        let credentials = std::slice::from_ref(identity);
+        let verifier = Verifier {
+            credentials,
+            region,
+            now: now + Duration::from_secs(60),
+            max_skew: Duration::from_secs(300),
+        };
+        verifier
+            .verify(request)
+            .map(|c| c.credentials.access_key_id.clone())
+    }
+
+    /// Requests signed by an independent signer (fixtures/sigv4/) verify, and stop verifying
+    /// when a byte of the body changes.
+    #[test]
+    fn verifies_requests_signed_by_an_independent_signer() {
+        let text = fixture("sigv4/kms-sigv4-vectors.json");
+        let vectors: Vec<serde_json::Value> = serde_json::from_slice(&text).expect("JSON");
+        assert!(vectors.len() >= 4);
+        for v in vectors {
+            let field = |name: &str| v[name].as_str().expect(name).to_owned();
+            let expected = &v["expected"];
+            let token = v["session_token"].as_str();
+            let identity = SimCredentials::new(
+                Credentials::new(
+                    field("access_key_id"),
+                    field("secret_access_key").as_str(),
+                    token.map(SecretString::from),
+                ),
+                "111122223333",
+            );
+            let body = field("body");
+            let mut head = format!(
+                "POST / HTTP/1.1\r\nHost: {}\r\nContent-Type: application/x-amz-json-1.1\r\n\
+                 X-Amz-Target: {}\r\nX-Amz-Date: {}\r\n",
+                field("host"),
+                field("x_amz_target"),
+                expected["X-Amz-Date"].as_str().expect("date"),
+            );
+            if let Some(token) = token {
+                head.push_str(&format!("X-Amz-Security-Token: {token}\r\n"));
+            }
+            head.push_str(&format!(
+                "Authorization: {}\r\nContent-Length: {}\r\n\r\n",
+                expected["Authorization"].as_str().expect("authorization"),
+                body.len()
+            ));
+            let mut bytes = [head.as_bytes(), body.as_bytes()].concat();
+            let region = field("region");
+            assert_eq!(
+                verify(&identity, &region, &request(&bytes)).map_err(|e| e.message),
+                Ok(field("access_key_id")),
+                "{}",
+                field("name")
+            );
+            let last = bytes.len() - 2;
+            bytes[last] ^= 1;
+            let error = verify(&identity, &region, &request(&bytes)).expect_err("tampered");
+            assert_eq!(error.error_type, "InvalidSignatureException");
+        }
+    }
+
+    /// What the C KMS Tool sends (fixtures/upstream-wire/) verifies: it also signs
+    /// `content-length` and `x-amz-content-sha256`, and names headers in mixed case. Its
+    /// captures were signed with the secret access key `SECRET` (and the token `TOKEN`).
+    #[test]
+    fn verifies_the_c_tools_requests() {
+        for name in [
+            "decrypt-request-with-session-token-and-ec.http",
+            "generatedatakey-request-cli.http",
+            "generaterandom-request-cli.http",
+        ] {
+            let bytes = fixture(&format!("upstream-wire/{name}"));
+            let request = request(&bytes);
+            let auth = parse_authorization(request.header("authorization").expect("signed"))
+                .expect("parses");
+            let token = request
+                .header("x-amz-security-token")
+                .map(SecretString::from);
+            let identity = SimCredentials::new(
+                Credentials::new(auth.access_key_id, "SECRET", token),
+                "111122223333",
+            );
+            assert_eq!(
+                verify(&identity, auth.region, &request).map_err(|e| e.message),
+                Ok(auth.access_key_id.to_owned()),
+                "{name}"
+            );
+        }
+    }
+
+    /// Some signers send the session token without signing it; KMS accepts that, and so does
+    /// the emulator (the token is still checked against the identity's).
+    #[test]
+    fn verifies_a_token_sent_but_not_signed() {
+        let identity = SimCredentials::new(
+            Credentials::new("ASIAEXAMPLE", "t3mp", Some(SecretString::from("tok"))),
+            "111122223333",
+        );
+        let at = time("20261129T120000Z");
+        let host = "kms.us-east-1.amazonaws.com";
+        let body = br#"{"NumberOfBytes":4}"#;
+        let signer: aws_smithy_runtime_api::client::identity::Identity =
+            aws_credential_types::Credentials::new(
+                "ASIAEXAMPLE",
+                "t3mp",
+                Some("tok".into()),
+                None,
+                "test",
+            )
+            .into();
+        let mut settings = SigningSettings::default();
+        settings.session_token_mode = SessionTokenMode::Exclude;
+        let params = v4::SigningParams::builder()
+            .identity(&signer)
+            .region("us-east-1")
+            .name("kms")
+            .time(at)
+            .settings(settings)
+            .build()
+            .expect("params")
+            .into();
+        let headers = [
+            ("host", host),
+            ("x-amz-target", "TrentService.GenerateRandom"),
+        ];
+        let signable = SignableRequest::new(
+            "POST",
+            format!("https://{host}/"),
+            headers.into_iter(),
+            SignableBody::Bytes(body),
+        )
+        .expect("signable");
+        let (instructions, _) = aws_sigv4::http_request::sign(signable, &params)
+            .expect("signs")
+            .into_parts();
+        let mut head = format!(
+            "POST / HTTP/1.1\r\nHost: {host}\r\nX-Amz-Target: TrentService.GenerateRandom\r\n"
+        );
+        for (name, value) in instructions.headers() {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        head.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+        assert!(head.contains("x-amz-security-token: tok\r\n"), "{head}");
+        assert!(
+            head.contains("SignedHeaders=host;x-amz-date;x-amz-target,"),
+            "{head}"
+        );
+        let request = request(&[head.as_bytes(), body].concat());
+        assert_eq!(
+            verify(&identity, "us-east-1", &request).map_err(|e| e.message),
+            Ok("ASIAEXAMPLE".to_owned())
+        );
     }
 
     #[test]

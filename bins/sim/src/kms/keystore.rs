@@ -320,7 +320,7 @@ pub fn random_bytes(n: usize) -> Zeroizing<Vec<u8>> {
 
 /// Formats 16 bytes as a lowercase UUID.
 pub fn format_uuid(id: &[u8; KEY_ID_LEN]) -> String {
-    let hex = kmstool_core::sigv4::hex(id);
+    let hex = hex::encode(id);
     format!(
         "{}-{}-{}-{}-{}",
         &hex[0..8],

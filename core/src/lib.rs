@@ -31,7 +31,6 @@ compile_error!("the `tls` feature needs a crypto backend: enable `aws-lc` or `ru
 
 pub mod accept;
 pub mod address;
-pub mod attestation;
 pub mod cms;
 pub mod credentials;
 pub mod crypto;

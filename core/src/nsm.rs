@@ -11,7 +11,6 @@
 
 pub mod gate;
 
-use std::collections::BTreeSet;
 use std::fmt;
 
 pub use aws_nitro_enclaves_nsm_api::api::{Digest, ErrorCode, Request, Response};
@@ -20,7 +19,7 @@ use serde_bytes::ByteBuf;
 /// Largest attestation document [`attest`] accepts from a module, in bytes.
 ///
 /// The same cap the document parser applies (`attestation::MAX_DOCUMENT_BYTES`).
-pub const MAX_DOCUMENT_BYTES: usize = crate::attestation::MAX_DOCUMENT_BYTES;
+pub const MAX_DOCUMENT_BYTES: usize = 16 * 1024;
 
 /// Largest number of random bytes [`get_random`] gathers in one call.
 pub const MAX_RANDOM_BYTES: usize = 64 * 1024;
@@ -90,78 +89,6 @@ pub fn get_random(nsm: &dyn Nsm, n: usize) -> Result<Vec<u8>, NsmError> {
         }
     }
     Ok(out)
-}
-
-/// The state of one platform configuration register, as `DescribePCR` reports it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PcrState {
-    /// Whether the register is locked (read-only).
-    pub locked: bool,
-    /// The register's current value (48 bytes with SHA-384).
-    pub data: Vec<u8>,
-}
-
-/// Reads platform configuration register `index`.
-pub fn describe_pcr(nsm: &dyn Nsm, index: u16) -> Result<PcrState, NsmError> {
-    match nsm.process(Request::DescribePCR { index }) {
-        Response::DescribePCR { lock, data } => Ok(PcrState { locked: lock, data }),
-        other => Err(unexpected(other, "DescribePCR")),
-    }
-}
-
-/// What `DescribeNSM` reports about a module.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NsmDescription {
-    /// Module API version: major, minor, patch.
-    pub version: (u16, u16, u16),
-    /// The module's identifier (`i-…-enc…`), as it appears in attestation documents.
-    pub module_id: String,
-    /// Number of registers the module exposes.
-    pub max_pcrs: u16,
-    /// Registers that are read-only.
-    pub locked_pcrs: BTreeSet<u16>,
-    /// Name of the register digest: `SHA256`, `SHA384` or `SHA512`.
-    pub digest: &'static str,
-}
-
-/// Asks the module to describe itself.
-pub fn describe_nsm(nsm: &dyn Nsm) -> Result<NsmDescription, NsmError> {
-    match nsm.process(Request::DescribeNSM) {
-        Response::DescribeNSM {
-            version_major,
-            version_minor,
-            version_patch,
-            module_id,
-            max_pcrs,
-            locked_pcrs,
-            digest,
-        } => Ok(NsmDescription {
-            version: (version_major, version_minor, version_patch),
-            module_id,
-            max_pcrs,
-            locked_pcrs,
-            digest: digest_name(digest),
-        }),
-        other => Err(unexpected(other, "DescribeNSM")),
-    }
-}
-
-/// The name the NSM uses for a digest in attestation documents (`SHA384`, …).
-pub fn digest_name(digest: Digest) -> &'static str {
-    match digest {
-        Digest::SHA256 => "SHA256",
-        Digest::SHA384 => "SHA384",
-        Digest::SHA512 => "SHA512",
-    }
-}
-
-/// The length in bytes of a register value under `digest`.
-pub fn digest_len(digest: Digest) -> usize {
-    match digest {
-        Digest::SHA256 => 32,
-        Digest::SHA384 => 48,
-        Digest::SHA512 => 64,
-    }
 }
 
 /// Maps a response that is not the one asked for to an error.
@@ -407,56 +334,6 @@ mod tests {
         );
         assert!(nsm.seen().is_empty());
         assert_eq!(get_random(&nsm, 0), Ok(vec![]));
-    }
-
-    #[test]
-    fn describe_pcr_reads_lock_and_value() {
-        let nsm = Scripted::new(vec![
-            Response::DescribePCR {
-                lock: true,
-                data: vec![7; 48],
-            },
-            Response::Error(ErrorCode::InvalidIndex),
-        ]);
-        assert_eq!(
-            describe_pcr(&nsm, 0),
-            Ok(PcrState {
-                locked: true,
-                data: vec![7; 48]
-            })
-        );
-        assert_eq!(
-            describe_pcr(&nsm, 99),
-            Err(NsmError::Module(NsmErrorCode::InvalidIndex))
-        );
-        assert_eq!(
-            nsm.seen(),
-            vec!["DescribePCR { index: 0 }", "DescribePCR { index: 99 }"]
-        );
-    }
-
-    #[test]
-    fn describe_nsm_reports_the_module() {
-        let nsm = Scripted::new(vec![Response::DescribeNSM {
-            version_major: 1,
-            version_minor: 0,
-            version_patch: 0,
-            module_id: "i-0123456789abcdef0-enc0123456789abcdef".into(),
-            max_pcrs: 32,
-            locked_pcrs: [0, 1, 2].into_iter().collect(),
-            digest: Digest::SHA384,
-        }]);
-        let description = describe_nsm(&nsm);
-        assert_eq!(
-            description,
-            Ok(NsmDescription {
-                version: (1, 0, 0),
-                module_id: "i-0123456789abcdef0-enc0123456789abcdef".into(),
-                max_pcrs: 32,
-                locked_pcrs: [0, 1, 2].into_iter().collect(),
-                digest: "SHA384",
-            })
-        );
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! parses to the same document; the signed structure is rebuilt from the exact bytes.
 #![no_main]
 
-use kmstool_core::attestation::{
+use kmstool_sim::attestation::{
     AttestationDocument, AttestationPayload, ES384_SIGNATURE_LEN, MAX_CABUNDLE_CERTS, MAX_PCRS,
     cose_sign1_sig_structure, encode_cose_sign1,
 };

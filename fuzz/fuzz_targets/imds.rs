@@ -11,6 +11,7 @@
 use std::time::{Duration, Instant};
 
 use arbitrary::Arbitrary;
+use kmstool_core::credentials::CredentialFetch as _;
 use kmstool_core::credentials::imds::{ImdsClient, ImdsEndpoint, ImdsOutput};
 use libfuzzer_sys::fuzz_target;
 

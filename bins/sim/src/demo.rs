@@ -3,9 +3,9 @@
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
+use crate::attestation::AttestationDocument;
 use anyhow::Context as _;
 use kmstool_core::address::Address;
-use kmstool_core::attestation::AttestationDocument;
 use kmstool_core::instance::InstanceClient;
 use kmstool_core::protocol::{CommandArgs, Decrypt, EncryptionContext};
 use sha2::{Digest as _, Sha256};

@@ -9,6 +9,7 @@
 //! IMDSv2 credentials it accepts.
 #![deny(missing_docs)]
 
+pub mod attestation;
 pub mod nsm;
 pub mod verify;
 

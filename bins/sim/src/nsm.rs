@@ -13,6 +13,11 @@
 //! can fix it.
 
 mod chain;
+mod describe;
+
+pub use self::describe::{
+    NsmDescription, PcrState, describe_nsm, describe_pcr, digest_len, digest_name,
+};
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -20,10 +25,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use aws_lc_rs::digest::{SHA384, digest};
-use kmstool_core::attestation::{
+use crate::attestation::{
     AttestationPayload, PROTECTED_HEADER_ES384, cose_sign1_sig_structure, encode_cose_sign1,
 };
+use aws_lc_rs::digest::{SHA384, digest};
 use kmstool_core::nsm::{Digest, ErrorCode, Nsm, Request, Response};
 
 use self::chain::{Chain, Identity};

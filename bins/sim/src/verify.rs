@@ -2,7 +2,7 @@
 //!
 //! What a relying party (KMS, or the simulated KMS) checks, in order:
 //!
-//! 1. the bytes parse as an attestation document (`kmstool_core::attestation`);
+//! 1. the bytes parse as an attestation document (`crate::attestation`);
 //! 2. `cabundle[0]` is byte for byte the trusted root;
 //! 3. `certificate` chains to that root through exactly `cabundle[1..]`, in order, every
 //!    certificate valid at the chosen time, every signature ECDSA P-384 with SHA-384
@@ -26,9 +26,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
+use crate::attestation::{AttestationDocument, AttestationError, AttestationPayload};
 use aws_lc_rs::signature::{ECDSA_P384_SHA384_FIXED, UnparsedPublicKey};
 use der::Decode as _;
-use kmstool_core::attestation::{AttestationDocument, AttestationError, AttestationPayload};
 use rustls_pki_types::{
     AlgorithmIdentifier, CertificateDer, InvalidSignature, SignatureVerificationAlgorithm,
     UnixTime, alg_id,

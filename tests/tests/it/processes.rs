@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::SystemTime;
 
 use kmstool_core::address::Address;
-use kmstool_core::attestation::AttestationDocument;
 use kmstool_core::secret::Credentials;
+use kmstool_sim::attestation::AttestationDocument;
 use kmstool_sim::imds::random_credentials;
 use kmstool_sim::kms::{
     AttestationVerifier, AttestedRecipient, KmsConfig, KmsEmulator, NsmRootVerifier, SimCredentials,

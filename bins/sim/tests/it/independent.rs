@@ -207,17 +207,16 @@ fn extension_outline(der: &[u8]) -> Vec<String> {
 
 #[test]
 fn simulated_certificates_carry_the_extensions_of_real_ones() {
-    let real = kmstool_core::attestation::AttestationDocument::parse(&fixture(
+    let real = kmstool_sim::attestation::AttestationDocument::parse(&fixture(
         "real-nitro-attestation-1.cose",
     ))
     .unwrap_or_else(|e| panic!("{e}"))
     .doc;
     let nsm = sim(SimConfig::default());
-    let simulated =
-        kmstool_core::attestation::AttestationDocument::parse(&sim_document(&nsm, b"k"))
-            .unwrap_or_else(|e| panic!("{e}"))
-            .doc;
-    let certs = |doc: &kmstool_core::attestation::AttestationPayload| {
+    let simulated = kmstool_sim::attestation::AttestationDocument::parse(&sim_document(&nsm, b"k"))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .doc;
+    let certs = |doc: &kmstool_sim::attestation::AttestationPayload| {
         doc.cabundle
             .iter()
             .chain([&doc.certificate])

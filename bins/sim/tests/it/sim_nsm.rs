@@ -4,11 +4,9 @@
 use crate::clock::*;
 use crate::fixtures::*;
 use ciborium::value::Value;
-use kmstool_core::attestation::{AttestationDocument, PROTECTED_HEADER_ES384};
-use kmstool_core::nsm::{
-    self, Digest, ErrorCode, Nsm, NsmError, NsmErrorCode, PcrState, Request, Response,
-};
-use kmstool_sim::nsm::{SimConfig, SimError, SimNsm};
+use kmstool_core::nsm::{self, Digest, ErrorCode, Nsm, NsmError, NsmErrorCode, Request, Response};
+use kmstool_sim::attestation::{AttestationDocument, PROTECTED_HEADER_ES384};
+use kmstool_sim::nsm::{PcrState, SimConfig, SimError, SimNsm, describe_nsm, describe_pcr};
 use kmstool_sim::verify::{VerifyTime, verify};
 use serde_bytes::ByteBuf;
 
@@ -38,7 +36,7 @@ fn configured_pcrs_show_up_in_documents_and_describe_pcr() {
     assert_eq!(doc.pcr(1), Some(&[0; 48][..]));
     assert_eq!(doc.pcrs.len(), 16);
     assert_eq!(
-        nsm::describe_pcr(&nsm, 0).map(|p| hex::encode(p.data)),
+        describe_pcr(&nsm, 0).map(|p| hex::encode(p.data)),
         Ok(PCR0_HEX.to_owned())
     );
 }
@@ -53,7 +51,7 @@ fn debug_mode_zeroes_every_register() {
     assert_eq!(doc.pcrs.len(), 16);
     assert!(doc.pcrs.values().all(|v| v == &[0; 48]), "{:?}", doc.pcrs);
     assert_eq!(
-        nsm::describe_pcr(&nsm, 0),
+        describe_pcr(&nsm, 0),
         Ok(PcrState {
             locked: true,
             data: vec![0; 48]
@@ -189,7 +187,7 @@ fn registers_extend_lock_and_describe_like_the_nsm() {
     );
     assert_eq!(data, expected.as_ref());
     assert_eq!(
-        nsm::describe_pcr(&nsm, 16),
+        describe_pcr(&nsm, 16),
         Ok(PcrState {
             locked: false,
             data: expected.as_ref().to_vec()
@@ -209,7 +207,7 @@ fn registers_extend_lock_and_describe_like_the_nsm() {
     ));
     // Out-of-range indexes.
     assert_eq!(
-        nsm::describe_pcr(&nsm, 32),
+        describe_pcr(&nsm, 32),
         Err(NsmError::Module(NsmErrorCode::InvalidIndex))
     );
     assert!(matches!(
@@ -220,7 +218,7 @@ fn registers_extend_lock_and_describe_like_the_nsm() {
         nsm.process(Request::LockPCRs { range: 20 }),
         Response::LockPCRs
     ));
-    let description = nsm::describe_nsm(&nsm).unwrap_or_else(|e| panic!("{e}"));
+    let description = describe_nsm(&nsm).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(description.max_pcrs, 32);
     assert_eq!(description.digest, "SHA384");
     assert_eq!(description.module_id, nsm.module_id());

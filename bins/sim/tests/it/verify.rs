@@ -2,7 +2,7 @@
 
 use crate::clock::*;
 use crate::fixtures::*;
-use kmstool_core::attestation::{AttestationDocument, AttestationError};
+use kmstool_sim::attestation::{AttestationDocument, AttestationError};
 use kmstool_sim::nsm::SimConfig;
 use kmstool_sim::verify::{ChainMemory, VerifyError, VerifyTime, verify, verify_remembering};
 
@@ -154,7 +154,7 @@ fn a_document_signed_by_another_modules_leaf_is_rejected() {
         AttestationDocument::parse(&sim_document(&nsm, b"k")).unwrap_or_else(|e| panic!("{e}"));
     let theirs =
         AttestationDocument::parse(&sim_document(&other, b"k")).unwrap_or_else(|e| panic!("{e}"));
-    let forged = kmstool_core::attestation::encode_cose_sign1(
+    let forged = kmstool_sim::attestation::encode_cose_sign1(
         &mine.protected,
         &mine.payload,
         &theirs.signature,
@@ -173,7 +173,7 @@ fn a_reordered_cabundle_is_rejected() {
     let mut doc = parsed.doc.clone();
     doc.cabundle.swap(1, 2);
     // Re-sign is impossible without the key, but the chain check runs before the signature.
-    let bytes = kmstool_core::attestation::encode_cose_sign1(
+    let bytes = kmstool_sim::attestation::encode_cose_sign1(
         &parsed.protected,
         &doc.to_cbor(),
         &parsed.signature,
@@ -247,7 +247,7 @@ fn a_remembered_chain_covers_only_its_exact_bytes() {
     let parsed = AttestationDocument::parse(&one).unwrap_or_else(|e| panic!("{e}"));
     let mut doc = parsed.doc.clone();
     doc.cabundle.swap(1, 2);
-    let reordered = kmstool_core::attestation::encode_cose_sign1(
+    let reordered = kmstool_sim::attestation::encode_cose_sign1(
         &parsed.protected,
         &doc.to_cbor(),
         &parsed.signature,

@@ -2,7 +2,7 @@ use proptest::prelude::*;
 
 use super::*;
 
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/attestation/");
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/attestation/");
 
 fn fixture(name: &str) -> Vec<u8> {
     let path = format!("{FIXTURES}{name}");

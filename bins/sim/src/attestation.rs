@@ -1,4 +1,5 @@
-//! Nitro attestation documents: parse and encode.
+//! Nitro attestation documents: parse and encode (the simulated NSM encodes them, the KMS
+//! emulator and `kmstool-sim verify` parse them; the enclave only passes them on).
 //!
 //! An attestation document is a COSE_Sign1 structure (RFC 9052), untagged as the NSM emits it
 //! (tag 18 is accepted too): a CBOR array of four items,
@@ -19,10 +20,12 @@ use std::fmt;
 
 use ciborium::value::Value;
 
-use crate::nsm::{Digest, digest_len, digest_name};
+use kmstool_core::nsm::Digest;
+
+use crate::nsm::{digest_len, digest_name};
 
 /// Largest attestation document accepted, in bytes (real ones are about 4.5 KiB).
-pub const MAX_DOCUMENT_BYTES: usize = 16 * 1024;
+pub const MAX_DOCUMENT_BYTES: usize = kmstool_core::nsm::MAX_DOCUMENT_BYTES;
 
 /// Largest number of platform configuration registers in a document (the NSM has 32).
 pub const MAX_PCRS: usize = 32;

@@ -18,11 +18,13 @@
 //! KMS writes it in BER with indefinite lengths on the outer layers and the encrypted content as
 //! a constructed `[0]` of 1000-byte OCTET STRING chunks (or one primitive `[0]`). [`parse`] reads
 //! that (and DER) with the RustCrypto `cms` crate and checks every field we depend on, returning
-//! an [`EnvelopedKey`]; [`unwrap`] then decrypts it with a [`RecipientKey`]. [`build`] writes the
-//! same shapes, for the KMS emulator and for tests.
+//! an [`EnvelopedKey`]; [`unwrap`] then decrypts it with a [`RecipientKey`]. With the
+//! `_internal_test_exports` feature, `build` writes the same shapes, for the KMS emulator, the
+//! tests and the fuzz targets; the enclave never builds one.
 //!
 //! [`RecipientKey`]: crate::crypto::RecipientKey
 
+#[cfg(any(test, feature = "_internal_test_exports"))]
 mod build;
 mod parse;
 
@@ -32,8 +34,12 @@ use der::asn1::ObjectIdentifier;
 
 use crate::crypto::CryptoError;
 
-#[cfg(any(feature = "aws-lc", feature = "rustcrypto"))]
+#[cfg(all(
+    any(test, feature = "_internal_test_exports"),
+    any(feature = "aws-lc", feature = "rustcrypto")
+))]
 pub use self::build::build;
+#[cfg(any(test, feature = "_internal_test_exports"))]
 pub use self::build::{Layout, build_encrypted};
 pub use self::parse::parse;
 

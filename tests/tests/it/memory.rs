@@ -26,7 +26,8 @@ use kmstool_tests::hostile::{
 use kmstool_tests::robust::{Canary, assert_served, generate_random, set_client};
 use serde_json::json;
 
-/// Hostile clients of each kind, all connected at once (the issue asks for at least 100).
+/// Hostile clients of each kind, all connected at once (the README states the bound under at
+/// least 100 of each).
 const HOSTILE: usize = 100;
 
 /// `--max-connections`: the hostile clients, the canary and the honest probes, with room to

@@ -158,6 +158,12 @@ pub struct Response {
 
 impl Response {
     /// The value of the first header called `name` (compared case-insensitively).
+    #[cfg(any(
+        test,
+        feature = "aws-lc",
+        feature = "rustcrypto",
+        feature = "_internal_test_exports"
+    ))]
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()

@@ -35,7 +35,13 @@ pub mod cms;
 pub mod credentials;
 pub mod crypto;
 pub mod framing;
+/// HTTP/1.1 request writing and response parsing for the KMS and credential clients. Public
+/// only with `_internal_test_exports` (the simulator and the fuzz targets use it); the types
+/// that appear in public signatures are re-exported below.
+#[cfg(feature = "_internal_test_exports")]
 pub mod http;
+#[cfg(not(feature = "_internal_test_exports"))]
+mod http;
 pub mod instance;
 #[cfg(any(feature = "aws-lc", feature = "rustcrypto"))]
 pub mod keys;
@@ -48,7 +54,15 @@ pub mod secret;
 pub mod server;
 #[cfg(any(feature = "aws-lc", feature = "rustcrypto"))]
 pub mod session;
+/// SigV4 signing through `aws-sigv4`. Public only with `_internal_test_exports` (the simulator's
+/// KMS emulator and the signing vectors use it); [`SignError`] is re-exported below.
+#[cfg(feature = "_internal_test_exports")]
 pub mod sigv4;
+#[cfg(not(feature = "_internal_test_exports"))]
+mod sigv4;
 #[cfg(feature = "tls")]
 pub mod tls;
 pub mod version;
+
+pub use http::{HttpError, HttpLimits, RequestError};
+pub use sigv4::SignError;

@@ -27,6 +27,7 @@ use crate::secret::Credentials;
 const LAST_SECOND_OF_9999: u64 = 253_402_300_799;
 
 /// The algorithm name in `Authorization` and the string to sign.
+#[cfg(any(test, feature = "_internal_test_exports"))]
 pub const ALGORITHM: &str = "AWS4-HMAC-SHA256";
 
 /// What to sign: one HTTP request and the identity signing it.
@@ -199,6 +200,7 @@ pub struct AmzDate {
 
 impl AmzDate {
     /// Formats a time (UTC, whole seconds; times before 1970 format as the epoch).
+    #[cfg(any(test, feature = "_internal_test_exports"))]
     pub fn from_system_time(time: SystemTime) -> Self {
         let secs = time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let (days, rem) = (secs / 86_400, secs % 86_400);
@@ -257,6 +259,7 @@ fn days_in_month(year: u64, month: u64) -> u64 {
 }
 
 /// Days since 1970-01-01 → (year, month, day), for dates from 1970 on (Hinnant's algorithm).
+#[cfg(any(test, feature = "_internal_test_exports"))]
 fn civil_from_days(days: u64) -> (u64, u64, u64) {
     let z = days + 719_468;
     let era = z / 146_097;

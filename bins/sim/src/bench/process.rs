@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -39,22 +39,23 @@ pub struct EnclaveSpec {
 #[derive(Debug)]
 pub struct EnclaveProcess {
     child: Child,
-    addr: SocketAddr,
+    /// Where it listens, once its ready line said (it binds port 0 itself).
+    addr: Option<SocketAddr>,
     spawned: Instant,
     stderr: Arc<Mutex<VecDeque<String>>>,
 }
 
 impl EnclaveProcess {
-    /// Starts the enclave listening on a free loopback port.
+    /// Starts the enclave listening on a loopback port it picks (port 0): no port is chosen
+    /// here and released for it to bind, which another process could take meanwhile.
     pub fn spawn(spec: &EnclaveSpec) -> anyhow::Result<Self> {
-        let addr = free_port()?;
         let mut command = Command::new(&spec.exe);
         command
             .arg("enclave")
             .arg("--state-dir")
             .arg(&spec.nsm_state)
             .arg("--listen")
-            .arg(format!("tcp:{addr}"))
+            .arg("tcp:127.0.0.1:0")
             .arg("--proxy")
             .arg(format!("tcp:{}", spec.kms))
             .arg("--ca-bundle")
@@ -78,7 +79,7 @@ impl EnclaveProcess {
         }
         Ok(Self {
             child,
-            addr,
+            addr: None,
             spawned,
             stderr,
         })
@@ -89,16 +90,24 @@ impl EnclaveProcess {
         self.spawned.elapsed()
     }
 
-    /// Where it listens.
+    /// Where it listens (known once [`wait_accepting`](Self::wait_accepting) returned; the
+    /// unspecified address before).
     pub fn addr(&self) -> SocketAddr {
         self.addr
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)))
     }
 
-    /// Polls the port until a connection is accepted and returns the time since spawn.
-    /// Blocks the calling thread (polls every 200 µs).
+    /// Waits for the enclave's ready line (which names the address it bound), then polls
+    /// that port until a connection is accepted, and returns the time since spawn. Blocks the
+    /// calling thread (polls every 200 µs).
     pub fn wait_accepting(&mut self, limit: Duration) -> anyhow::Result<Duration> {
         loop {
-            if TcpStream::connect_timeout(&self.addr, Duration::from_millis(100)).is_ok() {
+            if self.addr.is_none() {
+                self.addr = self.ready_address();
+            }
+            if let Some(addr) = self.addr
+                && TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok()
+            {
                 return Ok(self.spawned.elapsed());
             }
             if let Some(status) = self.child.try_wait().context("enclave process")? {
@@ -129,6 +138,15 @@ impl EnclaveProcess {
     /// Peak resident memory (`VmHWM`), bytes.
     pub fn peak_rss(&self) -> anyhow::Result<u64> {
         self.status_kib("VmHWM").map(|kib| kib * 1024)
+    }
+
+    /// The address in the enclave's `kmstool-enclave ready listen=tcp:HOST:PORT` line, if it
+    /// has written it.
+    fn ready_address(&self) -> Option<SocketAddr> {
+        let tail = self.stderr.lock().unwrap_or_else(PoisonError::into_inner);
+        tail.iter()
+            .filter(|line| line.contains("kmstool-enclave ready"))
+            .find_map(|line| listen_address(line))
     }
 
     /// The last lines the enclave wrote to stderr.
@@ -162,10 +180,12 @@ fn keep_tail(reader: impl BufRead, tail: &Mutex<VecDeque<String>>) {
     }
 }
 
-/// A loopback port nothing listens on (bound, read back, released).
-fn free_port() -> anyhow::Result<SocketAddr> {
-    let listener = TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
-    listener.local_addr().context("finding a free port")
+/// The `listen=tcp:HOST:PORT` field of a log line.
+fn listen_address(line: &str) -> Option<SocketAddr> {
+    let field = line
+        .split_whitespace()
+        .find_map(|word| word.strip_prefix("listen=tcp:"))?;
+    field.parse().ok()
 }
 
 fn read_proc(pid: u32, file: &str) -> anyhow::Result<String> {
@@ -220,6 +240,20 @@ impl Drop for TempDir {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_ready_line_names_the_bound_address() {
+        let line = "2026-12-06T02:59:00Z  INFO kmstool_enclave: kmstool-enclave ready \
+                    listen=tcp:127.0.0.1:40123 proxy=tcp:127.0.0.1:8443 region=us-east-1";
+        assert_eq!(
+            listen_address(line),
+            Some(SocketAddr::from(([127, 0, 0, 1], 40123)))
+        );
+        assert_eq!(
+            listen_address("kmstool-enclave ready listen=vsock:any:5000"),
+            None
+        );
+    }
 
     #[test]
     fn cpu_ticks_are_utime_plus_stime_even_with_odd_command_names() {

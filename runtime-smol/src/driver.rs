@@ -17,8 +17,8 @@ use smol::future::{self, FutureExt as _};
 use smol::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use zeroize::Zeroizing;
 
+use crate::Shared;
 use crate::kms::KmsStream;
-use crate::server::Shared;
 
 type Pending<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 

@@ -10,15 +10,13 @@ use futures_rustls::TlsConnector;
 use futures_rustls::client::TlsStream;
 use kmstool_core::pool::KmsConnections;
 use kmstool_core::session::TransportFailure;
-use kmstool_core::tls;
+use kmstool_core::tls::{self, KmsTransportConfig};
 use smol::future::FutureExt as _;
 
 use crate::net::{self, Stream};
 
 /// A TLS connection to KMS.
 pub type KmsStream = TlsStream<Stream>;
-
-pub use kmstool_core::tls::KmsTransportConfig;
 
 /// The KMS connections every session of a server shares: core's pool of idle ones and what
 /// [`connect`] needs to make new ones, behind a lock ([`pool`] takes it).

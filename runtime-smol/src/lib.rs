@@ -26,3 +26,8 @@ pub mod net;
 pub mod nsm;
 #[cfg(feature = "enclave")]
 pub mod server;
+
+/// What every session of a smol server shares: core's [`kmstool_core::server::Shared`] with
+/// smol's [`keys::KeyService`] and [`kms::KmsConnector`].
+#[cfg(feature = "enclave")]
+pub type Shared = kmstool_core::server::Shared<keys::KeyService, kms::KmsConnector>;

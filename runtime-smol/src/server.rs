@@ -6,19 +6,13 @@ use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kmstool_core::server::{Acceptor, Admission, ServerEvent, ServerOutput};
-pub use kmstool_core::server::{ServerLimits, Stats};
+use kmstool_core::server::{Acceptor, Admission, ServerEvent, ServerLimits, ServerOutput};
 use kmstool_core::session::{EventLevel, busy_reply};
 use smol::future::{self, FutureExt as _};
 use smol::io::AsyncWriteExt as _;
 
-use crate::keys::KeyService;
-use crate::kms::KmsConnector;
+use crate::Shared;
 use crate::net::{Listener, Stream};
-
-/// What every session of a smol server shares (core's [`kmstool_core::server::Shared`] with
-/// smol's [`KeyService`] and [`KmsConnector`]).
-pub type Shared = kmstool_core::server::Shared<KeyService, KmsConnector>;
 
 /// Serves the connections `listener` accepts until `shutdown` completes, then drains within the
 /// shutdown grace, as core's [`Acceptor`] decides. Each connection is a `smol::Task`: the drain

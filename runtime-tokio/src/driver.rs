@@ -18,8 +18,8 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use zeroize::Zeroizing;
 
+use crate::Shared;
 use crate::kms::KmsStream;
-use crate::server::Shared;
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 

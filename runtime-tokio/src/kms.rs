@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use kmstool_core::pool::KmsConnections;
 use kmstool_core::session::TransportFailure;
-use kmstool_core::tls;
+use kmstool_core::tls::{self, KmsTransportConfig};
 use tokio::time::timeout;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
@@ -15,8 +15,6 @@ use crate::net::{self, Stream};
 
 /// A TLS connection to KMS.
 pub type KmsStream = TlsStream<Stream>;
-
-pub use kmstool_core::tls::KmsTransportConfig;
 
 /// The KMS connections every session of a server shares: core's pool of idle ones and what
 /// [`connect`] needs to make new ones, behind a lock ([`pool`] takes it).

@@ -13,3 +13,8 @@ pub mod kms;
 pub mod net;
 pub mod nsm;
 pub mod server;
+
+/// What every session of a server shares: its settings, KMS connections, enclave key and
+/// counters (core's [`kmstool_core::server::Shared`], with this runtime's key service and KMS
+/// connector).
+pub type Shared = kmstool_core::server::Shared<keys::KeyService, kms::KmsConnector>;

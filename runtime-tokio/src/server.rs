@@ -6,22 +6,15 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kmstool_core::server::{Acceptor, Admission, ServerEvent, ServerOutput};
-pub use kmstool_core::server::{ServerLimits, Stats};
+use kmstool_core::server::{Acceptor, Admission, ServerEvent, ServerLimits, ServerOutput};
 use kmstool_core::session::{EventLevel, busy_reply};
 use tokio::io::AsyncWriteExt as _;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::keys::KeyService;
-use crate::kms::KmsConnector;
+use crate::Shared;
 use crate::net::{Listener, Stream};
-
-/// What every session of a server shares: its settings, KMS connections, enclave key and
-/// counters (core's [`kmstool_core::server::Shared`], with this runtime's key service and KMS
-/// connector).
-pub type Shared = kmstool_core::server::Shared<KeyService, KmsConnector>;
 
 /// Serves the connections `listener` accepts until `shutdown` completes, then drains: nothing
 /// more accepted, queued and in-flight commands answered, idle connections closed, all within

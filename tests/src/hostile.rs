@@ -420,10 +420,13 @@ impl SmolEnclave {
     /// `max_connections` at once.
     pub async fn start(local: &Local, mut session: SessionConfig, max_connections: usize) -> Self {
         use kmstool_core::pool::KmsConnections;
+        use kmstool_core::server::{ServerLimits, Stats};
+        use kmstool_core::tls::KmsTransportConfig;
+        use kmstool_runtime_smol::Shared;
         use kmstool_runtime_smol::keys::KeyService;
-        use kmstool_runtime_smol::kms::{KmsConnector, KmsTransportConfig};
+        use kmstool_runtime_smol::kms::KmsConnector;
         use kmstool_runtime_smol::net::Listener;
-        use kmstool_runtime_smol::server::{ServerLimits, Shared, Stats, serve};
+        use kmstool_runtime_smol::server::serve;
 
         session.region = Some(REGION.to_owned());
         let nsm = Arc::clone(&local.nsm) as Arc<dyn Nsm>;

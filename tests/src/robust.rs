@@ -15,7 +15,7 @@ use clap::Parser as _;
 use kmstool_core::address::Address;
 use kmstool_core::nsm::{ErrorCode, Nsm, Request, Response};
 use kmstool_core::secret::Credentials;
-use kmstool_runtime_tokio::server::Shared;
+use kmstool_runtime_tokio::Shared;
 use rustls::sign::{CertifiedKey, SingleCertAndKey};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};

@@ -25,11 +25,14 @@ use kmstool_core::session::{
 
 /// The largest `--max-message-bytes` and `--max-connection-bytes`: 64 MiB, far beyond use.
 const MAX_SIZE_BYTES: usize = 64 * 1024 * 1024;
+use kmstool_core::server::{ServerLimits, Stats};
 use kmstool_core::tls;
+use kmstool_core::tls::KmsTransportConfig;
+use kmstool_runtime_tokio::Shared;
 use kmstool_runtime_tokio::keys::KeyService;
-use kmstool_runtime_tokio::kms::{KmsConnector, KmsTransportConfig};
+use kmstool_runtime_tokio::kms::KmsConnector;
 use kmstool_runtime_tokio::net::Listener;
-use kmstool_runtime_tokio::server::{ServerLimits, Shared, Stats, serve};
+use kmstool_runtime_tokio::server::serve;
 pub use logging::{LogFormat, check_logging, init_logging};
 
 /// What `--help` says about exit statuses.

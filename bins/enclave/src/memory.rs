@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use kmstool_runtime_tokio::server::Shared;
+use kmstool_runtime_tokio::Shared;
 
 /// How often the trimmer looks for closed connections.
 pub const TRIM_INTERVAL: Duration = Duration::from_secs(1);

@@ -12,7 +12,7 @@ use clap::Parser as _;
 use kmstool_core::address::Address;
 use kmstool_core::nsm::{Nsm, Request, Response};
 use kmstool_core::secret::Credentials;
-use kmstool_runtime_tokio::server::Shared;
+use kmstool_runtime_tokio::Shared;
 
 use crate::kms::{Faults, KmsConfig, KmsEmulator, KmsHandle, SimCredentials};
 use crate::nsm::{SimConfig, SimNsm, system_clock};

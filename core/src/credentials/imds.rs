@@ -472,6 +472,32 @@ fn build_request(
 /// (it implements [`CredentialFetch`]): `PUT /latest/api/token`, then
 /// `GET /latest/meta-data/placement/region` with the token. The result is `Ok(None)` when
 /// IMDS answers 404 for the region (a service that does not know it).
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// use kmstool_core::credentials::{CredentialFetch, FetchOutput};
+/// use kmstool_core::credentials::imds::{ImdsEndpoint, ImdsRegionClient};
+///
+/// let reply = |status: &str, body: &str| {
+///     format!("HTTP/1.1 {status}\r\nContent-Length: {}\r\n\r\n{body}", body.len())
+/// };
+/// let mut canned = [reply("200 OK", "AQAEAToken=="), reply("200 OK", "eu-west-3\n")].into_iter();
+/// let endpoint = ImdsEndpoint::from_env(|_| None)?.expect("IMDS is on by default");
+/// let now = Instant::now(); // the driver's clock
+/// let mut client = ImdsRegionClient::new(endpoint, Duration::from_secs(1), now);
+/// let region = loop {
+///     match client.poll_output() {
+///         Some(FetchOutput::Send { request_bytes, .. }) => {
+///             assert!(request_bytes.starts_with(b"PUT ") || request_bytes.starts_with(b"GET "));
+///             client.handle_response(now, canned.next().expect("two requests").as_bytes());
+///         }
+///         Some(FetchOutput::Done(result)) => break result?,
+///         None => client.handle_timeout(client.poll_timeout().expect("a deadline")),
+///     }
+/// };
+/// assert_eq!(region.as_deref(), Some("eu-west-3"));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct ImdsRegionClient {
     endpoint: ImdsEndpoint,
     step_timeout: Duration,

@@ -1,5 +1,6 @@
 //! The NSM's describe requests, for the simulator's tests and tools (the enclave never asks
-//! them): `DescribePCR`, `DescribeNSM`, and the digest names attestation documents use.
+//! them): `DescribePCR`, `DescribeNSM`, and the digest names attestation documents use. The
+//! simulator's tests (`sim_nsm`) ask them of [`super::SimNsm`], errors included.
 
 use std::collections::BTreeSet;
 
@@ -82,96 +83,5 @@ fn unexpected(response: Response, expected: &'static str) -> NsmError {
     match response {
         Response::Error(code) => NsmError::Module(NsmErrorCode::from(&code)),
         _ => NsmError::UnexpectedResponse { expected },
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::sync::Mutex;
-
-    use kmstool_core::nsm::ErrorCode;
-
-    use super::*;
-
-    /// A module that answers from a script and records the requests it saw.
-    struct Scripted {
-        responses: Mutex<Vec<Response>>,
-        seen: Mutex<Vec<String>>,
-    }
-
-    impl Scripted {
-        fn new(mut responses: Vec<Response>) -> Self {
-            responses.reverse();
-            Self {
-                responses: Mutex::new(responses),
-                seen: Mutex::new(Vec::new()),
-            }
-        }
-
-        fn seen(&self) -> Vec<String> {
-            self.seen.lock().map(|s| s.clone()).unwrap_or_default()
-        }
-    }
-
-    impl Nsm for Scripted {
-        fn process(&self, request: Request) -> Response {
-            if let Ok(mut seen) = self.seen.lock() {
-                seen.push(format!("{request:?}"));
-            }
-            self.responses
-                .lock()
-                .ok()
-                .and_then(|mut r| r.pop())
-                .unwrap_or(Response::Error(ErrorCode::InternalError))
-        }
-    }
-
-    #[test]
-    fn describe_pcr_reads_lock_and_value() {
-        let nsm = Scripted::new(vec![
-            Response::DescribePCR {
-                lock: true,
-                data: vec![7; 48],
-            },
-            Response::Error(ErrorCode::InvalidIndex),
-        ]);
-        assert_eq!(
-            describe_pcr(&nsm, 0),
-            Ok(PcrState {
-                locked: true,
-                data: vec![7; 48]
-            })
-        );
-        assert_eq!(
-            describe_pcr(&nsm, 99),
-            Err(NsmError::Module(NsmErrorCode::InvalidIndex))
-        );
-        assert_eq!(
-            nsm.seen(),
-            vec!["DescribePCR { index: 0 }", "DescribePCR { index: 99 }"]
-        );
-    }
-
-    #[test]
-    fn describe_nsm_reports_the_module() {
-        let nsm = Scripted::new(vec![Response::DescribeNSM {
-            version_major: 1,
-            version_minor: 0,
-            version_patch: 0,
-            module_id: "i-0123456789abcdef0-enc0123456789abcdef".into(),
-            max_pcrs: 32,
-            locked_pcrs: [0, 1, 2].into_iter().collect(),
-            digest: Digest::SHA384,
-        }]);
-        assert_eq!(
-            describe_nsm(&nsm),
-            Ok(NsmDescription {
-                version: (1, 0, 0),
-                module_id: "i-0123456789abcdef0-enc0123456789abcdef".into(),
-                max_pcrs: 32,
-                locked_pcrs: [0, 1, 2].into_iter().collect(),
-                digest: "SHA384",
-            })
-        );
     }
 }

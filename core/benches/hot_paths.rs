@@ -14,7 +14,7 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use kmstool_core::cms;
 use kmstool_core::crypto::{Backend, RecipientKey};
 use kmstool_core::framing::{self, FrameDecoder};
-use kmstool_core::kms::request::{KmsCall, RequestTarget, http_request};
+use kmstool_core::kms::request::{KmsRequest, RequestTarget, http_request};
 use kmstool_core::kms::response;
 use kmstool_core::protocol::{Decrypt, EncryptionContext, parse_command};
 use kmstool_core::secret::{Credentials, SecretString};
@@ -61,13 +61,14 @@ fn set_client_command() -> Vec<u8> {
     .into_bytes()
 }
 
-fn decrypt_call() -> KmsCall {
-    KmsCall::Decrypt(Decrypt {
+fn decrypt_call() -> KmsRequest {
+    KmsRequest::Decrypt(Decrypt {
         ciphertext: vec![0x5a; 184],
         encryption_context: EncryptionContext::from([("app".to_owned(), "bench".to_owned())]),
         key_id: None,
         encryption_algorithm: None,
         grant_tokens: Vec::new(),
+        dry_run: false,
     })
 }
 

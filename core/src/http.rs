@@ -1,9 +1,11 @@
 //! HTTP/1.1, client side, over buffers the caller owns.
 //!
-//! [`write_request`] serialises one request exactly as given (header order and case kept).
-//! [`ResponseParser`] turns the bytes of one response, fed in pieces of any size, into a
-//! [`Response`]. The parser reads no socket: the driver feeds it what it read with
-//! [`ResponseParser::feed`] and tells it about the peer closing with [`ResponseParser::eof`].
+//! [`write_request`](crate::http::write_request) serialises one request exactly as given
+//! (header order and case kept).
+//! [`ResponseParser`](crate::http::ResponseParser) turns the bytes of one response, fed in
+//! pieces of any size, into a [`Response`](crate::http::Response). The parser reads no socket:
+//! the driver feeds it what it read with [`feed`](crate::http::ResponseParser::feed) and tells
+//! it about the peer closing with [`eof`](crate::http::ResponseParser::eof).
 //!
 //! Scope: one request, one response, no pipelining, no `HEAD` requests, no upgrades, no
 //! transfer codings other than `chunked`. Every buffer the parser keeps is capped by
@@ -228,7 +230,8 @@ pub enum HttpError {
     },
     /// A chunk-size line is malformed.
     InvalidChunkSize,
-    /// A chunk-size line is longer than [`MAX_CHUNK_LINE_BYTES`].
+    /// A chunk-size line (size, extensions and CRLF) is longer than the parser accepts:
+    /// 4096 bytes (`MAX_CHUNK_LINE_BYTES`).
     ChunkLineTooLong,
     /// Chunk data is not followed by CRLF.
     InvalidChunkTerminator,

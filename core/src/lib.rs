@@ -3,13 +3,18 @@
 //!
 //! # The state machines, in reading order
 //!
-//! 1. [`session::EnclaveSession`]: one client connection of the enclave server, from framed
-//!    commands to replies, with the KMS calls (attestation, signed request, retries, CMS
-//!    unwrap) it makes on the way. Start here.
-//! 2. [`server::Acceptor`]: the server's accept loop (admission, backoff, drain).
-//! 3. [`instance::InstanceClient`]: the parent's side of one exchange with the enclave.
-//! 4. [`credentials::CredentialFetch`]: the parent's HTTP credential sources,
+//! 1. [`kms::call::Call`]: one attested KMS call — attestation, signed request, retries and
+//!    backoff within its deadline, response, CMS unwrap. Start here.
+//! 2. [`session::EnclaveSession`]: one client connection of the enclave server, from framed
+//!    commands to replies, running a `Call` per KMS command.
+//! 3. [`server::Acceptor`]: the server's accept loop (admission, backoff, drain).
+//! 4. [`instance::InstanceClient`]: the parent's side of one exchange with the enclave.
+//! 5. [`credentials::CredentialFetch`]: the parent's HTTP credential sources,
 //!    [`credentials::imds::ImdsClient`] and [`credentials::container::ContainerClient`].
+//!
+//! [`kms::client`] holds what the runtimes' attested library clients share (`KmsClient` in
+//! `kmstool-runtime-tokio` and `kmstool-runtime-smol`): their settings, typed results and
+//! errors.
 //!
 //! All of them are driven alike: feed one input with a `handle_*` method, passing the
 //! driver's `now`; then drain the `poll_*` methods (`poll_output`, `poll_transmit`, ...) and
@@ -24,6 +29,14 @@
 //! (`kmstool-runtime-tokio`, `kmstool-runtime-smol`) move the bytes. One exception:
 //! `crypto::RecipientKey::generate` makes the enclave key from the operating system's RNG, so
 //! that every runtime makes it the same way.
+//!
+//! # Rust versions and platforms
+//!
+//! The minimum supported Rust version is 1.95. kmstool runs on Linux, on x86_64 and aarch64,
+//! the architectures of Nitro Enclaves and their parent instances: vsock and `/dev/nsm`, which
+//! the runtimes use, are Linux-only. This crate itself does no IO and has no platform-specific
+//! code, but it is built and tested only on `x86_64-unknown-linux-gnu`; the aarch64 build is
+//! written, not tried.
 #![deny(missing_docs)]
 
 #[cfg(all(feature = "tls", not(any(feature = "aws-lc", feature = "rustcrypto"))))]

@@ -48,7 +48,8 @@ pub fn attestation_request(public_key_der: &[u8]) -> Request {
 }
 
 /// Asks the module for an attestation document binding `public_key_der` and returns the raw
-/// document (an untagged COSE_Sign1, see [`crate::attestation`]).
+/// document (an untagged COSE_Sign1; `kmstool-sim`'s `attestation` module parses and builds
+/// them).
 pub fn attest(nsm: &dyn Nsm, public_key_der: &[u8]) -> Result<Vec<u8>, NsmError> {
     match nsm.process(attestation_request(public_key_der)) {
         Response::Attestation { document } if document.is_empty() => Err(NsmError::EmptyDocument),

@@ -149,6 +149,31 @@ impl fmt::Debug for Credentials {
     }
 }
 
+/// `value` as compact JSON in a zeroizing buffer sized exactly before it is written: growing
+/// would free an unwiped copy of whatever secret the JSON carries. Empty if serialising fails,
+/// which it does not for structs of strings, numbers and maps of strings.
+pub(crate) fn zeroizing_json<T: serde::Serialize + ?Sized>(value: &T) -> Zeroizing<Vec<u8>> {
+    struct ByteCount(usize);
+    impl std::io::Write for ByteCount {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut counter = ByteCount(0);
+    if serde_json::to_writer(&mut counter, value).is_err() {
+        return Zeroizing::new(Vec::new());
+    }
+    let mut out = Zeroizing::new(Vec::with_capacity(counter.0));
+    if serde_json::to_writer(&mut *out, value).is_err() {
+        out.clear();
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,13 +1,13 @@
 //! AWS Signature Version 4 for the requests kmstool sends, computed by AWS's own signer, the
 //! `aws-sigv4` crate (the one the AWS SDK for Rust signs with).
 //!
-//! This module is glue: [`sign`] hands aws-sigv4 the request (method, URI, the headers to sign,
+//! This module is glue: [`sign`](crate::sigv4::sign) hands aws-sigv4 the request (method, URI, the headers to sign,
 //! the body), the identity and the signing time, and returns the `X-Amz-Date` and
 //! `Authorization` headers it computed. Nothing here reads a clock: the time is an argument.
 //! aws-sigv4 does no IO either; through `aws-smithy-async` it links tokio's `sync` feature only
 //! (no runtime, no reactor, no socket), which the workspace's purity check pins.
 //!
-//! Secrets: the identity aws-sigv4 signs with is built per call from [`Credentials`] and holds
+//! Secrets: the identity aws-sigv4 signs with is built per call from [`Credentials`](crate::secret::Credentials) and holds
 //! its copies of the secret access key and session token in zeroizing buffers
 //! (`aws_credential_types::Credentials` zeroizes on drop); errors carry aws-sigv4's messages,
 //! which name the problem and never a value, and its trace-level events print the identity

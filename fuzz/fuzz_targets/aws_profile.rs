@@ -80,8 +80,7 @@ fuzz_target!(|data: &[u8]| {
     } else {
         FileKind::Credentials
     };
-    if let (Ok(profile), Ok(contents)) = (std::str::from_utf8(profile), std::str::from_utf8(file))
-    {
+    if let (Ok(profile), Ok(contents)) = (std::str::from_utf8(profile), std::str::from_utf8(file)) {
         let first = read_profile(contents, profile, kind);
         let second = read_profile(&other_values(contents), profile, kind);
         match (&first, &second) {

@@ -15,8 +15,7 @@ use kmstool_core::crypto::{self, Backend, CryptoError, RecipientKey};
 use libfuzzer_sys::fuzz_target;
 use zeroize::Zeroizing;
 
-const KEY_PEM: &[u8] =
-    include_bytes!("../../fixtures/kms/real-kms-decrypt-with-key.key.pem");
+const KEY_PEM: &[u8] = include_bytes!("../../fixtures/kms/real-kms-decrypt-with-key.key.pem");
 const CAPTURE: &[u8] = include_bytes!("../../fixtures/kms/real-kms-decrypt-with-key.ber");
 
 struct Fixture {

@@ -9,8 +9,7 @@ use kmstool_core::cms::{self, Layout};
 use kmstool_core::crypto::{Backend, RecipientKey};
 use libfuzzer_sys::fuzz_target;
 
-const KEY_PEM: &[u8] =
-    include_bytes!("../../fixtures/kms/real-kms-decrypt-with-key.key.pem");
+const KEY_PEM: &[u8] = include_bytes!("../../fixtures/kms/real-kms-decrypt-with-key.key.pem");
 
 fn keys() -> &'static Vec<RecipientKey> {
     static KEYS: OnceLock<Vec<RecipientKey>> = OnceLock::new();

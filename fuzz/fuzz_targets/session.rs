@@ -23,8 +23,7 @@ use kmstool_core::session::{
 };
 use libfuzzer_sys::fuzz_target;
 
-const KEY_PEM: &[u8] =
-    include_bytes!("../../fixtures/kms/real-kms-decrypt-with-key.key.pem");
+const KEY_PEM: &[u8] = include_bytes!("../../fixtures/kms/real-kms-decrypt-with-key.key.pem");
 const RESPONSES: [&[u8]; 7] = [
     include_bytes!("../../core/tests/fixtures/kms/decrypt-ok.http"),
     include_bytes!("../../core/tests/fixtures/kms/generatedatakey-ok.http"),
@@ -299,7 +298,11 @@ fuzz_target!(|input: Input<'_>| {
             Step::Timeout => session.handle_timeout(now),
         }
         seen.drain(&mut session);
-        assert!(session.held_bytes() <= bound, "{} bytes held", session.held_bytes());
+        assert!(
+            session.held_bytes() <= bound,
+            "{} bytes held",
+            session.held_bytes()
+        );
         // One reply per message; an oversized message counts as one.
         assert!(
             seen.replies <= sent_terminators + 1,

@@ -10,9 +10,10 @@ use zeroize::Zeroizing;
 
 use crate::http::{RequestError, write_request};
 use crate::protocol::{
-    DataKeySize, Decrypt, EncryptionContext, GenerateDataKey, GenerateRandom, Operation,
+    DataKeySize, Decrypt, DeriveSharedSecret, EncryptionAlgorithm, EncryptionContext,
+    GenerateDataKey, GenerateDataKeyPair, GenerateRandom, Operation,
 };
-use crate::secret::Credentials;
+use crate::secret::{Credentials, SecretBytes, zeroizing_json};
 use crate::sigv4::{self, SignError};
 
 /// `Content-Type` of every KMS request.
@@ -24,25 +25,63 @@ pub const SERVICE: &str = "kms";
 /// `User-Agent` we send (not signed, as the AWS SDKs do).
 pub const USER_AGENT: &str = concat!("kmstool/", env!("CARGO_PKG_VERSION"));
 
-/// A KMS call that returns key material, and so carries a `Recipient`.
+/// A KMS request: every operation that returns key material, and so carries a `Recipient`, and
+/// `Encrypt`, which returns none and takes none.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum KmsCall {
+pub enum KmsRequest {
     /// `TrentService.Decrypt`.
     Decrypt(Decrypt),
     /// `TrentService.GenerateDataKey`.
     GenerateDataKey(GenerateDataKey),
     /// `TrentService.GenerateRandom`.
     GenerateRandom(GenerateRandom),
+    /// `TrentService.GenerateDataKeyPair`.
+    GenerateDataKeyPair(GenerateDataKeyPair),
+    /// `TrentService.DeriveSharedSecret`.
+    DeriveSharedSecret(DeriveSharedSecret),
+    /// `TrentService.Encrypt`: sealing data from inside the enclave. It carries no
+    /// `Recipient`, because KMS accepts none on Encrypt (its answer holds no secret).
+    Encrypt(Encrypt),
 }
 
-impl KmsCall {
-    /// The operation.
-    pub fn operation(&self) -> Operation {
+/// `Encrypt`'s fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Encrypt {
+    /// `KeyId`: the KMS key to encrypt under.
+    pub key_id: String,
+    /// `Plaintext`: at most 4096 bytes.
+    pub plaintext: SecretBytes,
+    /// `EncryptionContext`.
+    pub encryption_context: EncryptionContext,
+    /// `GrantTokens`.
+    pub grant_tokens: Vec<String>,
+    /// `EncryptionAlgorithm` (`SYMMETRIC_DEFAULT` when not given).
+    pub encryption_algorithm: Option<EncryptionAlgorithm>,
+    /// `DryRun`: KMS checks the request, permissions included, and answers
+    /// `DryRunOperationException` instead of doing it.
+    pub dry_run: bool,
+}
+
+/// Largest `Plaintext` KMS's Encrypt takes.
+pub const MAX_ENCRYPT_PLAINTEXT_BYTES: usize = 4096;
+
+impl KmsRequest {
+    /// The enclave protocol's operation of the same name; `None` for `Encrypt`, which the
+    /// protocol does not offer.
+    pub fn operation(&self) -> Option<Operation> {
         match self {
-            Self::Decrypt(_) => Operation::Decrypt,
-            Self::GenerateDataKey(_) => Operation::GenerateDataKey,
-            Self::GenerateRandom(_) => Operation::GenerateRandom,
+            Self::Decrypt(_) => Some(Operation::Decrypt),
+            Self::GenerateDataKey(_) => Some(Operation::GenerateDataKey),
+            Self::GenerateRandom(_) => Some(Operation::GenerateRandom),
+            Self::GenerateDataKeyPair(_) => Some(Operation::GenerateDataKeyPair),
+            Self::DeriveSharedSecret(_) => Some(Operation::DeriveSharedSecret),
+            Self::Encrypt(_) => None,
         }
+    }
+
+    /// Whether the request carries an attested `Recipient` (every operation but `Encrypt`).
+    pub fn takes_recipient(&self) -> bool {
+        !matches!(self, Self::Encrypt(_))
     }
 
     /// `X-Amz-Target`.
@@ -51,26 +90,32 @@ impl KmsCall {
             Self::Decrypt(_) => "TrentService.Decrypt",
             Self::GenerateDataKey(_) => "TrentService.GenerateDataKey",
             Self::GenerateRandom(_) => "TrentService.GenerateRandom",
+            Self::GenerateDataKeyPair(_) => "TrentService.GenerateDataKeyPair",
+            Self::DeriveSharedSecret(_) => "TrentService.DeriveSharedSecret",
+            Self::Encrypt(_) => "TrentService.Encrypt",
         }
     }
 
-    /// The JSON body with `Recipient` carrying `attestation_document`.
-    pub fn body(&self, attestation_document: &[u8]) -> Vec<u8> {
+    /// The JSON body, with `Recipient` carrying `attestation_document` when the request
+    /// [takes one](KmsRequest::takes_recipient) (`Encrypt` ignores it). Zeroizing: Encrypt's
+    /// carries its plaintext.
+    pub fn body(&self, attestation_document: &[u8]) -> Zeroizing<Vec<u8>> {
         let b64 = base64::engine::general_purpose::STANDARD;
         let recipient = Recipient {
             key_encryption_algorithm: KEY_ENCRYPTION_ALGORITHM,
             attestation_document: b64.encode(attestation_document),
         };
-        let result = match self {
-            Self::Decrypt(d) => serde_json::to_vec(&DecryptBody {
+        match self {
+            Self::Decrypt(d) => zeroizing_json(&DecryptBody {
                 ciphertext_blob: b64.encode(&d.ciphertext),
                 encryption_context: non_empty(&d.encryption_context),
                 key_id: d.key_id.as_deref(),
                 encryption_algorithm: d.encryption_algorithm.map(|a| a.as_str()),
                 grant_tokens: non_empty_slice(&d.grant_tokens),
+                dry_run: d.dry_run,
                 recipient,
             }),
-            Self::GenerateDataKey(g) => serde_json::to_vec(&GenerateDataKeyBody {
+            Self::GenerateDataKey(g) => zeroizing_json(&GenerateDataKeyBody {
                 key_id: &g.key_id,
                 key_spec: match g.size {
                     DataKeySize::KeySpec(spec) => Some(spec.as_str()),
@@ -82,16 +127,48 @@ impl KmsCall {
                 },
                 encryption_context: non_empty(&g.encryption_context),
                 grant_tokens: non_empty_slice(&g.grant_tokens),
+                dry_run: g.dry_run,
                 recipient,
             }),
-            Self::GenerateRandom(r) => serde_json::to_vec(&GenerateRandomBody {
+            Self::GenerateRandom(r) => zeroizing_json(&GenerateRandomBody {
                 number_of_bytes: r.number_of_bytes,
+                custom_key_store_id: r.custom_key_store_id.as_deref(),
                 recipient,
             }),
-        };
-        // Serialising structs of strings, maps of strings and integers cannot fail.
-        result.unwrap_or_default()
+            Self::GenerateDataKeyPair(g) => zeroizing_json(&GenerateDataKeyPairBody {
+                key_id: &g.key_id,
+                key_pair_spec: &g.key_pair_spec,
+                encryption_context: non_empty(&g.encryption_context),
+                grant_tokens: non_empty_slice(&g.grant_tokens),
+                dry_run: g.dry_run,
+                recipient,
+            }),
+            Self::DeriveSharedSecret(d) => zeroizing_json(&DeriveSharedSecretBody {
+                key_id: &d.key_id,
+                key_agreement_algorithm: d.key_agreement_algorithm.as_str(),
+                public_key: b64.encode(&d.public_key),
+                grant_tokens: non_empty_slice(&d.grant_tokens),
+                dry_run: d.dry_run,
+                recipient,
+            }),
+            Self::Encrypt(e) => {
+                // Into the zeroizing body directly, never through an unwiped string.
+                let plaintext = e.plaintext.to_base64();
+                zeroizing_json(&EncryptBody {
+                    key_id: &e.key_id,
+                    plaintext: plaintext.expose(),
+                    encryption_context: non_empty(&e.encryption_context),
+                    grant_tokens: non_empty_slice(&e.grant_tokens),
+                    encryption_algorithm: e.encryption_algorithm.map(|a| a.as_str()),
+                    dry_run: e.dry_run,
+                })
+            }
+        }
     }
+}
+
+fn is_false(value: &bool) -> bool {
+    !value
 }
 
 fn non_empty(context: &EncryptionContext) -> Option<&EncryptionContext> {
@@ -125,6 +202,8 @@ struct DecryptBody<'a> {
     encryption_algorithm: Option<&'static str>,
     #[serde(rename = "GrantTokens", skip_serializing_if = "Option::is_none")]
     grant_tokens: Option<&'a [String]>,
+    #[serde(rename = "DryRun", skip_serializing_if = "is_false")]
+    dry_run: bool,
     #[serde(rename = "Recipient")]
     recipient: Recipient,
 }
@@ -141,14 +220,69 @@ struct GenerateDataKeyBody<'a> {
     encryption_context: Option<&'a EncryptionContext>,
     #[serde(rename = "GrantTokens", skip_serializing_if = "Option::is_none")]
     grant_tokens: Option<&'a [String]>,
+    #[serde(rename = "DryRun", skip_serializing_if = "is_false")]
+    dry_run: bool,
     #[serde(rename = "Recipient")]
     recipient: Recipient,
 }
 
 #[derive(Serialize)]
-struct GenerateRandomBody {
+struct GenerateRandomBody<'a> {
     #[serde(rename = "NumberOfBytes")]
     number_of_bytes: u32,
+    #[serde(rename = "CustomKeyStoreId", skip_serializing_if = "Option::is_none")]
+    custom_key_store_id: Option<&'a str>,
+    #[serde(rename = "Recipient")]
+    recipient: Recipient,
+}
+
+#[derive(Serialize)]
+struct GenerateDataKeyPairBody<'a> {
+    #[serde(rename = "KeyId")]
+    key_id: &'a str,
+    #[serde(rename = "KeyPairSpec")]
+    key_pair_spec: &'a str,
+    #[serde(rename = "EncryptionContext", skip_serializing_if = "Option::is_none")]
+    encryption_context: Option<&'a EncryptionContext>,
+    #[serde(rename = "GrantTokens", skip_serializing_if = "Option::is_none")]
+    grant_tokens: Option<&'a [String]>,
+    #[serde(rename = "DryRun", skip_serializing_if = "is_false")]
+    dry_run: bool,
+    #[serde(rename = "Recipient")]
+    recipient: Recipient,
+}
+
+#[derive(Serialize)]
+struct EncryptBody<'a> {
+    #[serde(rename = "KeyId")]
+    key_id: &'a str,
+    #[serde(rename = "Plaintext")]
+    plaintext: &'a str,
+    #[serde(rename = "EncryptionContext", skip_serializing_if = "Option::is_none")]
+    encryption_context: Option<&'a EncryptionContext>,
+    #[serde(rename = "GrantTokens", skip_serializing_if = "Option::is_none")]
+    grant_tokens: Option<&'a [String]>,
+    #[serde(
+        rename = "EncryptionAlgorithm",
+        skip_serializing_if = "Option::is_none"
+    )]
+    encryption_algorithm: Option<&'static str>,
+    #[serde(rename = "DryRun", skip_serializing_if = "is_false")]
+    dry_run: bool,
+}
+
+#[derive(Serialize)]
+struct DeriveSharedSecretBody<'a> {
+    #[serde(rename = "KeyId")]
+    key_id: &'a str,
+    #[serde(rename = "KeyAgreementAlgorithm")]
+    key_agreement_algorithm: &'static str,
+    #[serde(rename = "PublicKey")]
+    public_key: String,
+    #[serde(rename = "GrantTokens", skip_serializing_if = "Option::is_none")]
+    grant_tokens: Option<&'a [String]>,
+    #[serde(rename = "DryRun", skip_serializing_if = "is_false")]
+    dry_run: bool,
     #[serde(rename = "Recipient")]
     recipient: Recipient,
 }
@@ -197,7 +331,7 @@ impl From<RequestError> for BuildError {
 }
 
 /// The signed HTTP/1.1 request for `target` (`TrentService.*`) with JSON `body`, signed at
-/// `time` by [`sigv4::sign`] (aws-sigv4). Signed headers:
+/// `time` by `sigv4::sign` (aws-sigv4). Signed headers:
 /// `content-type;host;x-amz-date[;x-amz-security-token];x-amz-target`.
 /// The bytes hold the session token, so they come in a zeroizing buffer. Fails only when a
 /// header value could not be signed or sent (control characters), which validated inputs
@@ -252,11 +386,12 @@ mod tests {
     /// One GenerateDataKey request as the enclave sends it, every byte of it: the request line,
     /// the headers in their order and case, the signature, the body.
     fn wire(credentials: &Credentials) -> String {
-        let call = KmsCall::GenerateDataKey(GenerateDataKey {
+        let call = KmsRequest::GenerateDataKey(GenerateDataKey {
             key_id: "alias/kmstool".into(),
             size: DataKeySize::KeySpec(KeySpec::Aes256),
             encryption_context: EncryptionContext::from([("app".into(), "wire".into())]),
             grant_tokens: Vec::new(),
+            dry_run: false,
         });
         let body = call.body(b"attestation document");
         let target = RequestTarget {

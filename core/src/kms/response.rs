@@ -14,8 +14,8 @@ use serde_json::value::RawValue;
 #[cfg(test)]
 mod tests;
 
-/// The fields kmstool uses from a successful `Decrypt`, `GenerateDataKey` or
-/// `GenerateRandom` response.
+/// The fields kmstool uses from a successful response of a KMS operation that takes a
+/// `Recipient`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KmsOutput {
     /// `KeyId`: the ARN of the KMS key used.
@@ -27,8 +27,20 @@ pub struct KmsOutput {
     pub ciphertext_blob: Option<Vec<u8>>,
     /// `CiphertextForRecipient`, base64-decoded: the CMS EnvelopedData for the enclave key.
     pub ciphertext_for_recipient: Option<Vec<u8>>,
-    /// Whether the body carried a non-empty `Plaintext` (key material in the clear, which an
-    /// attested call must never get). The value itself is never kept.
+    /// `PublicKey`, base64-decoded: DER SubjectPublicKeyInfo (GenerateDataKeyPair).
+    pub public_key: Option<Vec<u8>>,
+    /// `PrivateKeyCiphertextBlob`, base64-decoded (GenerateDataKeyPair: the private key
+    /// encrypted under the KMS key).
+    pub private_key_ciphertext_blob: Option<Vec<u8>>,
+    /// `KeyPairSpec` (GenerateDataKeyPair).
+    pub key_pair_spec: Option<String>,
+    /// `KeyAgreementAlgorithm` (DeriveSharedSecret).
+    pub key_agreement_algorithm: Option<String>,
+    /// `KeyOrigin` (DeriveSharedSecret).
+    pub key_origin: Option<String>,
+    /// Whether the body carried a non-empty `Plaintext`, `PrivateKeyPlaintext` or
+    /// `SharedSecret` (key material in the clear, which an attested call must never get).
+    /// The values themselves are never kept.
     pub key_material_in_plaintext: bool,
 }
 
@@ -161,8 +173,22 @@ struct SuccessFields<'a> {
     ciphertext_blob: Option<&'a RawValue>,
     #[serde(rename = "CiphertextForRecipient", borrow, default)]
     ciphertext_for_recipient: Option<&'a RawValue>,
+    #[serde(rename = "PublicKey", borrow, default)]
+    public_key: Option<&'a RawValue>,
+    #[serde(rename = "PrivateKeyCiphertextBlob", borrow, default)]
+    private_key_ciphertext_blob: Option<&'a RawValue>,
+    #[serde(rename = "KeyPairSpec", borrow, default)]
+    key_pair_spec: Option<&'a RawValue>,
+    #[serde(rename = "KeyAgreementAlgorithm", borrow, default)]
+    key_agreement_algorithm: Option<&'a RawValue>,
+    #[serde(rename = "KeyOrigin", borrow, default)]
+    key_origin: Option<&'a RawValue>,
     #[serde(rename = "Plaintext", borrow, default)]
     plaintext: Option<&'a RawValue>,
+    #[serde(rename = "PrivateKeyPlaintext", borrow, default)]
+    private_key_plaintext: Option<&'a RawValue>,
+    #[serde(rename = "SharedSecret", borrow, default)]
+    shared_secret: Option<&'a RawValue>,
 }
 
 fn parse_success(body: &[u8]) -> Result<KmsOutput, MalformedBody> {
@@ -200,7 +226,20 @@ fn parse_success(body: &[u8]) -> Result<KmsOutput, MalformedBody> {
             fields.ciphertext_for_recipient,
             "CiphertextForRecipient",
         )?,
-        key_material_in_plaintext: plaintext_present(fields.plaintext)?,
+        public_key: base64_field(fields.public_key, "PublicKey")?,
+        private_key_ciphertext_blob: base64_field(
+            fields.private_key_ciphertext_blob,
+            "PrivateKeyCiphertextBlob",
+        )?,
+        key_pair_spec: string_field(fields.key_pair_spec, "KeyPairSpec")?,
+        key_agreement_algorithm: string_field(
+            fields.key_agreement_algorithm,
+            "KeyAgreementAlgorithm",
+        )?,
+        key_origin: string_field(fields.key_origin, "KeyOrigin")?,
+        key_material_in_plaintext: plaintext_present(fields.plaintext, "Plaintext")?
+            | plaintext_present(fields.private_key_plaintext, "PrivateKeyPlaintext")?
+            | plaintext_present(fields.shared_secret, "SharedSecret")?,
     })
 }
 
@@ -239,13 +278,13 @@ fn base64_field(
         .transpose()
 }
 
-/// Whether `Plaintext` holds a non-empty string, judged on the raw JSON so the value is
-/// never decoded or copied.
-fn plaintext_present(raw: Option<&RawValue>) -> Result<bool, MalformedBody> {
+/// Whether a field of key material in the clear holds a non-empty string, judged on the raw
+/// JSON so the value is never decoded or copied.
+fn plaintext_present(raw: Option<&RawValue>, field: &'static str) -> Result<bool, MalformedBody> {
     match raw.map(RawValue::get) {
         None | Some("\"\"") => Ok(false),
         Some(text) if text.starts_with('"') => Ok(true),
-        Some(_) => Err(MalformedBody::NotAString { field: "Plaintext" }),
+        Some(_) => Err(MalformedBody::NotAString { field }),
     }
 }
 

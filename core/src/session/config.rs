@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use crate::framing::DEFAULT_MAX_MESSAGE_BYTES;
 use crate::http::HttpLimits;
+pub use crate::kms::call::Backoff;
+use crate::kms::call::CallConfig;
 
 /// Settings of every [`super::EnclaveSession`] of one server.
 #[derive(Debug, Clone)]
@@ -78,6 +80,16 @@ pub const REPLY_BATCH_BYTES: usize = 16 * 1024;
 pub const READ_CHUNK_BYTES: usize = 16 * 1024;
 
 impl SessionConfig {
+    /// How each KMS call of a session retries and how long it may take.
+    pub fn call_config(&self) -> CallConfig {
+        CallConfig {
+            timeout: self.kms_call_timeout,
+            max_attempts: self.max_attempts,
+            backoff: self.backoff,
+            http_limits: self.http_limits,
+        }
+    }
+
     /// The most a parsed command may hold ([`crate::protocol::Command::retained_bytes`]).
     pub fn max_command_bytes(&self) -> usize {
         self.max_connection_bytes / 4
@@ -87,60 +99,5 @@ impl SessionConfig {
     /// the message cap, plus one read) and the budget. A driver adds its own fixed buffers.
     pub fn connection_bound(&self) -> usize {
         self.max_message_bytes + READ_CHUNK_BYTES + self.max_connection_bytes
-    }
-}
-
-/// Exponential backoff with jitter: before attempt `n + 1`, wait between half and all of
-/// `min(base * 2^(n-1), max)`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Backoff {
-    /// Delay scale after the first attempt.
-    pub base: Duration,
-    /// Largest delay.
-    pub max: Duration,
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Self {
-            base: Duration::from_millis(100),
-            max: Duration::from_secs(2),
-        }
-    }
-}
-
-impl Backoff {
-    /// The delay after `attempts` failed attempts (≥ 1), with `random` choosing the jitter.
-    pub fn delay(&self, attempts: u32, random: u64) -> Duration {
-        let exponent = attempts.saturating_sub(1).min(20);
-        let ceiling = self.base.saturating_mul(1u32 << exponent).min(self.max);
-        let ceiling_us = u64::try_from(ceiling.as_micros()).unwrap_or(u64::MAX);
-        let half = ceiling_us / 2;
-        let jitter = if half == 0 { 0 } else { random % (half + 1) };
-        Duration::from_micros(ceiling_us - half + jitter)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_and_stays_within_bounds() {
-        let b = Backoff::default();
-        for (attempts, lo, hi) in [
-            (1, 50, 100),
-            (2, 100, 200),
-            (3, 200, 400),
-            (6, 1000, 2000),
-            (30, 1000, 2000),
-        ] {
-            for random in [0, 1, 12_345, u64::MAX] {
-                let d = b.delay(attempts, random).as_millis();
-                assert!((lo..=hi).contains(&d), "attempt {attempts}: {d} ms");
-            }
-        }
-        assert_eq!(b.delay(1, 0), Duration::from_millis(50));
-        assert_eq!(b.delay(1, 50_000), Duration::from_millis(100));
     }
 }

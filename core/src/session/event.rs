@@ -4,6 +4,8 @@ use std::fmt;
 use std::time::Duration;
 
 use super::call::CallId;
+use crate::kms::call::KmsSummary;
+use crate::kms::skew::ClockOffset;
 use crate::protocol::{ErrorKind, Operation};
 
 /// Why a session closed.
@@ -113,6 +115,14 @@ pub enum SessionEvent {
         /// The CMS error (carries no secret).
         detail: String,
     },
+    /// A KMS response showed KMS's clock `offset` from ours. The driver keeps it in the
+    /// server's [`KmsClock`](crate::kms::skew::KmsClock), which says when it is worth a warning.
+    KmsClockOffset {
+        /// The call.
+        call: CallId,
+        /// KMS's clock minus ours.
+        offset: ClockOffset,
+    },
     /// A reply was queued for the client.
     Replied {
         /// Operation, when the message named one.
@@ -128,25 +138,15 @@ pub enum SessionEvent {
     },
 }
 
-/// KMS's part in a reply: its last answer and how many attempts the call made.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct KmsSummary {
-    /// HTTP status of the last answer.
-    pub status: u16,
-    /// From sending the last attempt to its complete answer.
-    pub latency: Duration,
-    /// Attempts made.
-    pub attempts: u32,
-}
-
 impl SessionEvent {
     /// The level to log this event at. An unwrap failure's detail stays out of the reply (no
     /// padding oracle) and out of the default level.
     pub fn level(&self) -> EventLevel {
         match self {
-            Self::KmsAttempt { .. } | Self::KmsAnswered { .. } | Self::UnwrapFailed { .. } => {
-                EventLevel::Debug
-            }
+            Self::KmsAttempt { .. }
+            | Self::KmsAnswered { .. }
+            | Self::UnwrapFailed { .. }
+            | Self::KmsClockOffset { .. } => EventLevel::Debug,
             Self::ClientSet { .. } | Self::CommandRejected { .. } | Self::Replied { .. } => {
                 EventLevel::Info
             }
@@ -212,6 +212,9 @@ impl fmt::Display for SessionEvent {
                 "{call} {} could not open CiphertextForRecipient: {detail}",
                 operation.as_str()
             ),
+            Self::KmsClockOffset { call, offset } => {
+                write!(f, "{call} KMS's clock is {offset} from ours")
+            }
             Self::Replied {
                 operation,
                 error_kind,

@@ -72,38 +72,56 @@ use std::time::{Duration, Instant, SystemTime};
 
 use zeroize::Zeroizing;
 
-use self::call::{ActiveCall, CallClient, Step};
-pub use self::call::{
-    Attestation, AttestationFailure, CallId, SharedRequest, TransportFailure, TransportStage,
-};
+pub use self::call::CallId;
+use self::call::SessionCall;
 pub use self::config::{
     Backoff, DEFAULT_MAX_CONNECTION_BYTES, MAX_REPLY_BYTES, MIN_CONNECTION_BYTES, READ_CHUNK_BYTES,
     REPLY_BATCH_BYTES, SessionConfig,
 };
-pub use self::event::{CloseReason, EventLevel, KmsSummary, SessionEvent};
+pub use self::event::{CloseReason, EventLevel, SessionEvent};
 use crate::framing::{self, FrameDecoder};
+pub use crate::kms::call::{
+    Attestation, AttestationFailure, KmsSummary, SharedRequest, TransportFailure, TransportStage,
+};
+use crate::kms::call::{Call, CallAction, CallEvent, SplitMix64};
 use crate::kms::endpoint;
-use crate::kms::request::KmsCall;
+use crate::kms::request::{KmsRequest, RequestTarget};
+use crate::kms::skew::ClockOffset;
 use crate::protocol::{
     Command, CommandArgs, CommandError, ErrorKind, Operation, Rejected, Reply, SetClient,
     parse_command,
 };
 use crate::secret::Credentials;
 
-/// The current time, as a driver passes it in: a monotonic instant for deadlines and the wall
-/// clock for request signatures.
+/// The current time, as a driver passes it in: a monotonic instant for deadlines, the wall
+/// clock, and KMS's clock offset (the [`KmsClock`](crate::kms::skew::KmsClock) of the
+/// server or client), which only the signing time uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Now {
     /// Monotonic time.
     pub instant: Instant,
-    /// Wall-clock time (SigV4 `X-Amz-Date`).
+    /// Wall-clock time.
     pub wall: SystemTime,
+    /// KMS's clock minus the wall clock, as last measured.
+    pub kms_clock_offset: ClockOffset,
 }
 
 impl Now {
-    /// A point in time.
+    /// A point in time, with no known clock offset.
     pub fn new(instant: Instant, wall: SystemTime) -> Self {
-        Self { instant, wall }
+        Self {
+            instant,
+            wall,
+            kms_clock_offset: ClockOffset::ZERO,
+        }
+    }
+
+    /// The same point, signing requests at the wall clock moved by `offset`.
+    pub fn with_kms_clock_offset(self, offset: ClockOffset) -> Self {
+        Self {
+            kms_clock_offset: offset,
+            ..self
+        }
     }
 
     /// The same point moved forward by `by` on both clocks (for virtual clocks in tests).
@@ -111,6 +129,7 @@ impl Now {
         Self {
             instant: self.instant + by,
             wall: self.wall + by,
+            ..self
         }
     }
 }
@@ -289,7 +308,7 @@ pub struct EnclaveSession {
     queued_bytes: usize,
     transmit: Transmit,
     client: Option<Client>,
-    call: Option<ActiveCall>,
+    call: Option<SessionCall>,
     outputs: VecDeque<Output>,
     read_closed: bool,
     /// Why the session closes once it stops reading and has answered everything.
@@ -411,42 +430,39 @@ impl EnclaveSession {
         result: Result<Attestation, AttestationFailure>,
     ) {
         if let Some(active) = self.active_call(call) {
-            let step = active.attested(now, result);
-            self.apply(now, step);
+            active.handle_attestation(now, result);
+            self.pump(now);
         }
     }
 
     /// The request of an [`Output::KmsSend`] is written; `reused`: on a pooled connection.
     pub fn handle_kms_sent(&mut self, call: CallId, reused: bool) {
         if let Some(active) = self.active_call(call) {
-            active.kms_sent(reused);
+            active.handle_sent(reused);
         }
     }
 
     /// Bytes of KMS's answer to an [`Output::KmsSend`].
     pub fn handle_kms_bytes(&mut self, now: Now, call: CallId, bytes: &[u8]) {
-        let random = self.rng.next();
         if let Some(active) = self.active_call(call) {
-            let step = active.kms_bytes(now, bytes, random);
-            self.apply(now, step);
+            active.handle_bytes(now, bytes);
+            self.pump(now);
         }
     }
 
     /// KMS closed the connection of an [`Output::KmsSend`].
     pub fn handle_kms_eof(&mut self, now: Now, call: CallId) {
-        let random = self.rng.next();
         if let Some(active) = self.active_call(call) {
-            let step = active.kms_eof(now, random);
-            self.apply(now, step);
+            active.handle_eof(now);
+            self.pump(now);
         }
     }
 
     /// The connection of an [`Output::KmsSend`] could not be made or failed.
     pub fn handle_kms_failure(&mut self, now: Now, call: CallId, failure: TransportFailure) {
-        let random = self.rng.next();
         if let Some(active) = self.active_call(call) {
-            let step = active.kms_failed(now, failure, random);
-            self.apply(now, step);
+            active.handle_transport_failure(now, failure);
+            self.pump(now);
         }
     }
 
@@ -470,8 +486,8 @@ impl EnclaveSession {
             }
         }
         if let Some(active) = self.call.as_mut() {
-            let step = active.timer(now);
-            self.apply(now, step);
+            active.call.handle_timeout(now);
+            self.pump(now);
         } else if self.idle_deadline().is_some_and(|d| now.instant >= d) {
             self.close(CloseReason::IdleTimeout);
         }
@@ -487,7 +503,7 @@ impl EnclaveSession {
         if self.closed {
             return None;
         }
-        let call = self.call.as_ref().map(ActiveCall::next_deadline);
+        let call = self.call.as_ref().and_then(|c| c.call.poll_timeout());
         [
             call.or(self.idle_deadline()),
             self.message_deadline,
@@ -515,11 +531,14 @@ impl EnclaveSession {
         Some(self.transmit.oldest()? + limit)
     }
 
-    fn active_call(&mut self, id: CallId) -> Option<&mut ActiveCall> {
+    fn active_call(&mut self, id: CallId) -> Option<&mut Call> {
         if self.closed {
             return None;
         }
-        self.call.as_mut().filter(|c| c.id() == id)
+        self.call
+            .as_mut()
+            .filter(|c| c.id == id)
+            .map(|c| &mut c.call)
     }
 
     fn touch(&mut self, now: Now) {
@@ -662,30 +681,37 @@ impl EnclaveSession {
                 let reply = self.set_client(set, log);
                 return self.reply(now, op, at, request_id, reply, log);
             }
-            Ok(CommandArgs::Decrypt(args)) => KmsCall::Decrypt(args),
-            Ok(CommandArgs::GenerateDataKey(args)) => KmsCall::GenerateDataKey(args),
-            Ok(CommandArgs::GenerateRandom(args)) => KmsCall::GenerateRandom(args),
+            Ok(CommandArgs::Decrypt(args)) => KmsRequest::Decrypt(args),
+            Ok(CommandArgs::GenerateDataKey(args)) => KmsRequest::GenerateDataKey(args),
+            Ok(CommandArgs::GenerateRandom(args)) => KmsRequest::GenerateRandom(args),
+            Ok(CommandArgs::GenerateDataKeyPair(args)) => KmsRequest::GenerateDataKeyPair(args),
+            Ok(CommandArgs::DeriveSharedSecret(args)) => KmsRequest::DeriveSharedSecret(args),
         };
         let Some(client) = &self.client else {
             return;
         };
         let id = CallId(self.next_call);
         self.next_call += 1;
-        let client = CallClient {
-            credentials: &client.credentials,
-            region: &client.region,
+        let target = RequestTarget {
             host: &client.host,
+            region: &client.region,
+            credentials: &client.credentials,
         };
-        self.call = Some(ActiveCall::new(
+        let call = Call::new(
+            call,
+            target,
+            &self.config.call_config(),
+            now,
+            self.rng.next(),
+        );
+        self.call = Some(SessionCall {
             id,
+            operation,
             call,
             request_id,
-            at,
-            now,
-            client,
-            &self.config,
-        ));
-        self.outputs.push_back(Output::Attest(id));
+            received: at,
+        });
+        self.pump(now);
     }
 
     /// Replaces the client, or leaves the old one intact when the new one is refused.
@@ -720,27 +746,75 @@ impl EnclaveSession {
         Reply::ok()
     }
 
-    fn apply(&mut self, now: Now, step: Step) {
-        match step {
-            Step::Continue(outputs) => self.outputs.extend(outputs),
-            Step::Finish(outputs, reply) => {
-                self.outputs.extend(outputs);
-                if let Some(mut active) = self.call.take() {
-                    let request_id = active.request_id();
-                    let kms = active.kms_summary();
-                    self.reply_after_kms(
-                        now,
-                        Some(active.operation()),
-                        active.received(),
-                        request_id,
-                        reply,
-                        kms,
-                        true,
-                    );
+    /// Carries the current call's actions and events over to the session's outputs, and
+    /// replies once the call has its result.
+    fn pump(&mut self, now: Now) {
+        let Some(active) = self.call.as_mut() else {
+            return;
+        };
+        let id = active.id;
+        let operation = active.operation;
+        while let Some(event) = active.call.poll_event() {
+            self.outputs.push_back(Output::Event(match event {
+                CallEvent::Attempt { attempt, host } => SessionEvent::KmsAttempt {
+                    call: id,
+                    operation,
+                    attempt,
+                    host,
+                },
+                CallEvent::Answered {
+                    status,
+                    error_type,
+                    latency,
+                } => SessionEvent::KmsAnswered {
+                    call: id,
+                    operation,
+                    status,
+                    error_type,
+                    latency,
+                },
+                CallEvent::Retry { delay, reason } => SessionEvent::KmsRetry {
+                    call: id,
+                    operation,
+                    delay,
+                    reason,
+                },
+                CallEvent::ClockOffset { offset } => {
+                    SessionEvent::KmsClockOffset { call: id, offset }
                 }
-                self.advance(now);
-            }
+                CallEvent::UnwrapFailed { detail } => SessionEvent::UnwrapFailed {
+                    call: id,
+                    operation,
+                    detail,
+                },
+            }));
         }
+        while let Some(action) = active.call.poll_action() {
+            self.outputs.push_back(match action {
+                CallAction::Attest => Output::Attest(id),
+                CallAction::Send {
+                    host,
+                    request,
+                    may_reuse,
+                } => Output::KmsSend {
+                    call: id,
+                    host,
+                    request,
+                    may_reuse,
+                },
+                CallAction::Release { reusable } => Output::KmsRelease { call: id, reusable },
+            });
+        }
+        let Some(result) = active.call.poll_result() else {
+            return;
+        };
+        let kms = active.call.kms_summary();
+        let received = active.received;
+        let request_id = active.request_id.take();
+        self.call = None;
+        let reply = call::reply(operation, result);
+        self.reply_after_kms(now, Some(operation), received, request_id, reply, kms, true);
+        self.advance(now);
     }
 
     /// Whether a reply that did not reach KMS may be logged (see [`LogLimit`]). When it may
@@ -828,20 +902,6 @@ impl EnclaveSession {
 
 /// What a queued error reply is counted as holding (its entry and error text).
 const QUEUED_ERROR_BYTES: usize = 256;
-
-/// A small deterministic generator for retry jitter (not for anything secret).
-#[derive(Debug, Clone)]
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-}
 
 /// The message sent, framed, to a client turned away because the server is at its connection
 /// limit (it then closes).

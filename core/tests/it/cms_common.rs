@@ -230,3 +230,18 @@ pub fn keyed_pkcs8_der() -> Vec<u8> {
 pub fn sha256(data: &[u8]) -> [u8; 32] {
     Sha256::digest(data).into()
 }
+
+/// `material` sealed to the harness's key as KMS seals it for a `Recipient`.
+pub fn sealed_for(key: &RecipientKey, material: &[u8]) -> Vec<u8> {
+    use kmstool_core::cms::{Layout, build};
+    let content_key = [0x42; 32];
+    let encrypted_key = oaep_encrypt(key.public_key_der(), &content_key, 11);
+    build(
+        Layout::KmsBer { chunk: 1000 },
+        &key.subject_key_id(),
+        &encrypted_key,
+        &content_key,
+        &[7; 16],
+        material,
+    )
+}

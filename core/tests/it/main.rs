@@ -6,6 +6,7 @@ mod cms_fixtures;
 mod cms_proptest;
 mod cms_reject;
 mod cms_roundtrip;
+mod kms_call;
 mod kms_fixtures_gen;
 mod protocol_commands;
 mod session_scenarios;

@@ -48,6 +48,10 @@ struct Harness {
 
 /// Outputs in a comparable form.
 #[derive(Debug, Clone, PartialEq)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "short-lived test values, compared whole"
+)]
 enum Seen {
     Reply(Reply),
     Attest(CallId),
@@ -396,7 +400,16 @@ fn throttling_is_retried_after_backoff_then_succeeds() {
         panic!("{seen:?}")
     };
     assert_eq!(again, call);
-    assert_eq!(request, &first, "same second: same signed request");
+    // The throttled answer's Date showed KMS's clock a second ahead: the retry is signed at
+    // KMS's time, the first request at ours.
+    let date = |request: &[u8]| {
+        let text = String::from_utf8_lossy(request).into_owned();
+        text.lines()
+            .find_map(|line| line.strip_prefix("X-Amz-Date: ").map(str::to_owned))
+            .expect("X-Amz-Date")
+    };
+    assert_eq!(date(&first), "20261129T120000Z");
+    assert_eq!(date(request), "20261129T120001Z");
     let seen = h.kms(call, &fixture("decrypt-ok.http"));
     assert_eq!(only_reply(&seen).status, Status::Ok);
 }
@@ -1281,4 +1294,115 @@ fn a_pooled_connection_that_answered_in_part_is_not_resent() {
             .any(|o| matches!(o, Output::Event(SessionEvent::KmsRetry { .. }))),
         "{outputs:?}"
     );
+}
+
+/// A 200 answer with `body`.
+fn kms_ok(body: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/x-amz-json-1.1\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+#[test]
+fn generate_data_key_pair_and_derive_shared_secret() {
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+    let arn = "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+    let mut h = Harness::default();
+
+    // The spec goes to KMS as given, whether or not this build knows it.
+    let (call, request) = h.start_call(
+        b"{\"Operation\":\"GenerateDataKeyPair\",\"KeyId\":\"alias/app\",\"KeyPairSpec\":\"ECC_NIST_P999\",\"EncryptionContext\":{\"app\":\"x\"},\"RequestId\":\"p\"}\0",
+    );
+    let request = String::from_utf8_lossy(&request);
+    assert!(request.contains("X-Amz-Target: TrentService.GenerateDataKeyPair\r\n"));
+    assert!(
+        request.contains(
+            r#"{"KeyId":"alias/app","KeyPairSpec":"ECC_NIST_P999","EncryptionContext":{"app":"x"},"Recipient":{"KeyEncryptionAlgorithm":"RSAES_OAEP_SHA_256","AttestationDocument":""#
+        ),
+        "{request}"
+    );
+    let private_key = b"\x30\x81\x87 a PKCS #8 private key".to_vec();
+    let body = format!(
+        r#"{{"CiphertextForRecipient":"{}","KeyId":"{arn}","KeyPairSpec":"ECC_NIST_P999","PrivateKeyCiphertextBlob":"{}","PrivateKeyPlaintext":null,"PublicKey":"{}"}}"#,
+        b64(&crate::cms_common::sealed_for(&h.key, &private_key)),
+        b64(b"encrypted private key"),
+        b64(b"public key"),
+    );
+    let seen = h.kms(call, &kms_ok(&body));
+    let reply = only_reply(&seen);
+    assert_eq!(reply.status, Status::Ok, "{reply:?}");
+    assert_eq!(reply.message, ok_reply(&private_key).message);
+    assert_eq!(
+        reply.public_key.as_deref(),
+        Some(b64(b"public key").as_str())
+    );
+    assert_eq!(
+        reply.private_key_ciphertext_blob.as_deref(),
+        Some(b64(b"encrypted private key").as_str())
+    );
+    assert_eq!(reply.key_pair_spec.as_deref(), Some("ECC_NIST_P999"));
+    assert_eq!(reply.key_id.as_deref(), Some(arn));
+    assert_eq!(reply.request_id.as_deref(), Some("p"));
+
+    // A key pair answer without its public key is refused, not passed on half.
+    let (call, _) = h.start_call(
+        b"{\"Operation\":\"GenerateDataKeyPair\",\"KeyId\":\"alias/app\",\"KeyPairSpec\":\"RSA_2048\"}\0",
+    );
+    let body = format!(
+        r#"{{"CiphertextForRecipient":"{}","PrivateKeyCiphertextBlob":"{}"}}"#,
+        b64(&crate::cms_common::sealed_for(&h.key, &private_key)),
+        b64(b"encrypted private key"),
+    );
+    let seen = h.kms(call, &kms_ok(&body));
+    let reply = only_reply(&seen);
+    assert_eq!(reply.error_kind, Some(ErrorKind::Internal));
+    assert!(
+        reply
+            .error_message()
+            .unwrap()
+            .starts_with("Could not generate data key pair: ")
+            && reply.error_message().unwrap().contains("no PublicKey"),
+        "{reply:?}"
+    );
+
+    let peer = b"\x30\x59 the peer's SubjectPublicKeyInfo";
+    let command = format!(
+        "{{\"Operation\":\"DeriveSharedSecret\",\"KeyId\":\"alias/ecdh\",\"PublicKey\":\"{}\"}}\0",
+        b64(peer)
+    );
+    let (call, request) = h.start_call(command.as_bytes());
+    let request = String::from_utf8_lossy(&request);
+    assert!(request.contains("X-Amz-Target: TrentService.DeriveSharedSecret\r\n"));
+    let expected_body = format!(
+        r#"{{"KeyId":"alias/ecdh","KeyAgreementAlgorithm":"ECDH","PublicKey":"{}","Recipient""#,
+        b64(peer)
+    );
+    assert!(request.contains(&expected_body), "{request}");
+    let secret = [0x5a; 32];
+    let body = format!(
+        r#"{{"CiphertextForRecipient":"{}","KeyAgreementAlgorithm":"ECDH","KeyId":"{arn}","KeyOrigin":"AWS_KMS","SharedSecret":null}}"#,
+        b64(&crate::cms_common::sealed_for(&h.key, &secret)),
+    );
+    let seen = h.kms(call, &kms_ok(&body));
+    let reply = only_reply(&seen);
+    assert_eq!(reply.message, ok_reply(&secret).message);
+    assert_eq!(reply.key_agreement_algorithm.as_deref(), Some("ECDH"));
+    assert_eq!(reply.key_origin.as_deref(), Some("AWS_KMS"));
+
+    // A shared secret in the clear is refused: an attested call never takes one.
+    let (call, _) = h.start_call(command.as_bytes());
+    let body = format!(r#"{{"KeyId":"{arn}","SharedSecret":"{}"}}"#, b64(&secret));
+    let seen = h.kms(call, &kms_ok(&body));
+    let reply = only_reply(&seen);
+    assert_eq!(reply.status, Status::Error);
+    assert!(
+        reply
+            .error_message()
+            .unwrap()
+            .starts_with("Could not derive shared secret: "),
+        "{reply:?}"
+    );
+    assert!(!format!("{reply:?}").contains(&b64(&secret)));
 }

@@ -43,9 +43,53 @@ fn real_ciphertext_for_recipient_decodes_to_the_captured_bytes() {
             encryption_algorithm: Some("SYMMETRIC_DEFAULT".into()),
             ciphertext_blob: None,
             ciphertext_for_recipient: Some(cms),
-            key_material_in_plaintext: false,
+            ..KmsOutput::default()
         }
     );
+}
+
+#[test]
+fn key_pair_and_shared_secret_bodies() {
+    let key_pair = format!(
+        r#"{{"CiphertextForRecipient":"AQID","KeyId":"{KEY_ARN}","KeyPairSpec":"ECC_NIST_P256","PrivateKeyCiphertextBlob":"BAUG","PrivateKeyPlaintext":null,"PublicKey":"BwgJ"}}"#
+    );
+    assert_eq!(
+        parse(200, None, key_pair.as_bytes()),
+        Ok(KmsOutput {
+            key_id: Some(KEY_ARN.into()),
+            ciphertext_for_recipient: Some(vec![1, 2, 3]),
+            private_key_ciphertext_blob: Some(vec![4, 5, 6]),
+            public_key: Some(vec![7, 8, 9]),
+            key_pair_spec: Some("ECC_NIST_P256".into()),
+            ..KmsOutput::default()
+        })
+    );
+    let derived = format!(
+        r#"{{"CiphertextForRecipient":"AQID","KeyAgreementAlgorithm":"ECDH","KeyId":"{KEY_ARN}","KeyOrigin":"AWS_KMS","SharedSecret":""}}"#
+    );
+    assert_eq!(
+        parse(200, None, derived.as_bytes()),
+        Ok(KmsOutput {
+            key_id: Some(KEY_ARN.into()),
+            ciphertext_for_recipient: Some(vec![1, 2, 3]),
+            key_agreement_algorithm: Some("ECDH".into()),
+            key_origin: Some("AWS_KMS".into()),
+            ..KmsOutput::default()
+        })
+    );
+    // Key material in the clear, under any of its three names, is flagged, never kept.
+    for field in ["Plaintext", "PrivateKeyPlaintext", "SharedSecret"] {
+        let body = format!(r#"{{"{field}":"c2VjcmV0"}}"#);
+        let output = parse(200, None, body.as_bytes()).expect("readable");
+        assert!(output.key_material_in_plaintext, "{field}");
+        let body = format!(r#"{{"{field}":7}}"#);
+        assert_eq!(
+            parse(200, None, body.as_bytes()),
+            Err(KmsResponseError::Malformed(MalformedBody::NotAString {
+                field
+            }))
+        );
+    }
 }
 
 #[test]
@@ -355,6 +399,7 @@ proptest! {
             ciphertext_blob: blob,
             ciphertext_for_recipient: recipient,
             key_material_in_plaintext: plaintext.is_some_and(|p| !p.is_empty()),
+            ..KmsOutput::default()
         };
         prop_assert_eq!(parse(200, None, &body), Ok(expected));
     }

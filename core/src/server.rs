@@ -63,6 +63,8 @@ pub struct Shared<K, C> {
     pub keys: Arc<K>,
     /// Counters.
     pub stats: Stats,
+    /// KMS's clock offset, learned from every session's KMS responses and signed with by all.
+    pub kms_clock: crate::kms::skew::KmsClock,
 }
 
 /// Server limits.

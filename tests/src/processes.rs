@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use kmstool_core::protocol::EncryptionContext;
 use kmstool_core::secret::Credentials;
-use kmstool_sim::kms_client::{EncryptRequest, encrypt};
+use kmstool_sim::kms_client::{EncryptRequest, KmsClient, encrypt, signed_request};
 use serde_json::{Value, json};
 
 use crate::{PATIENCE, block_on};
@@ -263,6 +263,23 @@ impl KmsProcess {
             encryption_context,
         }))
         .expect("Encrypt")
+    }
+
+    /// Any operation on this emulator (`CreateKey`, `GetPublicKey`, ...), signed with
+    /// `credentials` in `us-east-1`: KMS's JSON answer; panics on an error status.
+    pub fn call(&self, credentials: &Credentials, operation: &str, body: &Value) -> Value {
+        let host = "kms.us-east-1.amazonaws.com";
+        let body = serde_json::to_vec(body).expect("JSON");
+        let now = std::time::SystemTime::now();
+        let request = signed_request(host, "us-east-1", credentials, operation, &body, now)
+            .expect("a signed request");
+        let reply = block_on(async {
+            let mut client = KmsClient::connect(self.addr, &self.ca_pem, host).await?;
+            client.send(&request).await
+        })
+        .expect("an answer");
+        assert_eq!(reply.status, 200, "{operation}: {}", reply.message());
+        reply.json()
     }
 
     /// `tcp:HOST:PORT` of this emulator, for `--proxy`.

@@ -192,6 +192,17 @@ struct KmsArgs {
     /// Fault injection: then answer the next N requests with HTTP 500 KMSInternalException.
     #[arg(long, value_name = "N", default_value_t = 0)]
     fail_first: u32,
+
+    /// Run the emulator's clock this many seconds ahead of the system's (behind when
+    /// negative): its `Date` headers and its SigV4 window (5 minutes) follow it, as a KMS
+    /// whose clock the enclave's has drifted from.
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 0,
+        allow_hyphen_values = true
+    )]
+    clock_offset_secs: i64,
 }
 
 #[derive(Debug, ClapArgs)]
@@ -470,6 +481,7 @@ async fn serve_kms(args: KmsArgs) -> anyhow::Result<()> {
         fail_500_first: args.fail_first,
         ..Faults::default()
     };
+    config.clock.set_offset_secs(args.clock_offset_secs);
     let handle = KmsEmulator::start(config)
         .await
         .context("starting the KMS emulator")?;

@@ -1162,3 +1162,51 @@ fn running_out_of_descriptors_pauses_accepting_quietly_and_recovers() {
     let warnings = log.lines().filter(|line| line.contains(" WARN ")).count();
     assert!(warnings <= 3, "{log}");
 }
+
+/// An enclave whose clock is 15 minutes behind KMS's: the first call is refused for skew, signed
+/// again at KMS's time (the `Date` of the refusal) and succeeds; later calls sign at KMS's time
+/// from the start; the offset is logged once, at warn level. (Only this direction here: the
+/// simulated NSM dates its certificates by the enclave's clock, so an emulator behind it would
+/// see them as not yet valid, which a real NSM, on the host's clock, never causes. Core's
+/// virtual-clock tests cover both directions.)
+#[test]
+fn an_enclave_signs_at_kms_time_when_the_clocks_are_15_minutes_apart() {
+    let offset = "900";
+    let system = System::start(&["--clock-offset-secs", offset]);
+    let address: Address = system.listen.parse().expect("enclave address");
+    kmstool_tests::block_on(async {
+        let mut conn = Conn::connect(&address).await;
+        conn.set_client(&system.credentials, None).await;
+        for _ in 0..3 {
+            let reply = conn
+                .call(&json!({"Operation": "GenerateRandom", "NumberOfBytes": 16}))
+                .await;
+            assert_eq!(
+                reply["Status"],
+                "Ok",
+                "offset {offset}: {reply}\nKMS: {}\nenclave: {}",
+                system.kms.process.stderr(),
+                system.enclave.stderr()
+            );
+            assert_eq!(assert_ok(&reply).len(), 16);
+        }
+        // A second connection shares the enclave's offset.
+        let mut other = Conn::connect(&address).await;
+        other.set_client(&system.credentials, None).await;
+        let reply = other
+            .call(&json!({"Operation": "GenerateRandom", "NumberOfBytes": 8}))
+            .await;
+        assert_eq!(assert_ok(&reply).len(), 8, "offset {offset}: {reply}");
+    });
+    let log = system.enclave.stderr();
+    assert_eq!(
+        log.matches("signing again with KMS's clock").count(),
+        1,
+        "offset {offset}: only the first call is refused: {log}"
+    );
+    assert_eq!(
+        log.matches("KMS's clock differs from ours").count(),
+        1,
+        "offset {offset}: one warning: {log}"
+    );
+}

@@ -4,7 +4,11 @@
 //! - TLS with a CA made at start ([`KmsHandle::ca_pem`]) and a leaf for whatever KMS host name
 //!   the client sends by SNI (`kms.<region>.amazonaws.com` and the other partitions' hosts).
 //! - `CreateKey`, `CreateAlias`, `DescribeKey`, `ListKeys`, `Encrypt`, `Decrypt`,
-//!   `GenerateDataKey`, `GenerateRandom` with KMS's member names.
+//!   `GenerateDataKey`, `GenerateDataKeyPair`, `GenerateRandom`, `GetPublicKey`,
+//!   `DeriveSharedSecret` with KMS's member names.
+//! - Keys: `SYMMETRIC_DEFAULT` (`ENCRYPT_DECRYPT`) and ECDH `KEY_AGREEMENT` keys on
+//!   `ECC_NIST_P256`, `ECC_NIST_P384`, `ECC_NIST_P521`; data key pairs of every
+//!   `KeyPairSpec` ([`asymmetric`]).
 //! - SigV4 verified against the configured credentials, session tokens included, with AWS's
 //!   5-minute clock-skew window.
 //! - `Recipient`: the attestation document is verified ([`AttestationVerifier`]), key material
@@ -24,6 +28,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod asymmetric;
 pub mod auth;
 pub mod certs;
 pub mod clock;
@@ -48,6 +53,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
+pub use self::asymmetric::{KeyPairSpec, KeySpec, KeyUsage};
 pub use self::certs::CertAuthority;
 pub use self::clock::Clock;
 pub use self::credentials::{CredentialsFileError, SimCredentials, parse_credentials_file};
@@ -89,7 +95,8 @@ pub struct KmsConfig {
     /// Verifies `Recipient` attestation documents; `None` rejects every `Recipient`. KMS's
     /// own check is [`KmsConfig::with_nsm_root`].
     pub attestation: Option<Arc<dyn AttestationVerifier>>,
-    /// PCR0 that Decrypt, GenerateDataKey and GenerateRandom must attest to.
+    /// PCR0 that Decrypt, GenerateDataKey, GenerateDataKeyPair, DeriveSharedSecret and
+    /// GenerateRandom must attest to.
     pub require_pcr0: Option<Vec<u8>>,
     /// Faults to inject from the start.
     pub faults: Faults,
@@ -242,6 +249,29 @@ impl KmsHandle {
         let now = self.shared.clock.now();
         let mut store = lock(&self.shared.keystore);
         store.create_key(description, now)
+    }
+
+    /// Creates an ECDH key pair (`KeyUsage` `KEY_AGREEMENT`) on the curve of `spec`
+    /// (`ECC_NIST_P256`, `ECC_NIST_P384` or `ECC_NIST_P521`), as `CreateKey` does.
+    pub fn create_agreement_key(
+        &self,
+        description: &str,
+        spec: KeySpec,
+    ) -> Result<KeyMetadata, KmsError> {
+        if spec == KeySpec::SymmetricDefault {
+            return Err(KmsError::validation(
+                "KeyUsage KEY_AGREEMENT is not compatible with KeySpec SYMMETRIC_DEFAULT",
+            ));
+        }
+        let now = self.shared.clock.now();
+        lock(&self.shared.keystore).create_key_of(description, spec, KeyUsage::KeyAgreement, now)
+    }
+
+    /// The public key (DER SPKI) of an asymmetric key, as `GetPublicKey` returns it.
+    pub fn public_key(&self, key_id: &str) -> Result<Vec<u8>, KmsError> {
+        lock(&self.shared.keystore)
+            .public_key(key_id)
+            .map(|(_, spki)| spki.to_vec())
     }
 
     /// Points `alias/<name>` at a key, as `CreateAlias` does.

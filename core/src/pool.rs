@@ -144,6 +144,95 @@ impl<C> KmsConnections<C> {
     }
 }
 
+/// A runtime's `KmsStream` (`$stream`) and `KmsConnector`, written once: core's [`KmsConnections`] behind a short-held lock
+/// (a runtime concern, so not a core type), with `checkout`, `send`, `checkin`, `expire_idle`
+/// and `idle_connections`, on the runtime's clock `$now`. Expanded in `kmstool-runtime-tokio`
+/// and `kmstool-runtime-smol`, where `connect` and the runtime's `AsyncWriteExt` are in scope.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! kms_connector {
+    (stream = $stream:ty, now = $now:path) => {
+        /// A TLS connection to KMS.
+        pub type KmsStream = $stream;
+
+        /// The KMS connections every session of a server and every clone of a client share: core's
+        /// pool of idle ones, behind a lock held only for a moment (never across an await), and
+        /// [`connect`] for new ones.
+        #[derive(Debug)]
+        pub struct KmsConnector(std::sync::Mutex<$crate::pool::KmsConnections<Box<KmsStream>>>);
+
+        impl KmsConnector {
+            /// Makes connections as `config` says; none idle yet.
+            pub fn new(config: $crate::tls::KmsTransportConfig) -> Self {
+                Self(std::sync::Mutex::new($crate::pool::KmsConnections::new(
+                    config,
+                )))
+            }
+
+            /// An idle connection to `host` when `may_reuse` and one is pooled (`true` beside it), or a
+            /// new one (`false`).
+            pub async fn checkout(
+                &self,
+                host: &str,
+                may_reuse: bool,
+            ) -> Result<(Box<KmsStream>, bool), $crate::session::TransportFailure> {
+                let pooled = self.pool().checkout(host, may_reuse, $now());
+                match pooled {
+                    Ok(pooled) => Ok((pooled, true)),
+                    Err(config) => Ok((Box::new(connect(&config, host).await?), false)),
+                }
+            }
+
+            /// [`checkout`](Self::checkout), then `request` written on the connection.
+            pub async fn send(
+                &self,
+                host: &str,
+                request: &[u8],
+                may_reuse: bool,
+            ) -> Result<(Box<KmsStream>, bool), $crate::session::TransportFailure> {
+                let (mut stream, reused) = self.checkout(host, may_reuse).await?;
+                let written = match stream.write_all(request).await {
+                    Ok(()) => stream.flush().await,
+                    Err(error) => Err(error),
+                };
+                match written {
+                    Ok(()) => Ok((stream, reused)),
+                    Err(error) => Err($crate::session::TransportFailure::new(
+                        $crate::session::TransportStage::Io,
+                        error.to_string(),
+                    )),
+                }
+            }
+
+            /// Keeps a connection whose last response was complete and reusable; closes it instead
+            /// when `host` has the most idle already.
+            pub fn checkin(&self, host: &str, stream: Box<KmsStream>) {
+                let excess = self.pool().checkin(host, stream, $now());
+                drop(excess); // closed outside the lock
+            }
+
+            /// Closes the connections idle too long, whatever their host.
+            pub fn expire_idle(&self) {
+                self.pool().expire_idle($now());
+            }
+
+            /// Idle connections in the pool.
+            pub fn idle_connections(&self) -> usize {
+                self.pool().idle_connections()
+            }
+
+            fn pool(
+                &self,
+            ) -> std::sync::MutexGuard<'_, $crate::pool::KmsConnections<Box<KmsStream>>> {
+                // Nothing panics while holding the lock; the pool stays consistent if something did.
+                self.0
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+            }
+        }
+    };
+}
+
 /// How often a server closes expired idle KMS connections ([`KmsConnections::expire_idle`]).
 pub const SWEEP_EVERY: Duration = Duration::from_secs(1);
 

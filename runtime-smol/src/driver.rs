@@ -8,6 +8,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
+use kmstool_core::kms::skew::KmsClock;
 use kmstool_core::session::{
     Attestation, AttestationFailure, CallId, EnclaveSession, EventLevel, Now, Output,
     READ_CHUNK_BYTES, REPLY_BATCH_BYTES, SessionEvent, SharedRequest, TransportFailure,
@@ -47,8 +48,9 @@ enum Wake {
     Timer,
 }
 
-fn now() -> Now {
-    Now::new(Instant::now(), SystemTime::now())
+/// The time, with the offset to KMS's clock the server learned.
+fn now(clock: &KmsClock) -> Now {
+    Now::new(Instant::now(), SystemTime::now()).with_kms_clock_offset(clock.offset())
 }
 
 /// Serves one client connection until the session closes, the client vanishes, or shutdown
@@ -63,7 +65,8 @@ pub(crate) async fn drive<S>(
 {
     let (mut reader, mut writer) = smol::io::split(stream);
     let seed = wall_nanos() ^ connection.rotate_left(32);
-    let mut session = EnclaveSession::new(Arc::clone(&shared.session), seed, now());
+    let mut session =
+        EnclaveSession::new(Arc::clone(&shared.session), seed, now(&shared.kms_clock));
     let mut inbox = Zeroizing::new(vec![0u8; READ_CHUNK_BYTES]);
     let mut answer = vec![0u8; READ_CHUNK_BYTES];
     let mut outbox: Zeroizing<Vec<u8>> = Zeroizing::new(Vec::new());
@@ -72,12 +75,15 @@ pub(crate) async fn drive<S>(
     let mut exchange: Option<Exchange> = None;
     let mut draining = shutdown.is_closed();
     if draining {
-        session.handle_client_eof(now());
+        session.handle_client_eof(now(&shared.kms_clock));
     }
     loop {
         while let Some(output) = session.poll_output() {
             match output {
-                Output::Event(event) => log(connection, &event),
+                Output::Event(event) => {
+                    note_clock(&shared.kms_clock, connection, &event);
+                    log(connection, &event);
+                }
                 Output::Attest(call) => {
                     let keys = Arc::clone(&shared.keys);
                     nsm = Some((call, Box::pin(async move { keys.attest().await })));
@@ -100,12 +106,7 @@ pub(crate) async fn drive<S>(
                     if let Some(done) = exchange.take_if(|e| e.call == call)
                         && let (true, Stage::Answering(stream)) = (reusable, done.stage)
                     {
-                        let excess = crate::kms::pool(&shared.kms).checkin(
-                            &done.host,
-                            stream,
-                            Instant::now(),
-                        );
-                        drop(excess);
+                        shared.kms.checkin(&done.host, stream);
                     }
                 }
                 Output::Close(_) => {
@@ -170,48 +171,57 @@ pub(crate) async fn drive<S>(
         };
         let wake = read.or(write).or(stop).or(attested).or(kms).or(timer).await;
         match wake {
-            Wake::Read(Ok(0) | Err(_)) => session.handle_client_eof(now()),
-            Wake::Read(Ok(n)) => session.handle_client_bytes(now(), &inbox[..n]),
+            Wake::Read(Ok(0) | Err(_)) => session.handle_client_eof(now(&shared.kms_clock)),
+            Wake::Read(Ok(n)) => session.handle_client_bytes(now(&shared.kms_clock), &inbox[..n]),
             Wake::Wrote(Ok(n)) if n > 0 => {
                 sent_out += n;
-                session.handle_client_written(now(), n);
+                session.handle_client_written(now(&shared.kms_clock), n);
             }
             // The client is gone: nothing more can reach it.
             Wake::Wrote(_) => return,
             Wake::Shutdown => {
                 draining = true;
-                session.handle_client_eof(now());
+                session.handle_client_eof(now(&shared.kms_clock));
             }
             Wake::Attested(result) => {
                 if let Some((call, _)) = nsm.take() {
-                    session.handle_attestation(now(), call, result);
+                    session.handle_attestation(now(&shared.kms_clock), call, result);
                 }
             }
-            Wake::Connected(result) => answered(&mut session, &mut exchange, result),
+            Wake::Connected(result) => {
+                answered(&mut session, &mut exchange, result, now(&shared.kms_clock));
+            }
             Wake::Answer(result) => {
                 let Some(call) = exchange.as_ref().map(|e| e.call) else {
                     continue;
                 };
                 match result {
-                    Ok(n) if n > 0 => session.handle_kms_bytes(now(), call, &answer[..n]),
+                    Ok(n) if n > 0 => {
+                        session.handle_kms_bytes(now(&shared.kms_clock), call, &answer[..n])
+                    }
                     Ok(_) => {
                         exchange = None;
-                        session.handle_kms_eof(now(), call);
+                        session.handle_kms_eof(now(&shared.kms_clock), call);
                     }
                     Err(error) => {
                         exchange = None;
                         let failure = TransportFailure::new(TransportStage::Io, error.to_string());
-                        session.handle_kms_failure(now(), call, failure);
+                        session.handle_kms_failure(now(&shared.kms_clock), call, failure);
                     }
                 }
             }
-            Wake::Timer => session.handle_timeout(now()),
+            Wake::Timer => session.handle_timeout(now(&shared.kms_clock)),
         }
     }
 }
 
 /// The request is out (the exchange now reads the answer) or the connection failed.
-fn answered(session: &mut EnclaveSession, exchange: &mut Option<Exchange>, result: Connected) {
+fn answered(
+    session: &mut EnclaveSession,
+    exchange: &mut Option<Exchange>,
+    result: Connected,
+    now: Now,
+) {
     let Some(call) = exchange.as_ref().map(|e| e.call) else {
         return;
     };
@@ -224,7 +234,7 @@ fn answered(session: &mut EnclaveSession, exchange: &mut Option<Exchange>, resul
         }
         Err(failure) => {
             *exchange = None;
-            session.handle_kms_failure(now(), call, failure);
+            session.handle_kms_failure(now, call, failure);
         }
     }
 }
@@ -236,20 +246,7 @@ fn connect_and_send(
     request: SharedRequest,
     may_reuse: bool,
 ) -> Pending<Connected> {
-    Box::pin(async move {
-        let pooled = crate::kms::pool(&shared.kms).checkout(&host, may_reuse, Instant::now());
-        let (mut stream, reused) = match pooled {
-            Ok(stream) => (stream, true),
-            Err(config) => (Box::new(crate::kms::connect(&config, &host).await?), false),
-        };
-        if let Err(e) = stream.write_all(&request).await {
-            return Err(TransportFailure::new(TransportStage::Io, e.to_string()));
-        }
-        match stream.flush().await {
-            Ok(()) => Ok((stream, reused)),
-            Err(e) => Err(TransportFailure::new(TransportStage::Io, e.to_string())),
-        }
-    })
+    Box::pin(async move { shared.kms.send(&host, &request, may_reuse).await })
 }
 
 /// Logs a session event at its level, as the tokio runtime does.
@@ -266,4 +263,14 @@ fn wall_nanos() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// Keeps a measured offset to KMS's clock for every session, with a warning when it moved by
+/// more than a minute since the last one logged.
+fn note_clock(clock: &KmsClock, connection: u64, event: &SessionEvent) {
+    if let SessionEvent::KmsClockOffset { offset, .. } = event
+        && let Some(offset) = clock.record(*offset)
+    {
+        tracing::warn!(connection, %offset, "KMS's clock differs from ours; signing at KMS's time");
+    }
 }

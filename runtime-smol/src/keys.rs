@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use kmstool_core::crypto::{Backend, RecipientKey};
 use kmstool_core::keys::{AttestationPlan, EnclaveKeys, KeySettings, MAX_DOCUMENT_REUSE};
-use kmstool_core::nsm::{self, Nsm};
+use kmstool_core::nsm;
 use kmstool_core::session::{Attestation, AttestationFailure};
 use smol::Timer;
 use smol::lock::OnceCell;
@@ -32,18 +32,6 @@ pub struct KeyService {
 }
 
 impl KeyService {
-    /// A service with no key yet. `rotate_every`: a new key after this long (`None`: never);
-    /// documents reused for `reuse_document_for`, at most [`MAX_DOCUMENT_REUSE`] (with a
-    /// warning when more is asked); NSM calls within the default [`KeySettings::nsm_limits`].
-    pub fn new(
-        nsm: Arc<dyn Nsm>,
-        rotate_every: Option<Duration>,
-        reuse_document_for: Duration,
-    ) -> Arc<Self> {
-        let settings = KeySettings::new(nsm, rotate_every, reuse_document_for);
-        Self::with_settings(settings)
-    }
-
     /// A service with no key yet, configured by `settings` (NSM bounds included).
     pub fn with_settings(settings: KeySettings) -> Arc<Self> {
         if settings.reuse_capped() {

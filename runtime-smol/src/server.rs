@@ -35,9 +35,7 @@ pub async fn serve(
     loop {
         while let Some(output) = acceptor.poll_output() {
             match output {
-                ServerOutput::SweepIdleKms => {
-                    crate::kms::pool(&shared.kms).expire_idle(Instant::now())
-                }
+                ServerOutput::SweepIdleKms => shared.kms.expire_idle(),
                 ServerOutput::StopAccepting => {
                     listener = None;
                     done_tx = None;

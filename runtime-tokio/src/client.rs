@@ -5,6 +5,8 @@ use kmstool_core::instance::{InstanceClient, InstanceError, InstanceResult};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use zeroize::Zeroizing;
 
+use crate::now;
+
 /// Runs `client` over `stream` to its result.
 pub async fn exchange<S>(
     stream: &mut S,
@@ -35,11 +37,6 @@ where
             () = sleep_until(deadline) => client.handle_timeout(now()),
         }
     }
-}
-
-/// The client's clock (tokio's, so that a paused test clock applies).
-fn now() -> std::time::Instant {
-    tokio::time::Instant::now().into_std()
 }
 
 async fn sleep_until(deadline: Option<std::time::Instant>) {

@@ -8,6 +8,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use kmstool_core::kms::skew::KmsClock;
 use kmstool_core::session::{
     Attestation, AttestationFailure, CallId, EnclaveSession, EventLevel, Now, Output,
     READ_CHUNK_BYTES, REPLY_BATCH_BYTES, SessionEvent, SharedRequest, TransportFailure,
@@ -25,8 +26,9 @@ type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 type SendFuture = BoxFuture<Result<(Box<KmsStream>, bool), TransportFailure>>;
 
-fn now() -> Now {
-    Now::new(Instant::now().into_std(), SystemTime::now())
+/// The time, with the offset to KMS's clock the server learned.
+fn now(clock: &KmsClock) -> Now {
+    Now::new(Instant::now().into_std(), SystemTime::now()).with_kms_clock_offset(clock.offset())
 }
 
 /// The KMS request of the session's current call.
@@ -63,8 +65,11 @@ pub(crate) async fn drive<S>(
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (mut reader, mut writer) = tokio::io::split(stream);
-    let mut session =
-        EnclaveSession::new(Arc::clone(&shared.session), rand_seed(connection), now());
+    let mut session = EnclaveSession::new(
+        Arc::clone(&shared.session),
+        rand_seed(connection),
+        now(&shared.kms_clock),
+    );
     let mut read_buf = Zeroizing::new(vec![0u8; READ_CHUNK_BYTES]);
     let mut kms_buf = vec![0u8; READ_CHUNK_BYTES];
     let mut transmit: Transmit = None;
@@ -72,7 +77,7 @@ pub(crate) async fn drive<S>(
     let mut kms: Option<KmsWork> = None;
     let mut draining = *shutdown.borrow();
     if draining {
-        session.handle_client_eof(now());
+        session.handle_client_eof(now(&shared.kms_clock));
     }
     loop {
         while let Some(output) = session.poll_output() {
@@ -100,14 +105,15 @@ pub(crate) async fn drive<S>(
                         host,
                         state: KmsState::Reading(stream),
                     }) if current == call && reusable => {
-                        let pooled =
-                            crate::kms::pool(&shared.kms).checkin(&host, stream, now().instant);
-                        drop(pooled);
+                        shared.kms.checkin(&host, stream);
                     }
                     Some(work) if work.call != call => kms = Some(work),
                     _ => {}
                 },
-                Output::Event(event) => log_event(connection, &event),
+                Output::Event(event) => {
+                    note_clock(&shared.kms_clock, connection, &event);
+                    log_event(connection, &event);
+                }
                 Output::Close(reason) => {
                     tracing::debug!(connection, %reason, "closing");
                     let _ = writer.shutdown().await;
@@ -130,8 +136,8 @@ pub(crate) async fn drive<S>(
         let reading = session.wants_client_bytes() && !draining;
         tokio::select! {
             read = reader.read(&mut read_buf[..]), if reading => match read {
-                Ok(0) | Err(_) => session.handle_client_eof(now()),
-                Ok(n) => session.handle_client_bytes(now(), &read_buf[..n]),
+                Ok(0) | Err(_) => session.handle_client_eof(now(&shared.kms_clock)),
+                Ok(n) => session.handle_client_bytes(now(&shared.kms_clock), &read_buf[..n]),
             },
             written = write_some(&mut writer, &transmit), if transmit.is_some() => match written {
                 Ok(n) if n > 0 => {
@@ -141,7 +147,7 @@ pub(crate) async fn drive<S>(
                             transmit = None;
                         }
                     }
-                    session.handle_client_written(now(), n);
+                    session.handle_client_written(now(&shared.kms_clock), n);
                 }
                 _ => {
                     tracing::debug!(connection, "client went away");
@@ -153,11 +159,11 @@ pub(crate) async fn drive<S>(
                 if changed.is_ok() {
                     tracing::debug!(connection, "shutdown: finishing in-flight commands");
                 }
-                session.handle_client_eof(now());
+                session.handle_client_eof(now(&shared.kms_clock));
             }
             result = poll_attestation(&mut attesting) => {
                 if let Some((call, _)) = attesting.take() {
-                    session.handle_attestation(now(), call, result);
+                    session.handle_attestation(now(&shared.kms_clock), call, result);
                 }
             }
             event = poll_kms(&mut kms, &mut kms_buf) => {
@@ -169,46 +175,32 @@ pub(crate) async fn drive<S>(
                         session.handle_kms_sent(call, reused);
                     }
                     KmsEvent::Read(Ok(n)) if n > 0 => {
-                        session.handle_kms_bytes(now(), call, kms_buf.get(..n).unwrap_or_default());
+                        session.handle_kms_bytes(now(&shared.kms_clock), call, kms_buf.get(..n).unwrap_or_default());
                     }
                     // The connection is done: nothing more to read or to pool.
                     KmsEvent::Sent(Err(failure)) => {
                         kms = None;
-                        session.handle_kms_failure(now(), call, failure);
+                        session.handle_kms_failure(now(&shared.kms_clock), call, failure);
                     }
                     KmsEvent::Read(Ok(_)) => {
                         kms = None;
-                        session.handle_kms_eof(now(), call);
+                        session.handle_kms_eof(now(&shared.kms_clock), call);
                     }
                     KmsEvent::Read(Err(error)) => {
                         kms = None;
                         let failure = TransportFailure::new(TransportStage::Io, error.to_string());
-                        session.handle_kms_failure(now(), call, failure);
+                        session.handle_kms_failure(now(&shared.kms_clock), call, failure);
                     }
                 }
             },
-            () = sleep_until(deadline) => session.handle_timeout(now()),
+            () = sleep_until(deadline) => session.handle_timeout(now(&shared.kms_clock)),
         }
     }
 }
 
 /// Takes a connection (pooled if `may_reuse`) and writes the request.
 fn send(shared: Arc<Shared>, host: String, request: SharedRequest, may_reuse: bool) -> SendFuture {
-    Box::pin(async move {
-        let pooled = crate::kms::pool(&shared.kms).checkout(&host, may_reuse, now().instant);
-        let (mut stream, reused) = match pooled {
-            Ok(stream) => (stream, true),
-            Err(config) => (Box::new(crate::kms::connect(&config, &host).await?), false),
-        };
-        let write = async {
-            stream.write_all(&request).await?;
-            stream.flush().await
-        };
-        match write.await {
-            Ok(()) => Ok((stream, reused)),
-            Err(error) => Err(TransportFailure::new(TransportStage::Io, error.to_string())),
-        }
-    })
+    Box::pin(async move { shared.kms.send(&host, &request, may_reuse).await })
 }
 
 /// Writes some of what is left of `transmit`; never completes when there is nothing.
@@ -259,4 +251,14 @@ fn rand_seed(connection: u64) -> u64 {
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
     nanos ^ connection.rotate_left(32)
+}
+
+/// Keeps a measured offset to KMS's clock for every session, with a warning when it moved by
+/// more than a minute since the last one logged.
+fn note_clock(clock: &KmsClock, connection: u64, event: &SessionEvent) {
+    if let SessionEvent::KmsClockOffset { offset, .. } = event
+        && let Some(offset) = clock.record(*offset)
+    {
+        tracing::warn!(connection, %offset, "KMS's clock differs from ours; signing at KMS's time");
+    }
 }

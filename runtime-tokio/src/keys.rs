@@ -9,11 +9,12 @@ use std::time::Duration;
 
 use kmstool_core::crypto::{Backend, RecipientKey};
 use kmstool_core::keys::{AttestationPlan, EnclaveKeys, KeySettings, MAX_DOCUMENT_REUSE};
-use kmstool_core::nsm::Nsm;
+
 use kmstool_core::session::{Attestation, AttestationFailure};
 use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
+use crate::now;
 use crate::nsm::NsmWorkers;
 
 /// How long rotation waits after a failed key generation before it tries again.
@@ -21,7 +22,7 @@ const ROTATION_RETRY: Duration = Duration::from_secs(60);
 
 /// Keys and attestation for every session of a server.
 ///
-/// The first key can be generated in the background ([`KeyService::new`] then
+/// The first key can be generated in the background ([`KeyService::with_settings`] then
 /// [`KeyService::spawn_rotation`]): RSA-2048 generation takes tens to hundreds of
 /// milliseconds, and a server need not wait for it to accept connections. A session that
 /// asks for an attestation before the key exists waits for it.
@@ -48,18 +49,8 @@ impl std::fmt::Debug for KeyService {
 impl KeyService {
     /// A service whose first key is generated when first needed: by [`store`](Self::store),
     /// [`attest`](Self::attest), or the task [`spawn_rotation`](Self::spawn_rotation) starts.
-    /// `rotate_every`: replace the key after this long (`None`: never). Documents are reused
-    /// for `reuse_document_for`, at most [`MAX_DOCUMENT_REUSE`] (a warning says so when more is
-    /// asked). NSM calls within [`NsmLimits::DEFAULT`](kmstool_core::nsm::gate::NsmLimits).
-    pub fn new(
-        nsm: Arc<dyn Nsm>,
-        rotate_every: Option<Duration>,
-        reuse_document_for: Duration,
-    ) -> Arc<Self> {
-        Self::with_settings(KeySettings::new(nsm, rotate_every, reuse_document_for))
-    }
-
-    /// [`new`](Self::new) with every setting given, the NSM bounds included.
+    /// Documents are reused for at most [`MAX_DOCUMENT_REUSE`], whatever the settings ask (a
+    /// warning says so when they ask for more).
     pub fn with_settings(settings: KeySettings) -> Arc<Self> {
         if settings.reuse_capped() {
             tracing::warn!(
@@ -195,8 +186,4 @@ async fn generate(backend: Backend) -> Result<RecipientKey, String> {
 fn lock(keys: &Mutex<EnclaveKeys>) -> MutexGuard<'_, EnclaveKeys> {
     // Nothing panics while holding the lock; the keys stay consistent if something did.
     keys.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn now() -> std::time::Instant {
-    Instant::now().into_std()
 }

@@ -1,30 +1,19 @@
 //! Connections to KMS: TCP/vsock to the parent's proxy, TLS with SNI = the KMS host, and a
 //! pool of idle connections shared by every session of the server (kept by core's
-//! [`KmsConnections`]; this runtime only makes new connections).
+//! [`KmsConnections`](kmstool_core::pool::KmsConnections); this runtime only makes new connections).
 
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 
-use kmstool_core::pool::KmsConnections;
 use kmstool_core::session::TransportFailure;
 use kmstool_core::tls::{self, KmsTransportConfig};
+use tokio::io::AsyncWriteExt as _;
 use tokio::time::timeout;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
 use crate::net::{self, Stream};
 
-/// A TLS connection to KMS.
-pub type KmsStream = TlsStream<Stream>;
-
-/// The KMS connections every session of a server shares: core's pool of idle ones and what
-/// [`connect`] needs to make new ones, behind a lock ([`pool`] takes it).
-pub type KmsConnector = Mutex<KmsConnections<Box<KmsStream>>>;
-
-/// The pool, locked for one short, non-blocking use (never across an await).
-pub fn pool(kms: &KmsConnector) -> MutexGuard<'_, KmsConnections<Box<KmsStream>>> {
-    // Nothing panics while holding the lock; the pool stays consistent if something did.
-    kms.lock().unwrap_or_else(PoisonError::into_inner)
-}
+kmstool_core::kms_connector!(stream = TlsStream<Stream>, now = crate::now);
 
 /// A new connection to `host` through the proxy, connected and handshaken within the connect
 /// timeout each.

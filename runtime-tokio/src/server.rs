@@ -11,10 +11,10 @@ use kmstool_core::session::{EventLevel, busy_reply};
 use tokio::io::AsyncWriteExt as _;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-use tokio::time::Instant;
 
 use crate::Shared;
 use crate::net::{Listener, Stream};
+use crate::now;
 
 /// Serves the connections `listener` accepts until `shutdown` completes, then drains: nothing
 /// more accepted, queued and in-flight commands answered, idle connections closed, all within
@@ -34,7 +34,7 @@ pub async fn serve(
     loop {
         while let Some(output) = acceptor.poll_output() {
             match output {
-                ServerOutput::SweepIdleKms => crate::kms::pool(&shared.kms).expire_idle(now()),
+                ServerOutput::SweepIdleKms => shared.kms.expire_idle(),
                 ServerOutput::StopAccepting => {
                     listener = None;
                     let _ = stop_tx.send(true);
@@ -91,11 +91,6 @@ where
 {
     let (_stop, stop_rx) = watch::channel(false);
     crate::driver::drive(stream, 0, shared, stop_rx).await;
-}
-
-/// The acceptor's clock.
-fn now() -> std::time::Instant {
-    Instant::now().into_std()
 }
 
 /// Accepts from `listener`; never completes when there is none to accept from (shutdown, or

@@ -18,7 +18,6 @@ use kmstool_core::crypto::Backend;
 use kmstool_core::framing::DEFAULT_MAX_MESSAGE_BYTES;
 use kmstool_core::keys::KeySettings;
 use kmstool_core::nsm::Nsm;
-use kmstool_core::pool::KmsConnections;
 use kmstool_core::session::{
     Backoff, DEFAULT_MAX_CONNECTION_BYTES, MIN_CONNECTION_BYTES, SessionConfig,
 };
@@ -92,13 +91,28 @@ pub struct Args {
     )]
     pub proxy_port: u32,
 
-    /// Listen address: vsock:CID:PORT, tcp:HOST:PORT or unix:PATH [default: vsock:any:<port>].
-    #[arg(long, value_name = "ADDR", help_heading = "Addresses")]
+    /// Listen address: `vsock:CID:PORT`, `tcp:HOST:PORT` or `unix:PATH`; by default
+    /// `vsock:any:<port>`, on the `--port` port.
+    // The help text is given apart from the doc comment: rustdoc would read its `[default: …]`
+    // as a link and `<port>` as an HTML tag, and clap prints doc comments as they are written.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        help_heading = "Addresses",
+        help = "Listen address: vsock:CID:PORT, tcp:HOST:PORT or unix:PATH \
+                [default: vsock:any:<port>]"
+    )]
     pub listen: Option<Address>,
 
-    /// Where to reach KMS through: vsock:CID:PORT, tcp:HOST:PORT or unix:PATH
-    /// [default: vsock:3:<proxy-port>].
-    #[arg(long, value_name = "ADDR", help_heading = "Addresses")]
+    /// Where to reach KMS through: `vsock:CID:PORT`, `tcp:HOST:PORT` or `unix:PATH`; by
+    /// default `vsock:3:<proxy-port>`, the parent's vsock proxy on the `--proxy-port` port.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        help_heading = "Addresses",
+        help = "Where to reach KMS through: vsock:CID:PORT, tcp:HOST:PORT or unix:PATH \
+                [default: vsock:3:<proxy-port>]"
+    )]
     pub proxy: Option<Address>,
 
     /// AWS region of the enclave (a client's AwsRegion must match it when both are set).
@@ -447,13 +461,13 @@ fn shared_state(
 ) -> anyhow::Result<Arc<Shared>> {
     let roots = setup.trust_roots.roots(session.region.as_deref());
     let tls = kms_tls(setup.ca_bundle.as_deref(), roots, setup.backend)?;
-    let kms = KmsConnector::new(KmsConnections::new(KmsTransportConfig {
+    let kms = KmsConnector::new(KmsTransportConfig {
         proxy: setup.proxy.clone(),
         tls,
         connect_timeout: setup.connect_timeout,
         max_idle_per_host: 64,
         idle_timeout: Duration::from_secs(30),
-    }));
+    });
     let mut settings = KeySettings::new(nsm, setup.key_rotation, setup.attestation_reuse);
     settings.backend = setup.backend;
     // One document at a time per session: the queue holds every connection's.
@@ -464,6 +478,7 @@ fn shared_state(
         session: Arc::new(session),
         kms,
         keys,
+        kms_clock: Default::default(),
         stats: Stats::default(),
     }))
 }

@@ -34,7 +34,11 @@ impl Nsm for EchoNsm {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_first_attestations_share_one_generated_key() {
     let nsm = Arc::new(EchoNsm::default());
-    let keys = KeyService::new(Arc::clone(&nsm) as Arc<dyn Nsm>, None, Duration::ZERO);
+    let keys = KeyService::with_settings(KeySettings::new(
+        Arc::clone(&nsm) as Arc<dyn Nsm>,
+        None,
+        Duration::ZERO,
+    ));
     let (a, b) = tokio::join!(keys.attest(), keys.attest());
     let (a, b) = (
         a.unwrap_or_else(|e| panic!("{e:?}")),
@@ -56,7 +60,7 @@ async fn concurrent_first_attestations_share_one_generated_key() {
 #[tokio::test]
 async fn spawn_rotation_generates_the_first_key_in_the_background() {
     let nsm: Arc<dyn Nsm> = Arc::new(EchoNsm::default());
-    let keys = KeyService::new(nsm, None, Duration::from_secs(60));
+    let keys = KeyService::with_settings(KeySettings::new(nsm, None, Duration::from_secs(60)));
     keys.spawn_rotation();
     keys.store().await.unwrap_or_else(|e| panic!("{e}"));
     let attested = keys.attest().await.unwrap_or_else(|e| panic!("{e:?}"));

@@ -66,6 +66,16 @@ pub struct InstanceResult {
     pub encryption_algorithm: Option<String>,
     /// The decoded `CiphertextBlob` (GenerateDataKey).
     pub ciphertext_blob: Option<Vec<u8>>,
+    /// The decoded `PublicKey`: DER SubjectPublicKeyInfo (GenerateDataKeyPair).
+    pub public_key: Option<Vec<u8>>,
+    /// The decoded `PrivateKeyCiphertextBlob` (GenerateDataKeyPair).
+    pub private_key_ciphertext_blob: Option<Vec<u8>>,
+    /// `KeyPairSpec` (GenerateDataKeyPair).
+    pub key_pair_spec: Option<String>,
+    /// `KeyAgreementAlgorithm` (DeriveSharedSecret).
+    pub key_agreement_algorithm: Option<String>,
+    /// `KeyOrigin` (DeriveSharedSecret).
+    pub key_origin: Option<String>,
 }
 
 /// Why an operation failed.
@@ -271,16 +281,24 @@ fn success(reply: Reply) -> Result<InstanceResult, InstanceError> {
         .decode(message.expose())
         .map(|bytes| SecretBytes::from(Zeroizing::new(bytes)))
         .map_err(|_| InstanceError::BadReply("Message is not base64".into()))?;
-    let ciphertext_blob = reply
-        .ciphertext_blob
-        .as_deref()
-        .map(|blob| b64.decode(blob))
-        .transpose()
-        .map_err(|_| InstanceError::BadReply("CiphertextBlob is not base64".into()))?;
+    let decoded = |field: Option<&str>, name: &str| {
+        field
+            .map(|text| b64.decode(text))
+            .transpose()
+            .map_err(|_| InstanceError::BadReply(format!("{name} is not base64")))
+    };
     Ok(InstanceResult {
         plaintext,
+        ciphertext_blob: decoded(reply.ciphertext_blob.as_deref(), "CiphertextBlob")?,
+        public_key: decoded(reply.public_key.as_deref(), "PublicKey")?,
+        private_key_ciphertext_blob: decoded(
+            reply.private_key_ciphertext_blob.as_deref(),
+            "PrivateKeyCiphertextBlob",
+        )?,
         key_id: reply.key_id,
         encryption_algorithm: reply.encryption_algorithm,
-        ciphertext_blob,
+        key_pair_spec: reply.key_pair_spec,
+        key_agreement_algorithm: reply.key_agreement_algorithm,
+        key_origin: reply.key_origin,
     })
 }

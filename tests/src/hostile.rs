@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use kmstool_core::address::Address;
+use kmstool_core::keys::KeySettings;
 use kmstool_core::nsm::Nsm;
 use kmstool_core::secret::Credentials;
 use kmstool_core::session::SessionConfig;
@@ -419,7 +420,6 @@ impl SmolEnclave {
     /// Starts serving `session` (its region is set to `local`'s) with at most
     /// `max_connections` at once.
     pub async fn start(local: &Local, mut session: SessionConfig, max_connections: usize) -> Self {
-        use kmstool_core::pool::KmsConnections;
         use kmstool_core::server::{ServerLimits, Stats};
         use kmstool_core::tls::KmsTransportConfig;
         use kmstool_runtime_smol::Shared;
@@ -440,19 +440,20 @@ impl SmolEnclave {
         let thread = std::thread::spawn(move || {
             smol::block_on(async move {
                 let tls = tls::client_config(Roots::ExtraOnly, Some(&ca_pem)).expect("TLS");
-                let kms = KmsConnector::new(KmsConnections::new(KmsTransportConfig {
+                let kms = KmsConnector::new(KmsTransportConfig {
                     proxy,
                     tls,
                     connect_timeout: Duration::from_secs(3),
                     max_idle_per_host: 64,
                     idle_timeout: Duration::from_secs(30),
-                }));
-                let keys = KeyService::new(nsm, None, Duration::ZERO);
+                });
+                let keys = KeyService::with_settings(KeySettings::new(nsm, None, Duration::ZERO));
                 keys.store().await.expect("enclave key");
                 let shared = Arc::new(Shared {
                     session: Arc::new(session),
                     kms,
                     keys,
+                    kms_clock: Default::default(),
                     stats: Stats::default(),
                 });
                 let listen = Address::Tcp {

@@ -1,32 +1,34 @@
 //! `kmstool-enclave-cli`: one KMS call from inside the enclave, for scripts. Upstream-compatible
 //! (`decrypt`, `genkey`, `genrandom`; `PLAINTEXT:`/`CIPHERTEXT:` lines; exit 0, 1 for bad
-//! arguments, 255 when the operation fails), plus credentials from the `AWS_*` variables,
-//! encryption contexts, `--proxy`, `--endpoint` and `--ca-bundle`.
+//! arguments, 255 when the operation fails), plus `genkeypair` and `derive`, credentials from
+//! the `AWS_*` variables, encryption contexts, `--proxy`, `--endpoint` and `--ca-bundle`.
 //!
-//! The command runs through the enclave server's own session code: an in-process pipe connects
-//! an [`InstanceClient`] to an `EnclaveSession`.
+//! It is built on [`KmsClient`], the library client an enclave application imports: one client,
+//! one attested call. Like upstream's CLI, it first seeds the kernel's RNG from the NSM, then
+//! makes its enclave key.
 #![deny(missing_docs)]
 
 use std::io::{Read as _, Write};
 use std::path::{Path, PathBuf};
 use std::str::FromStr as _;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine as _;
 use clap::{Args as ClapArgs, Parser, Subcommand};
 use kmstool_core::address::{Address, PARENT_CID};
 use kmstool_core::credentials;
 use kmstool_core::credentials::region::{Region, RegionSource, lookup_region};
-use kmstool_core::instance::{InstanceClient, InstanceError};
+use kmstool_core::kms::client::{ClientConfig, ClientError};
 use kmstool_core::nsm::Nsm;
 use kmstool_core::protocol::{
-    CommandArgs, DataKeySize, Decrypt, EncryptionAlgorithm, EncryptionContext, GenerateDataKey,
-    GenerateRandom, KeySpec, parse_key_spec_arg,
+    CommandArgs, DataKeySize, Decrypt, DeriveSharedSecret, EncryptionAlgorithm, EncryptionContext,
+    GenerateDataKey, GenerateDataKeyPair, GenerateRandom, KeyAgreementAlgorithm, KeySpec,
+    MAX_PUBLIC_KEY_BYTES, parse_key_spec_arg,
 };
 use kmstool_core::secret::{Credentials, SecretString};
-use kmstool_core::session::SessionConfig;
-use kmstool_enclave::{KmsSetup, TrustRoots};
+use kmstool_enclave::TrustRoots;
+use kmstool_runtime_tokio::KmsClient;
 
 /// Exit status after a failed operation (upstream: -1).
 pub const EXIT_FAILED: u8 = 255;
@@ -75,6 +77,14 @@ pub enum Command {
     /// Generates random bytes; prints `PLAINTEXT: <base64>`.
     #[command(after_help = AFTER_HELP)]
     Genrandom(GenrandomArgs),
+    /// Generates a data key pair; prints `PUBLICKEY: <base64 DER SubjectPublicKeyInfo>`,
+    /// `CIPHERTEXT: <base64 encrypted private key>` and `PLAINTEXT: <base64 DER PKCS #8>`.
+    #[command(after_help = AFTER_HELP)]
+    Genkeypair(GenkeypairArgs),
+    /// Derives a shared secret (ECDH) with a KMS key agreement key; prints
+    /// `PLAINTEXT: <base64>`.
+    #[command(after_help = AFTER_HELP)]
+    Derive(DeriveArgs),
 }
 
 /// Options every operation takes.
@@ -179,6 +189,45 @@ pub struct GenrandomArgs {
     pub length: u32,
 }
 
+/// `genkeypair`.
+#[derive(Debug, Clone, ClapArgs)]
+pub struct GenkeypairArgs {
+    /// Options every operation takes.
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// The symmetric KMS key that encrypts the private key.
+    #[arg(long, help_heading = REQUEST, display_order = 21)]
+    pub key_id: String,
+    /// RSA_2048, RSA_3072, RSA_4096, ECC_NIST_P256, ECC_NIST_P384, ECC_NIST_P521,
+    /// ECC_SECG_P256K1 or SM2 (passed to KMS as given, so later specs work too).
+    #[arg(long, help_heading = REQUEST, display_order = 22)]
+    pub key_pair_spec: String,
+    /// Encryption context entry, KEY=VALUE (repeatable; a key at most once).
+    #[arg(long = "encryption-context", value_name = "KEY=VALUE", value_parser = parse_context_entry, help_heading = REQUEST, display_order = 23)]
+    pub encryption_context: Vec<(String, String)>,
+}
+
+/// `derive`.
+#[derive(Debug, Clone, ClapArgs)]
+pub struct DeriveArgs {
+    /// Options every operation takes.
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// The KMS key: an asymmetric key with key usage KEY_AGREEMENT.
+    #[arg(long, help_heading = REQUEST, display_order = 21)]
+    pub key_id: String,
+    /// The other party's public key: base64 of its DER SubjectPublicKeyInfo; - reads it from
+    /// standard input.
+    #[arg(long, required_unless_present = "public_key_file", conflicts_with = "public_key_file", help_heading = REQUEST, display_order = 22)]
+    pub public_key: Option<String>,
+    /// Read the public key from this file: PEM (`BEGIN PUBLIC KEY`) or base64 DER.
+    #[arg(long, value_name = "PATH", help_heading = REQUEST, display_order = 23)]
+    pub public_key_file: Option<PathBuf>,
+    /// ECDH, the only key agreement algorithm KMS offers.
+    #[arg(long, value_parser = KeyAgreementAlgorithm::from_str, default_value = "ECDH", help_heading = REQUEST, display_order = 24)]
+    pub key_agreement_algorithm: KeyAgreementAlgorithm,
+}
+
 /// Parses `KEY=VALUE` (the value may contain `=`).
 pub fn parse_context_entry(text: &str) -> Result<(String, String), String> {
     match text.split_once('=') {
@@ -193,6 +242,8 @@ impl Command {
             Self::Decrypt(a) => &a.common,
             Self::Genkey(a) => &a.common,
             Self::Genrandom(a) => &a.common,
+            Self::Genkeypair(a) => &a.common,
+            Self::Derive(a) => &a.common,
         }
     }
 
@@ -204,15 +255,32 @@ impl Command {
                 key_id: a.key_id.clone(),
                 encryption_algorithm: a.encryption_algorithm,
                 grant_tokens: Vec::new(),
+                dry_run: false,
             }),
             Self::Genkey(a) => CommandArgs::GenerateDataKey(GenerateDataKey {
                 key_id: a.key_id.clone(),
                 size: DataKeySize::new(a.key_spec, a.number_of_bytes),
                 encryption_context: context(&a.encryption_context)?,
                 grant_tokens: Vec::new(),
+                dry_run: false,
             }),
             Self::Genrandom(a) => CommandArgs::GenerateRandom(GenerateRandom {
                 number_of_bytes: a.length,
+                custom_key_store_id: None,
+            }),
+            Self::Genkeypair(a) => CommandArgs::GenerateDataKeyPair(GenerateDataKeyPair {
+                key_id: a.key_id.clone(),
+                key_pair_spec: a.key_pair_spec.clone(),
+                encryption_context: context(&a.encryption_context)?,
+                grant_tokens: Vec::new(),
+                dry_run: false,
+            }),
+            Self::Derive(a) => CommandArgs::DeriveSharedSecret(DeriveSharedSecret {
+                key_id: a.key_id.clone(),
+                public_key: read_public_key(a, host)?,
+                key_agreement_algorithm: a.key_agreement_algorithm,
+                grant_tokens: Vec::new(),
+                dry_run: false,
             }),
         })
     }
@@ -274,6 +342,45 @@ fn read_ciphertext(args: &DecryptArgs, host: &Host<'_>) -> Result<Vec<u8>, Strin
     base64::engine::general_purpose::STANDARD
         .decode(text.trim())
         .map_err(|_| format!("{from} is not base64"))
+}
+
+/// The public key's DER from `--public-key` (`-`: standard input) or `--public-key-file`
+/// (PEM, or base64 of the DER).
+fn read_public_key(args: &DeriveArgs, host: &Host<'_>) -> Result<Vec<u8>, String> {
+    let (text, from) = match (args.public_key.as_deref(), &args.public_key_file) {
+        (Some("-"), None) => (
+            (host.read_stdin)()
+                .map_err(|e| format!("cannot read the public key from standard input: {e}"))?,
+            "the public key from standard input".to_owned(),
+        ),
+        (Some(text), None) => (text.to_owned(), "--public-key".to_owned()),
+        (None, Some(path)) => (
+            (host.read_file)(path)
+                .map(|text| text.to_string())
+                .map_err(|e| format!("cannot read --public-key-file {}: {e}", path.display()))?,
+            format!("--public-key-file {}", path.display()),
+        ),
+        _ => return Err("give one of --public-key and --public-key-file".into()),
+    };
+    let body = match (
+        text.find("-----BEGIN PUBLIC KEY-----"),
+        text.find("-----END PUBLIC KEY-----"),
+    ) {
+        (Some(begin), Some(end)) if begin < end => {
+            text[begin + "-----BEGIN PUBLIC KEY-----".len()..end].to_owned()
+        }
+        _ => text,
+    };
+    let compact: String = body.split_whitespace().collect();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(compact)
+        .map_err(|_| format!("{from} is neither a PEM public key nor base64"))?;
+    if der.is_empty() || der.len() > MAX_PUBLIC_KEY_BYTES {
+        return Err(format!(
+            "{from}: the public key must be 1 to {MAX_PUBLIC_KEY_BYTES} bytes of DER"
+        ));
+    }
+    Ok(der)
 }
 
 /// What `execute` reads from its surroundings: the environment, files, standard input.
@@ -379,17 +486,20 @@ pub async fn execute(
         )?;
         let region = region_of(&common, host)?;
         tracing::debug!(%region, "region");
-        if let Some(path) = &common.ca_bundle {
-            (host.read_file)(path)
-                .map_err(|e| format!("cannot read --ca-bundle {}: {e}", path.display()))?;
-        }
+        let ca_bundle = match &common.ca_bundle {
+            Some(path) => Some(
+                (host.read_file)(path)
+                    .map_err(|e| format!("cannot read --ca-bundle {}: {e}", path.display()))?,
+            ),
+            None => None,
+        };
         let credentials = credentials_from(&common, host.env)?;
-        Ok::<_, String>((region, credentials, command.request(host)?))
+        Ok::<_, String>((region, ca_bundle, credentials, command.request(host)?))
     })();
-    let (credentials, request) = match prepared {
-        Ok((region, credentials, request)) => {
+    let (ca_bundle, credentials, request) = match prepared {
+        Ok((region, ca_bundle, credentials, request)) => {
             common.region = Some(region.name);
-            (credentials, request)
+            (ca_bundle, credentials, request)
         }
         Err(message) => {
             let _ = writeln!(err, "Error: {message}");
@@ -403,7 +513,13 @@ pub async fn execute(
             return EXIT_FAILED;
         }
     };
-    match call(&common, credentials, request, nsm).await {
+    // As upstream's CLI does before it makes its key: AWS-LC draws from the kernel.
+    match kmstool_runtime_tokio::nsm::seed_kernel_rng(nsm.as_ref(), 256) {
+        Ok(n) => tracing::debug!(bytes = n, "kernel RNG seeded from the NSM"),
+        Err(error) => tracing::warn!(%error, "could not seed the kernel RNG from the NSM"),
+    }
+    let config = client_config(&common, ca_bundle, credentials, nsm);
+    match call(config, request).await {
         Ok(lines) => {
             let _ = out.write_all(lines.expose().as_bytes());
             let _ = out.flush();
@@ -419,63 +535,121 @@ pub async fn execute(
     }
 }
 
-async fn call(
+/// The library client's settings for this command line.
+fn client_config(
     common: &CommonArgs,
+    ca_bundle: Option<zeroize::Zeroizing<String>>,
     credentials: Credentials,
-    request: CommandArgs,
     nsm: Arc<dyn Nsm>,
-) -> Result<SecretString, String> {
-    let timeout = Duration::from_millis(common.kms_timeout_ms);
-    let session = SessionConfig {
-        region: common.region.clone(),
-        endpoint: common.endpoint.clone(),
-        kms_call_timeout: timeout,
-        idle_timeout: None,
-        ..SessionConfig::default()
-    };
-    let setup = KmsSetup {
-        proxy: common.proxy.clone().unwrap_or(Address::Vsock {
-            cid: PARENT_CID,
-            port: common.proxy_port,
-        }),
-        ca_bundle: common.ca_bundle.clone(),
-        trust_roots: common.trust_roots,
-        connect_timeout: Duration::from_secs(3),
-        key_rotation: None,
-        attestation_reuse: Duration::ZERO,
-        backend: kmstool_core::crypto::Backend::DEFAULT,
-    };
-    let shared = kmstool_enclave::build_shared(session, &setup, nsm)
-        .await
-        .map_err(|e| format!("{e:#}"))?;
-    let (mut ours, theirs) = tokio::io::duplex(64 * 1024);
-    let server = tokio::spawn(kmstool_runtime_tokio::server::serve_connection(
-        theirs, shared,
-    ));
-    let client = InstanceClient::new(
-        &credentials,
-        None,
-        request.clone(),
-        Instant::now(),
-        timeout + Duration::from_secs(5),
-    );
-    let result = kmstool_runtime_tokio::client::exchange(&mut ours, client).await;
-    drop(ours);
-    let _ = server.await;
-    let result = result.map_err(|e| describe(&e))?;
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let mut lines = String::new();
-    if let Some(blob) = &result.ciphertext_blob {
-        lines.push_str(&format!("CIPHERTEXT: {}\n", b64.encode(blob)));
+) -> ClientConfig {
+    let region = common.region.clone().unwrap_or_else(|| "us-east-1".into());
+    let proxy = common.proxy.clone().unwrap_or(Address::Vsock {
+        cid: PARENT_CID,
+        port: common.proxy_port,
+    });
+    let mut config = ClientConfig::new(region.as_str())
+        .credentials(credentials)
+        .nsm(nsm)
+        .proxy(proxy)
+        .trust_roots(common.trust_roots.roots(Some(&region)))
+        .call_timeout(Duration::from_millis(common.kms_timeout_ms))
+        // One call: no rotation, no reuse.
+        .key_rotation(None);
+    if let Some(host) = &common.endpoint {
+        config = config.endpoint(host.as_str());
     }
-    lines.push_str("PLAINTEXT: ");
-    lines.push_str(result.plaintext.to_base64().expose());
-    lines.push('\n');
-    Ok(SecretString::new(lines))
+    if let Some(pem) = ca_bundle {
+        config = config.extra_roots_pem(pem.as_bytes());
+    }
+    config
 }
 
-fn describe(error: &InstanceError) -> String {
-    error.to_string()
+/// Runs `request` with a client made from `config`; returns the output lines.
+async fn call(config: ClientConfig, request: CommandArgs) -> Result<SecretString, String> {
+    let operation = request.operation();
+    let failed = |error: ClientError| format!("{}: {}", operation.failure_text(), describe(&error));
+    let client = KmsClient::new(config).await.map_err(failed)?;
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+    let (public_key, encrypted, plaintext) = match request {
+        CommandArgs::Decrypt(decrypt) => {
+            let output = client.decrypt(decrypt).await.map_err(failed)?;
+            (None, None, output.plaintext)
+        }
+        CommandArgs::GenerateDataKey(generate) => {
+            let key = client.generate_data_key(generate).await.map_err(failed)?;
+            (None, Some(b64(&key.ciphertext_blob)), key.plaintext)
+        }
+        CommandArgs::GenerateRandom(random) => {
+            let bytes = client.generate_random(random.number_of_bytes).await;
+            (None, None, bytes.map_err(failed)?)
+        }
+        CommandArgs::GenerateDataKeyPair(generate) => {
+            let pair = client
+                .generate_data_key_pair(generate)
+                .await
+                .map_err(failed)?;
+            let encrypted = b64(&pair.private_key_ciphertext_blob);
+            (
+                Some(b64(&pair.public_key)),
+                Some(encrypted),
+                pair.private_key,
+            )
+        }
+        CommandArgs::DeriveSharedSecret(derive) => {
+            let shared = client.derive_shared_secret(derive).await.map_err(failed)?;
+            (None, None, shared.secret)
+        }
+        CommandArgs::SetClient(_) => return Err("SetClient is not a KMS operation".into()),
+    };
+    let plaintext = plaintext.to_base64();
+    let lines = [
+        ("PUBLICKEY: ", public_key.as_deref()),
+        ("CIPHERTEXT: ", encrypted.as_deref()),
+        ("PLAINTEXT: ", Some(plaintext.expose())),
+    ];
+    // Sized once: growing would free an unwiped copy of the plaintext.
+    let size = lines
+        .iter()
+        .filter_map(|(label, value)| value.map(|v| label.len() + v.len() + 1))
+        .sum();
+    let mut text = String::with_capacity(size);
+    for (label, value) in lines {
+        if let Some(value) = value {
+            text.push_str(label);
+            text.push_str(value);
+            text.push('\n');
+        }
+    }
+    Ok(SecretString::new(text))
+}
+
+/// What went wrong, as upstream's CLI words a KMS error (`<type>: <message>`) and otherwise
+/// without the error's category.
+fn describe(error: &ClientError) -> String {
+    match error {
+        ClientError::Kms {
+            error_type,
+            message,
+            status,
+        } => {
+            let mut text = error_type
+                .clone()
+                .unwrap_or_else(|| format!("HTTP {status}"));
+            if let Some(message) = message {
+                text.push_str(": ");
+                text.push_str(message);
+            }
+            text
+        }
+        ClientError::Transport(detail)
+        | ClientError::Tls(detail)
+        | ClientError::Attestation(detail)
+        | ClientError::Timeout(detail)
+        | ClientError::BadInput(detail)
+        | ClientError::Credentials(detail)
+        | ClientError::Internal(detail) => detail.clone(),
+        other => other.to_string(),
+    }
 }
 
 /// Parses `argv` and runs; `--help`/`--version` exit 0, bad arguments exit 1.

@@ -121,6 +121,7 @@ async fn instance_decrypt(
         key_id: None,
         encryption_algorithm: None,
         grant_tokens: Vec::new(),
+        dry_run: false,
     });
     let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::spawn(move || {

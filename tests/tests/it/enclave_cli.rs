@@ -224,6 +224,131 @@ fn genrandom_prints_the_asked_number_of_bytes() {
 }
 
 #[test]
+fn genkeypair_prints_public_key_ciphertext_then_plaintext() {
+    use p256::pkcs8::{DecodePrivateKey as _, EncodePublicKey as _};
+    let setup = Setup::start();
+    let out = success(&run(setup.cli_as_user(
+        "genkeypair",
+        &[
+            "--key-id",
+            "alias/test",
+            "--key-pair-spec",
+            "ECC_NIST_P256",
+            "--encryption-context",
+            "use=pair",
+        ],
+    )));
+    let lines: Vec<&str> = out.lines().collect();
+    let [public, ciphertext, plaintext] = lines[..] else {
+        panic!("three lines expected: {out}")
+    };
+    let public = unb64(public.strip_prefix("PUBLICKEY: ").expect("PUBLICKEY: line"));
+    let ciphertext = ciphertext
+        .strip_prefix("CIPHERTEXT: ")
+        .expect("CIPHERTEXT: line");
+    let private = plaintext_of(plaintext);
+    // The private key is the public key's, by RustCrypto's arithmetic (the emulator uses
+    // AWS-LC's).
+    let secret = p256::SecretKey::from_pkcs8_der(&private).expect("PKCS #8 P-256 key");
+    let derived = secret.public_key().to_public_key_der().expect("SPKI");
+    assert_eq!(derived.as_bytes(), &public[..]);
+    // The encrypted copy decrypts to the same private key, under the same context.
+    let again = success(&run(setup.cli_as_user(
+        "decrypt",
+        &[
+            "--ciphertext",
+            ciphertext,
+            "--encryption-context",
+            "use=pair",
+        ],
+    )));
+    assert_eq!(again, format!("PLAINTEXT: {}\n", b64(&private)));
+}
+
+#[test]
+fn derive_prints_the_ecdh_secret_from_a_pem_or_base64_public_key() {
+    use p256::pkcs8::{DecodePublicKey as _, EncodePublicKey as _};
+    let setup = Setup::start();
+    let created = setup.kms.call(
+        &setup.credentials,
+        "CreateKey",
+        &serde_json::json!({"KeySpec": "ECC_NIST_P256", "KeyUsage": "KEY_AGREEMENT"}),
+    );
+    let key_id = created["KeyMetadata"]["KeyId"]
+        .as_str()
+        .expect("KeyId")
+        .to_owned();
+    let got = setup.kms.call(
+        &setup.credentials,
+        "GetPublicKey",
+        &serde_json::json!({"KeyId": key_id}),
+    );
+    let kms_public = unb64(got["PublicKey"].as_str().expect("PublicKey"));
+    let ours = p256::SecretKey::from_bytes(&[0x29; 32].into()).expect("scalar");
+    let our_public = ours.public_key().to_public_key_der().expect("SPKI");
+    let theirs = p256::PublicKey::from_public_key_der(&kms_public).expect("KMS's SPKI");
+    let expected = p256::ecdh::diffie_hellman(ours.to_nonzero_scalar(), theirs.as_affine());
+    let expected = format!("PLAINTEXT: {}\n", b64(&expected.raw_secret_bytes()[..]));
+
+    let out = success(&run(setup.cli_as_user(
+        "derive",
+        &[
+            "--key-id",
+            &key_id,
+            "--public-key",
+            &b64(our_public.as_bytes()),
+        ],
+    )));
+    assert_eq!(out, expected);
+
+    let dir = temp_dir("derive");
+    let pem = dir.path().join("peer.pem");
+    let body = b64(our_public.as_bytes());
+    let wrapped: Vec<&str> = body
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).expect("base64 is ASCII"))
+        .collect();
+    let text = format!(
+        "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
+        wrapped.join("\n")
+    );
+    std::fs::write(&pem, text).expect("PEM file");
+    let pem = pem.to_str().expect("UTF-8 path");
+    let out = success(&run(
+        setup.cli_as_user("derive", &["--key-id", &key_id, "--public-key-file", pem])
+    ));
+    assert_eq!(out, expected);
+
+    // The symmetric key cannot agree: KMS's error, exit 255.
+    let err = failure(
+        &run(setup.cli_as_user(
+            "derive",
+            &[
+                "--key-id",
+                "alias/test",
+                "--public-key",
+                &b64(our_public.as_bytes()),
+            ],
+        )),
+        255,
+    );
+    assert!(
+        err.contains("Could not derive shared secret: InvalidKeyUsageException"),
+        "{err}"
+    );
+    // A public key that is not base64 is a usage error, before any KMS work.
+    let err = failure(
+        &run(setup.cli_as_user("derive", &["--key-id", &key_id, "--public-key", "!!"])),
+        1,
+    );
+    assert!(
+        err.contains("--public-key is neither a PEM public key nor base64"),
+        "{err}"
+    );
+}
+
+#[test]
 fn credentials_come_from_the_environment_and_the_token_is_optional() {
     let setup = Setup::start();
     let ciphertext = setup.encrypt(b"from env", &[]);
@@ -690,4 +815,84 @@ fn help_gives_the_orders_and_the_exit_status_and_verbose_is_a_flag() {
     ] {
         assert!(!err.contains(secret), "a secret in the log");
     }
+}
+
+/// Like upstream's CLI: randomness from the NSM goes into the kernel's pool before the enclave
+/// key (drawn from the kernel) is made and attested.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kernel_rng_is_seeded_from_the_nsm_before_the_key_is_made() {
+    use std::sync::{Arc, Mutex};
+
+    use clap::Parser as _;
+    use kmstool_core::nsm::{Nsm, Request, Response};
+    use kmstool_sim::local::{Local, LocalOptions};
+
+    /// The kinds of requests the NSM got, in order.
+    struct InOrder {
+        inner: Arc<dyn Nsm>,
+        seen: Mutex<Vec<&'static str>>,
+    }
+    impl Nsm for InOrder {
+        fn process(&self, request: Request) -> Response {
+            let kind = match &request {
+                Request::GetRandom => "GetRandom",
+                Request::Attestation { .. } => "Attestation",
+                _ => "other",
+            };
+            self.seen.lock().expect("lock").push(kind);
+            self.inner.process(request)
+        }
+    }
+
+    let local = Local::start(LocalOptions::default()).await.expect("local");
+    let nsm = Arc::new(InOrder {
+        inner: Arc::clone(&local.nsm) as Arc<dyn Nsm>,
+        seen: Mutex::default(),
+    });
+    let credentials = &local.credentials;
+    let ca = local.ca_file.to_str().expect("UTF-8 path").to_owned();
+    let cli = kmstool_enclave_cli::Cli::try_parse_from([
+        "kmstool-enclave-cli",
+        "genrandom",
+        "--length",
+        "8",
+        "--region",
+        local.kms.region(),
+        "--proxy",
+        &format!("tcp:{}", local.kms.local_addr()),
+        "--ca-bundle",
+        &ca,
+        "--aws-access-key-id",
+        &credentials.access_key_id,
+        "--aws-secret-access-key",
+        credentials.secret_access_key.expose(),
+        "--aws-session-token",
+        credentials
+            .session_token
+            .as_ref()
+            .map_or("", |t| t.expose()),
+    ])
+    .expect("arguments");
+    let env = |_: &str| None;
+    let read_file =
+        |path: &std::path::Path| std::fs::read_to_string(path).map(zeroize::Zeroizing::new);
+    let read_stdin = || Ok(String::new());
+    let host = kmstool_enclave_cli::Host {
+        env: &env,
+        read_file: &read_file,
+        read_stdin: &read_stdin,
+    };
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let for_cli = Arc::clone(&nsm) as Arc<dyn Nsm>;
+    let status =
+        kmstool_enclave_cli::execute(cli.command, || Ok(for_cli), &host, &mut out, &mut err).await;
+    assert_eq!(status, 0, "{}", String::from_utf8_lossy(&err));
+    assert_eq!(
+        plaintext_of(String::from_utf8(out).expect("UTF-8").trim_end()).len(),
+        8
+    );
+    assert_eq!(
+        *nsm.seen.lock().expect("lock"),
+        ["GetRandom", "Attestation"]
+    );
 }

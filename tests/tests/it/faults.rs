@@ -104,11 +104,7 @@ async fn a_connection_dropped_every_time_ends_after_the_attempt_limit() {
 async fn a_pooled_connection_dropped_is_resent_at_most_once_per_attempt() {
     let local = local_with(Faults::default(), &[]).await;
     assert_ok(&generate(&local.enclave, &local.credentials).await);
-    assert_eq!(
-        kmstool_runtime_tokio::kms::pool(&local.enclave_state.kms).idle_connections(),
-        1,
-        "pooled"
-    );
+    assert_eq!(local.enclave_state.kms.idle_connections(), 1, "pooled");
     // A pooled connection closed before any answer byte looks like one KMS closed while it
     // sat idle: the request goes again on a fresh connection, without counting an attempt.
     // Even when every connection drops, that at most doubles the requests.

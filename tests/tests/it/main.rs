@@ -9,6 +9,8 @@ mod enclave_server;
 mod faults;
 mod hostile;
 mod instance;
+mod key_pairs;
+mod kms_client;
 mod memory;
 mod processes;
 mod runtimes;

@@ -215,6 +215,7 @@ async fn full_sessions_leak_no_secret_into_logs_errors_or_other_replies() {
             key_id: None,
             encryption_algorithm: None,
             grant_tokens: Vec::new(),
+            dry_run: false,
         });
         let instance = InstanceClient::new(
             credentials,

@@ -5,7 +5,7 @@
 #![no_main]
 
 use kmstool_core::instance::set_client_json;
-use kmstool_core::kms::request::KmsCall;
+use kmstool_core::kms::request::KmsRequest;
 use kmstool_core::protocol::{CommandArgs, parse_command};
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
@@ -17,7 +17,7 @@ fn reparse(json: &[u8]) -> CommandArgs {
 }
 
 /// The KMS request body of `call`, as JSON.
-fn kms_body(call: &KmsCall) -> serde_json::Map<String, Value> {
+fn kms_body(call: &KmsRequest) -> serde_json::Map<String, Value> {
     match serde_json::from_slice(&call.body(b"document")) {
         Ok(Value::Object(object)) => object,
         other => panic!("KMS body is not an object: {other:?}"),
@@ -28,15 +28,22 @@ fn round_trip(args: CommandArgs) {
     // The parent's encoder and the enclave's parser are one definition: what parses, encodes
     // back to the same arguments.
     let again = reparse(&args.to_json(Some("request-1")));
-    assert!(again == args, "{:?} changed in a round trip", args.operation());
+    assert!(
+        again == args,
+        "{:?} changed in a round trip",
+        args.operation()
+    );
     if let CommandArgs::SetClient(set) = &args {
         let json = set_client_json(&set.credentials, set.region.as_deref());
-        assert!(reparse(&json) == args, "set_client_json differs from to_json");
+        assert!(
+            reparse(&json) == args,
+            "set_client_json differs from to_json"
+        );
     }
     match args {
         CommandArgs::SetClient(_) => {}
         CommandArgs::Decrypt(decrypt) => {
-            let body = kms_body(&KmsCall::Decrypt(decrypt.clone()));
+            let body = kms_body(&KmsRequest::Decrypt(decrypt.clone()));
             assert_eq!(
                 body.get("KeyId").and_then(Value::as_str),
                 decrypt.key_id.as_deref()
@@ -45,7 +52,7 @@ fn round_trip(args: CommandArgs) {
             assert!(body.contains_key("Recipient"));
         }
         CommandArgs::GenerateDataKey(generate) => {
-            let body = kms_body(&KmsCall::GenerateDataKey(generate.clone()));
+            let body = kms_body(&KmsRequest::GenerateDataKey(generate.clone()));
             assert_eq!(
                 body.get("KeyId").and_then(Value::as_str),
                 Some(generate.key_id.as_str())
@@ -53,11 +60,25 @@ fn round_trip(args: CommandArgs) {
             assert!(body.contains_key("Recipient"));
         }
         CommandArgs::GenerateRandom(random) => {
-            let body = kms_body(&KmsCall::GenerateRandom(random));
+            let body = kms_body(&KmsRequest::GenerateRandom(random.clone()));
             assert_eq!(
                 body.get("NumberOfBytes").and_then(Value::as_u64),
                 Some(u64::from(random.number_of_bytes))
             );
+        }
+        CommandArgs::GenerateDataKeyPair(generate) => {
+            let body = kms_body(&KmsRequest::GenerateDataKeyPair(generate.clone()));
+            assert_eq!(
+                body.get("KeyPairSpec").and_then(Value::as_str),
+                Some(generate.key_pair_spec.as_str())
+            );
+            assert_eq!(body.contains_key("DryRun"), generate.dry_run);
+            assert!(body.contains_key("Recipient"));
+        }
+        CommandArgs::DeriveSharedSecret(derive) => {
+            let body = kms_body(&KmsRequest::DeriveSharedSecret(derive.clone()));
+            assert!(body.contains_key("PublicKey"));
+            assert!(body.contains_key("Recipient"));
         }
     }
 }

@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 
 use arbitrary::Arbitrary;
 use kmstool_core::instance::InstanceClient;
-use kmstool_core::protocol::{CommandArgs, DataKeySize, Decrypt, GenerateDataKey, GenerateRandom, KeySpec};
+use kmstool_core::protocol::{
+    CommandArgs, DataKeySize, Decrypt, GenerateDataKey, GenerateRandom, KeySpec,
+};
 use kmstool_core::secret::Credentials;
 use libfuzzer_sys::fuzz_target;
 
@@ -34,9 +36,11 @@ fn request(kind: u8) -> CommandArgs {
             size: DataKeySize::KeySpec(KeySpec::Aes256),
             encryption_context: [("k".to_owned(), "v".to_owned())].into(),
             grant_tokens: Vec::new(),
+            dry_run: false,
         }),
         2 => CommandArgs::GenerateRandom(GenerateRandom {
             number_of_bytes: 32,
+            custom_key_store_id: None,
         }),
         _ => CommandArgs::Decrypt(Decrypt {
             ciphertext: vec![0xff; 40],
@@ -44,6 +48,7 @@ fn request(kind: u8) -> CommandArgs {
             key_id: Some("arn:aws:kms:us-east-1:111122223333:key/k".into()),
             encryption_algorithm: None,
             grant_tokens: vec!["grant".into()],
+            dry_run: false,
         }),
     }
 }

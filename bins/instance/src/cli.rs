@@ -10,8 +10,9 @@ use clap::{ArgAction, Parser, Subcommand, ValueEnum};
 use kmstool_core::address::Address;
 use kmstool_core::instance::{InstanceClient, InstanceError, InstanceResult};
 use kmstool_core::protocol::{
-    CommandArgs, DataKeySize, Decrypt, EncryptionAlgorithm, EncryptionContext, GenerateDataKey,
-    GenerateRandom, KeySpec, parse_key_spec_arg,
+    CommandArgs, DataKeySize, Decrypt, DeriveSharedSecret, EncryptionAlgorithm, EncryptionContext,
+    GenerateDataKey, GenerateDataKeyPair, GenerateRandom, KeyAgreementAlgorithm, KeySpec,
+    MAX_PUBLIC_KEY_BYTES, Operation, parse_key_spec_arg,
 };
 use kmstool_runtime_smol::{client, net};
 use smol::future::FutureExt as _;
@@ -52,7 +53,7 @@ Exit status: 0 success, 1 usage or configuration error or failed operation.";
     name = "kmstool-instance",
     version,
     long_version = kmstool_core::version::LONG_VERSION,
-    about = "Asks a kmstool enclave to decrypt with AWS KMS (or to generate a data key or random bytes)",
+    about = "Asks a kmstool enclave to decrypt with AWS KMS (or to generate a data key, a data key pair or random bytes, or to derive a shared secret)",
     subcommand_negates_reqs = true,
     after_help = AFTER_HELP
 )]
@@ -84,7 +85,8 @@ pub struct Args {
     #[arg(long, global = true, help_heading = REQUEST, display_order = 20)]
     pub region: Option<String>,
 
-    /// Key id (generate-data-key: required; decrypt: for asymmetric keys).
+    /// Key id (generate-data-key, generate-data-key-pair, derive-shared-secret: required;
+    /// decrypt: for asymmetric keys).
     #[arg(long, global = true, help_heading = REQUEST, display_order = 21)]
     pub key_id: Option<String>,
 
@@ -96,8 +98,9 @@ pub struct Args {
     #[arg(long, global = true, value_name = "PATH", help_heading = REQUEST, display_order = 23)]
     pub ciphertext_file: Option<PathBuf>,
 
-    /// How to print the result [default: raw for decrypt, json for generate-data-key, base64
-    /// for generate-random]. With json, a failure is printed as a JSON object too.
+    /// How to print the result [default: raw for decrypt, json for generate-data-key and
+    /// generate-data-key-pair, base64 for generate-random and derive-shared-secret]. With json,
+    /// a failure is printed as a JSON object too.
     #[arg(long, global = true, value_enum, help_heading = OUTPUT, display_order = 30)]
     pub output: Option<Output>,
 
@@ -156,6 +159,36 @@ pub enum Command {
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024), help_heading = REQUEST)]
         number_of_bytes: u32,
     },
+    /// Generates a data key pair under a symmetric KMS key (--key-id): its public key, its
+    /// private key, and the private key encrypted under the KMS key.
+    GenerateDataKeyPair {
+        /// RSA_2048, RSA_3072, RSA_4096, ECC_NIST_P256, ECC_NIST_P384, ECC_NIST_P521,
+        /// ECC_SECG_P256K1 or SM2 (passed to KMS as given, so later specs work too).
+        #[arg(long, help_heading = REQUEST)]
+        key_pair_spec: String,
+        /// Encryption context entry KEY=VALUE (repeatable; a key at most once).
+        #[arg(long = "encryption-context", value_name = "KEY=VALUE", value_parser = parse_context_entry, help_heading = REQUEST)]
+        encryption_context: Vec<(String, String)>,
+        /// Grant token (repeatable).
+        #[arg(long = "grant-token", help_heading = REQUEST)]
+        grant_tokens: Vec<String>,
+    },
+    /// Derives a shared secret (ECDH) from a KMS key agreement key (--key-id) and a public
+    /// key.
+    DeriveSharedSecret {
+        /// The other party's public key: base64 of its DER SubjectPublicKeyInfo.
+        #[arg(long, required_unless_present = "public_key_file", conflicts_with = "public_key_file", help_heading = REQUEST)]
+        public_key: Option<String>,
+        /// Read the public key from this file instead: PEM (`BEGIN PUBLIC KEY`) or DER.
+        #[arg(long, value_name = "PATH", help_heading = REQUEST)]
+        public_key_file: Option<PathBuf>,
+        /// The key agreement algorithm: ECDH, the only one KMS offers.
+        #[arg(long, value_parser = KeyAgreementAlgorithm::from_str, default_value = "ECDH", help_heading = REQUEST)]
+        key_agreement_algorithm: KeyAgreementAlgorithm,
+        /// Grant token (repeatable).
+        #[arg(long = "grant-token", help_heading = REQUEST)]
+        grant_tokens: Vec<String>,
+    },
 }
 
 /// Output formats.
@@ -164,9 +197,11 @@ pub enum Output {
     /// The bytes themselves, then a newline (upstream's decrypt output).
     Raw,
     /// Standard base64, then a newline; generate-data-key prints `CIPHERTEXT: <base64>` then
-    /// `PLAINTEXT: <base64>`, as kmstool-enclave-cli genkey does.
+    /// `PLAINTEXT: <base64>`, as kmstool-enclave-cli genkey does, and generate-data-key-pair
+    /// `PUBLICKEY:`, `CIPHERTEXT:` (the encrypted private key) and `PLAINTEXT:` lines.
     Base64,
-    /// A JSON object like the AWS CLI's (`Plaintext`, `KeyId`, `CiphertextBlob`, ...).
+    /// A JSON object with every field, named as the AWS CLI names them (`Plaintext`, `KeyId`,
+    /// `CiphertextBlob`, `PrivateKeyPlaintext`, `PublicKey`, `SharedSecret`, ...).
     Json,
 }
 
@@ -330,6 +365,44 @@ fn read_ciphertext(argument: Option<&str>, file: Option<&PathBuf>) -> Result<Vec
         .map_err(|_| format!("{from} is not standard base64"))
 }
 
+/// A public key from `--public-key` (base64 DER) or `--public-key-file` (PEM or DER).
+fn read_public_key(argument: Option<&str>, file: Option<&PathBuf>) -> Result<Vec<u8>, String> {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let der = match (argument, file) {
+        (Some(text), None) => b64
+            .decode(text.trim())
+            .map_err(|_| "--public-key is not standard base64".to_owned())?,
+        (None, Some(path)) => {
+            let bytes = std::fs::read(path)
+                .map_err(|e| format!("cannot read --public-key-file {}: {e}", path.display()))?;
+            match pem_body(&bytes, "PUBLIC KEY") {
+                Some(body) => b64
+                    .decode(body)
+                    .map_err(|_| format!("{}: the PEM body is not base64", path.display()))?,
+                None => bytes,
+            }
+        }
+        _ => return Err("give one of --public-key and --public-key-file".into()),
+    };
+    if der.is_empty() || der.len() > MAX_PUBLIC_KEY_BYTES {
+        return Err(format!(
+            "the public key must be 1 to {MAX_PUBLIC_KEY_BYTES} bytes of DER"
+        ));
+    }
+    Ok(der)
+}
+
+/// The base64 between `-----BEGIN <label>-----` and `-----END <label>-----`, without line
+/// breaks; `None` when `bytes` is not that PEM.
+fn pem_body(bytes: &[u8], label: &str) -> Option<String> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    let begin = format!("-----BEGIN {label}-----");
+    let end = format!("-----END {label}-----");
+    let start = text.find(&begin)? + begin.len();
+    let stop = start + text[start..].find(&end)?;
+    Some(text[start..stop].split_whitespace().collect())
+}
+
 /// The encryption context, refusing a key given twice (in either position).
 fn merge_context(
     global: &[(String, String)],
@@ -360,6 +433,7 @@ impl Args {
                     key_id: self.key_id.clone(),
                     encryption_algorithm: None,
                     grant_tokens: Vec::new(),
+                    dry_run: false,
                 }),
                 Output::Raw,
             ),
@@ -375,6 +449,7 @@ impl Args {
                     key_id: self.key_id.clone(),
                     encryption_algorithm: *encryption_algorithm,
                     grant_tokens: grant_tokens.clone(),
+                    dry_run: false,
                 }),
                 Output::Raw,
             ),
@@ -391,9 +466,53 @@ impl Args {
                     size: DataKeySize::new(*key_spec, *number_of_bytes),
                     encryption_context: context(encryption_context)?,
                     grant_tokens: grant_tokens.clone(),
+                    dry_run: false,
                 }),
                 Output::Json,
             ),
+            Some(Command::GenerateDataKeyPair {
+                key_pair_spec,
+                encryption_context,
+                grant_tokens,
+            }) => (
+                CommandArgs::GenerateDataKeyPair(GenerateDataKeyPair {
+                    key_id: self.key_id.clone().ok_or(
+                        "generate-data-key-pair needs --key-id (the symmetric KMS key that \
+                         encrypts the private key)",
+                    )?,
+                    key_pair_spec: key_pair_spec.clone(),
+                    encryption_context: context(encryption_context)?,
+                    grant_tokens: grant_tokens.clone(),
+                    dry_run: false,
+                }),
+                Output::Json,
+            ),
+            Some(Command::DeriveSharedSecret {
+                public_key,
+                public_key_file,
+                key_agreement_algorithm,
+                grant_tokens,
+            }) => {
+                if !self.encryption_context.is_empty() {
+                    return Err("derive-shared-secret takes no --encryption-context".into());
+                }
+                (
+                    CommandArgs::DeriveSharedSecret(DeriveSharedSecret {
+                        key_id: self.key_id.clone().ok_or(
+                            "derive-shared-secret needs --key-id (a KMS key with key usage \
+                             KEY_AGREEMENT)",
+                        )?,
+                        public_key: read_public_key(
+                            public_key.as_deref(),
+                            public_key_file.as_ref(),
+                        )?,
+                        key_agreement_algorithm: *key_agreement_algorithm,
+                        grant_tokens: grant_tokens.clone(),
+                        dry_run: false,
+                    }),
+                    Output::Base64,
+                )
+            }
             Some(Command::GenerateRandom { number_of_bytes }) => {
                 if self.key_id.is_some() || !self.encryption_context.is_empty() {
                     return Err("generate-random takes no --key-id or --encryption-context".into());
@@ -404,6 +523,7 @@ impl Args {
                 (
                     CommandArgs::GenerateRandom(GenerateRandom {
                         number_of_bytes: *number_of_bytes,
+                        custom_key_store_id: None,
                     }),
                     Output::Base64,
                 )
@@ -442,7 +562,7 @@ pub async fn run(args: Args) -> Result<Zeroizing<Vec<u8>>, Failure> {
     let address = args.address()?;
     let (request, default_output) = args.request()?;
     let output = args.output.unwrap_or(default_output);
-    let generated_key = matches!(request, CommandArgs::GenerateDataKey(_));
+    let operation = request.operation();
     let started = Instant::now();
     let profile = args.profile.as_deref();
     let mut region = crate::credentials::configured_region(args.region.as_deref(), profile)?;
@@ -501,32 +621,39 @@ pub async fn run(args: Args) -> Result<Zeroizing<Vec<u8>>, Failure> {
         "enclave exchange"
     );
     let result = result.map_err(|e| Failure::from_instance(&e, region.as_ref()))?;
-    Ok(render(&result, output, generated_key))
+    Ok(render(&result, output, operation))
 }
 
-fn render(result: &InstanceResult, output: Output, generated_key: bool) -> Zeroizing<Vec<u8>> {
+fn render(result: &InstanceResult, output: Output, operation: Operation) -> Zeroizing<Vec<u8>> {
     let b64 = base64::engine::general_purpose::STANDARD;
     let mut out = Zeroizing::new(Vec::new());
-    match output {
-        Output::Raw => {
+    let mut line = |label: &str, value: &str| {
+        out.extend_from_slice(label.as_bytes());
+        out.extend_from_slice(value.as_bytes());
+        out.push(b'\n');
+    };
+    match (output, operation) {
+        (Output::Raw, _) => {
             out.extend_from_slice(result.plaintext.expose());
             out.push(b'\n');
         }
-        Output::Base64 if generated_key => {
+        (Output::Base64, Operation::GenerateDataKey) => {
             if let Some(blob) = &result.ciphertext_blob {
-                out.extend_from_slice(b"CIPHERTEXT: ");
-                out.extend_from_slice(b64.encode(blob).as_bytes());
-                out.push(b'\n');
+                line("CIPHERTEXT: ", &b64.encode(blob));
             }
-            out.extend_from_slice(b"PLAINTEXT: ");
-            out.extend_from_slice(result.plaintext.to_base64().expose().as_bytes());
-            out.push(b'\n');
+            line("PLAINTEXT: ", result.plaintext.to_base64().expose());
         }
-        Output::Base64 => {
-            out.extend_from_slice(result.plaintext.to_base64().expose().as_bytes());
-            out.push(b'\n');
+        (Output::Base64, Operation::GenerateDataKeyPair) => {
+            if let Some(public_key) = &result.public_key {
+                line("PUBLICKEY: ", &b64.encode(public_key));
+            }
+            if let Some(blob) = &result.private_key_ciphertext_blob {
+                line("CIPHERTEXT: ", &b64.encode(blob));
+            }
+            line("PLAINTEXT: ", result.plaintext.to_base64().expose());
         }
-        Output::Json => {
+        (Output::Base64, _) => line("", result.plaintext.to_base64().expose()),
+        (Output::Json, _) => {
             // Borrowed fields only: the plaintext is written straight into the zeroizing buffer.
             #[derive(serde::Serialize)]
             #[serde(rename_all = "PascalCase")]
@@ -536,16 +663,48 @@ fn render(result: &InstanceResult, output: Output, generated_key: bool) -> Zeroi
                 #[serde(skip_serializing_if = "Option::is_none")]
                 encryption_algorithm: Option<&'a str>,
                 #[serde(skip_serializing_if = "Option::is_none")]
+                key_agreement_algorithm: Option<&'a str>,
+                #[serde(skip_serializing_if = "Option::is_none")]
                 key_id: Option<&'a str>,
-                plaintext: &'a str,
+                #[serde(skip_serializing_if = "Option::is_none")]
+                key_origin: Option<&'a str>,
+                #[serde(skip_serializing_if = "Option::is_none")]
+                key_pair_spec: Option<&'a str>,
+                #[serde(skip_serializing_if = "Option::is_none")]
+                plaintext: Option<&'a str>,
+                #[serde(skip_serializing_if = "Option::is_none")]
+                private_key_ciphertext_blob: Option<String>,
+                #[serde(skip_serializing_if = "Option::is_none")]
+                private_key_plaintext: Option<&'a str>,
+                #[serde(skip_serializing_if = "Option::is_none")]
+                public_key: Option<String>,
+                #[serde(skip_serializing_if = "Option::is_none")]
+                shared_secret: Option<&'a str>,
             }
-            let plaintext = result.plaintext.to_base64();
-            let json = Json {
+            let secret = result.plaintext.to_base64();
+            let secret = Some(secret.expose());
+            let mut json = Json {
                 ciphertext_blob: result.ciphertext_blob.as_ref().map(|b| b64.encode(b)),
-                key_id: result.key_id.as_deref(),
                 encryption_algorithm: result.encryption_algorithm.as_deref(),
-                plaintext: plaintext.expose(),
+                key_agreement_algorithm: result.key_agreement_algorithm.as_deref(),
+                key_id: result.key_id.as_deref(),
+                key_origin: result.key_origin.as_deref(),
+                key_pair_spec: result.key_pair_spec.as_deref(),
+                plaintext: None,
+                private_key_ciphertext_blob: result
+                    .private_key_ciphertext_blob
+                    .as_ref()
+                    .map(|b| b64.encode(b)),
+                private_key_plaintext: None,
+                public_key: result.public_key.as_ref().map(|k| b64.encode(k)),
+                shared_secret: None,
             };
+            // The secret under the name the AWS CLI gives it for this operation.
+            match operation {
+                Operation::GenerateDataKeyPair => json.private_key_plaintext = secret,
+                Operation::DeriveSharedSecret => json.shared_secret = secret,
+                _ => json.plaintext = secret,
+            }
             if serde_json::to_writer_pretty(&mut *out, &json).is_ok() {
                 out.push(b'\n');
             }

@@ -20,6 +20,10 @@ pub const MAX_NUMBER_OF_BYTES: u32 = 1024;
 pub const MAX_KEY_ID_CHARS: usize = 2048;
 /// Longest `RequestId` we echo.
 pub const MAX_REQUEST_ID_CHARS: usize = 256;
+/// Largest `PublicKey` (DER SubjectPublicKeyInfo) KMS accepts in `DeriveSharedSecret`.
+pub const MAX_PUBLIC_KEY_BYTES: usize = 8192;
+/// Longest `KeyPairSpec` passed through to KMS (today's longest is `ECC_SECG_P256K1`).
+pub const MAX_KEY_PAIR_SPEC_CHARS: usize = 64;
 
 /// An encryption context: string keys to string values, bound to the ciphertext by KMS.
 pub type EncryptionContext = BTreeMap<String, String>;
@@ -36,6 +40,24 @@ wire_enum! {
         GenerateDataKey = "GenerateDataKey",
         /// KMS GenerateRandom (extension).
         GenerateRandom = "GenerateRandom",
+        /// KMS GenerateDataKeyPair (extension).
+        GenerateDataKeyPair = "GenerateDataKeyPair",
+        /// KMS DeriveSharedSecret (extension).
+        DeriveSharedSecret = "DeriveSharedSecret",
+    }
+}
+
+impl Operation {
+    /// How a failed command's error message starts: upstream's `Could not decrypt ciphertext`
+    /// for Decrypt (and for SetClient, as upstream words it), ours for the extensions.
+    pub fn failure_text(self) -> &'static str {
+        match self {
+            Self::Decrypt | Self::SetClient => "Could not decrypt ciphertext",
+            Self::GenerateDataKey => "Could not generate data key",
+            Self::GenerateRandom => "Could not generate random bytes",
+            Self::GenerateDataKeyPair => "Could not generate data key pair",
+            Self::DeriveSharedSecret => "Could not derive shared secret",
+        }
     }
 }
 
@@ -69,6 +91,10 @@ fn context_bytes(context: &EncryptionContext) -> usize {
         .sum()
 }
 
+fn tokens_bytes(tokens: &[String]) -> usize {
+    tokens.iter().map(|t| string_bytes(t)).sum()
+}
+
 impl Command {
     /// About how many bytes this parsed command keeps in memory while it waits for its turn: an
     /// upper estimate (strings and map entries at the allocator's granularity), so a session
@@ -91,20 +117,25 @@ impl Command {
                 d.ciphertext.len()
                     + context_bytes(&d.encryption_context)
                     + d.key_id.as_deref().map_or(0, string_bytes)
-                    + d.grant_tokens
-                        .iter()
-                        .map(|t| string_bytes(t))
-                        .sum::<usize>()
+                    + tokens_bytes(&d.grant_tokens)
             }
             Ok(CommandArgs::GenerateDataKey(g)) => {
                 string_bytes(&g.key_id)
                     + context_bytes(&g.encryption_context)
-                    + g.grant_tokens
-                        .iter()
-                        .map(|t| string_bytes(t))
-                        .sum::<usize>()
+                    + tokens_bytes(&g.grant_tokens)
             }
-            Ok(CommandArgs::GenerateRandom(_)) => 0,
+            Ok(CommandArgs::GenerateRandom(r)) => {
+                r.custom_key_store_id.as_deref().map_or(0, string_bytes)
+            }
+            Ok(CommandArgs::GenerateDataKeyPair(g)) => {
+                string_bytes(&g.key_id)
+                    + string_bytes(&g.key_pair_spec)
+                    + context_bytes(&g.encryption_context)
+                    + tokens_bytes(&g.grant_tokens)
+            }
+            Ok(CommandArgs::DeriveSharedSecret(d)) => {
+                string_bytes(&d.key_id) + d.public_key.len() + tokens_bytes(&d.grant_tokens)
+            }
         };
         size_of::<Self>() + request_id + args
     }
@@ -131,18 +162,16 @@ pub enum CommandArgs {
     GenerateDataKey(GenerateDataKey),
     /// `GenerateRandom`.
     GenerateRandom(GenerateRandom),
+    /// `GenerateDataKeyPair`.
+    GenerateDataKeyPair(GenerateDataKeyPair),
+    /// `DeriveSharedSecret`.
+    DeriveSharedSecret(DeriveSharedSecret),
 }
 
 impl CommandArgs {
     /// A plain `Decrypt` of `ciphertext`: no context, key, algorithm or grant tokens.
     pub fn decrypt(ciphertext: Vec<u8>) -> Self {
-        Self::Decrypt(Decrypt {
-            ciphertext,
-            encryption_context: EncryptionContext::new(),
-            key_id: None,
-            encryption_algorithm: None,
-            grant_tokens: Vec::new(),
-        })
+        Self::Decrypt(Decrypt::new(ciphertext))
     }
 
     /// The operation these arguments are for.
@@ -152,6 +181,8 @@ impl CommandArgs {
             Self::Decrypt(_) => Operation::Decrypt,
             Self::GenerateDataKey(_) => Operation::GenerateDataKey,
             Self::GenerateRandom(_) => Operation::GenerateRandom,
+            Self::GenerateDataKeyPair(_) => Operation::GenerateDataKeyPair,
+            Self::DeriveSharedSecret(_) => Operation::DeriveSharedSecret,
         }
     }
 
@@ -160,35 +191,10 @@ impl CommandArgs {
     /// given. `SetClient` carries the secret key, so the buffer is zeroizing and sized exactly
     /// before it is written (growing would free an unwiped copy).
     pub fn to_json(&self, request_id: Option<&str>) -> Zeroizing<Vec<u8>> {
-        let wire = Wire {
+        crate::secret::zeroizing_json(&Wire {
             args: self,
             request_id,
-        };
-        let mut counter = ByteCount(0);
-        // Serialising strings, numbers and maps of strings into a writer that cannot fail
-        // does not fail.
-        if serde_json::to_writer(&mut counter, &wire).is_err() {
-            return Zeroizing::new(Vec::new());
-        }
-        let mut out = Zeroizing::new(Vec::with_capacity(counter.0));
-        if serde_json::to_writer(&mut *out, &wire).is_err() {
-            out.clear();
-        }
-        out
-    }
-}
-
-/// Counts the bytes written to it.
-struct ByteCount(usize);
-
-impl std::io::Write for ByteCount {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0 += bytes.len();
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
+        })
     }
 }
 
@@ -241,6 +247,9 @@ impl Serialize for Wire<'_> {
                 if !decrypt.grant_tokens.is_empty() {
                     map.serialize_entry(field::GRANT_TOKENS, &decrypt.grant_tokens)?;
                 }
+                if decrypt.dry_run {
+                    map.serialize_entry(field::DRY_RUN, &true)?;
+                }
             }
             CommandArgs::GenerateDataKey(generate) => {
                 map.serialize_entry(field::KEY_ID, &generate.key_id)?;
@@ -252,15 +261,30 @@ impl Serialize for Wire<'_> {
                         map.serialize_entry(field::NUMBER_OF_BYTES, &n)?;
                     }
                 }
-                if !generate.encryption_context.is_empty() {
-                    map.serialize_entry(field::ENCRYPTION_CONTEXT, &generate.encryption_context)?;
-                }
-                if !generate.grant_tokens.is_empty() {
-                    map.serialize_entry(field::GRANT_TOKENS, &generate.grant_tokens)?;
-                }
+                let context = &generate.encryption_context;
+                common_tail(&mut map, context, &generate.grant_tokens, generate.dry_run)?;
             }
             CommandArgs::GenerateRandom(random) => {
                 map.serialize_entry(field::NUMBER_OF_BYTES, &random.number_of_bytes)?;
+                if let Some(id) = &random.custom_key_store_id {
+                    map.serialize_entry(field::CUSTOM_KEY_STORE_ID, id)?;
+                }
+            }
+            CommandArgs::GenerateDataKeyPair(generate) => {
+                map.serialize_entry(field::KEY_ID, &generate.key_id)?;
+                map.serialize_entry(field::KEY_PAIR_SPEC, &generate.key_pair_spec)?;
+                let context = &generate.encryption_context;
+                common_tail(&mut map, context, &generate.grant_tokens, generate.dry_run)?;
+            }
+            CommandArgs::DeriveSharedSecret(derive) => {
+                map.serialize_entry(field::KEY_ID, &derive.key_id)?;
+                map.serialize_entry(field::PUBLIC_KEY, &Base64(&derive.public_key))?;
+                map.serialize_entry(
+                    field::KEY_AGREEMENT_ALGORITHM,
+                    derive.key_agreement_algorithm.as_str(),
+                )?;
+                let none = EncryptionContext::new();
+                common_tail(&mut map, &none, &derive.grant_tokens, derive.dry_run)?;
             }
         }
         if let Some(id) = self.request_id {
@@ -268,6 +292,25 @@ impl Serialize for Wire<'_> {
         }
         map.end()
     }
+}
+
+/// The optional fields most commands end with, each only when set.
+fn common_tail<M: SerializeMap>(
+    map: &mut M,
+    encryption_context: &EncryptionContext,
+    grant_tokens: &[String],
+    dry_run: bool,
+) -> Result<(), M::Error> {
+    if !encryption_context.is_empty() {
+        map.serialize_entry(field::ENCRYPTION_CONTEXT, encryption_context)?;
+    }
+    if !grant_tokens.is_empty() {
+        map.serialize_entry(field::GRANT_TOKENS, grant_tokens)?;
+    }
+    if dry_run {
+        map.serialize_entry(field::DRY_RUN, &true)?;
+    }
+    Ok(())
 }
 
 /// `SetClient`: the credentials and optional region for the following KMS calls.
@@ -292,6 +335,24 @@ pub struct Decrypt {
     pub encryption_algorithm: Option<EncryptionAlgorithm>,
     /// `GrantTokens`.
     pub grant_tokens: Vec<String>,
+    /// `DryRun` (extension): KMS checks the request, permissions included, and answers
+    /// `DryRunOperationException` instead of doing it.
+    pub dry_run: bool,
+}
+
+impl Decrypt {
+    /// A plain `Decrypt` of `ciphertext`: no context, key, algorithm or grant tokens (set the
+    /// fields for those).
+    pub fn new(ciphertext: Vec<u8>) -> Self {
+        Self {
+            ciphertext,
+            encryption_context: EncryptionContext::new(),
+            key_id: None,
+            encryption_algorithm: None,
+            grant_tokens: Vec::new(),
+            dry_run: false,
+        }
+    }
 }
 
 /// `GenerateDataKey`.
@@ -305,6 +366,9 @@ pub struct GenerateDataKey {
     pub encryption_context: EncryptionContext,
     /// `GrantTokens`.
     pub grant_tokens: Vec<String>,
+    /// `DryRun` (extension): KMS checks the request, permissions included, and answers
+    /// `DryRunOperationException` instead of doing it.
+    pub dry_run: bool,
 }
 
 /// How large a data key to generate.
@@ -329,10 +393,52 @@ impl DataKeySize {
 }
 
 /// `GenerateRandom`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GenerateRandom {
     /// `NumberOfBytes`, 1 to 1024.
     pub number_of_bytes: u32,
+    /// `CustomKeyStoreId` (extension): random bytes from this CloudHSM key store's cluster.
+    pub custom_key_store_id: Option<String>,
+}
+
+/// `GenerateDataKeyPair`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GenerateDataKeyPair {
+    /// `KeyId`: the symmetric KMS key that encrypts the private key.
+    pub key_id: String,
+    /// `KeyPairSpec`, as given: KMS validates it, so that specs it adds later work at once.
+    pub key_pair_spec: String,
+    /// `EncryptionContext`.
+    pub encryption_context: EncryptionContext,
+    /// `GrantTokens`.
+    pub grant_tokens: Vec<String>,
+    /// `DryRun` (extension): KMS checks the request, permissions included, and answers
+    /// `DryRunOperationException` instead of doing it.
+    pub dry_run: bool,
+}
+
+/// `DeriveSharedSecret`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeriveSharedSecret {
+    /// `KeyId`: an asymmetric KMS key with key usage `KEY_AGREEMENT`.
+    pub key_id: String,
+    /// The decoded `PublicKey`: the peer's DER SubjectPublicKeyInfo.
+    pub public_key: Vec<u8>,
+    /// `KeyAgreementAlgorithm` (`ECDH` when not given).
+    pub key_agreement_algorithm: KeyAgreementAlgorithm,
+    /// `GrantTokens`.
+    pub grant_tokens: Vec<String>,
+    /// `DryRun` (extension): KMS checks the request, permissions included, and answers
+    /// `DryRunOperationException` instead of doing it.
+    pub dry_run: bool,
+}
+
+wire_enum! {
+    /// `KeyAgreementAlgorithm` of `DeriveSharedSecret`.
+    pub enum KeyAgreementAlgorithm {
+        /// `ECDH`: elliptic-curve Diffie-Hellman, the only one KMS offers.
+        Ecdh = "ECDH",
+    }
 }
 
 wire_enum! {
@@ -383,6 +489,11 @@ pub(crate) mod field {
     pub const ENCRYPTION_CONTEXT: &str = "EncryptionContext";
     pub const ENCRYPTION_ALGORITHM: &str = "EncryptionAlgorithm";
     pub const GRANT_TOKENS: &str = "GrantTokens";
+    pub const KEY_PAIR_SPEC: &str = "KeyPairSpec";
+    pub const PUBLIC_KEY: &str = "PublicKey";
+    pub const KEY_AGREEMENT_ALGORITHM: &str = "KeyAgreementAlgorithm";
+    pub const DRY_RUN: &str = "DryRun";
+    pub const CUSTOM_KEY_STORE_ID: &str = "CustomKeyStoreId";
 }
 
 /// Parses one framed message (without its terminator) into a command.
@@ -417,6 +528,12 @@ pub fn parse_command(frame: &[u8]) -> Result<Command, Rejected> {
         }
         Operation::GenerateRandom => {
             parse_generate_random(&mut object).map(CommandArgs::GenerateRandom)
+        }
+        Operation::GenerateDataKeyPair => {
+            parse_generate_data_key_pair(&object).map(CommandArgs::GenerateDataKeyPair)
+        }
+        Operation::DeriveSharedSecret => {
+            parse_derive_shared_secret(&object).map(CommandArgs::DeriveSharedSecret)
         }
     };
     Ok(Command {
@@ -564,6 +681,7 @@ fn parse_decrypt(object: &mut Map<String, Value>) -> Result<Decrypt, CommandErro
         key_id: parse_key_id(object).map_err(as_decrypt_parameter)?,
         encryption_algorithm,
         grant_tokens: parse_grant_tokens(object).map_err(as_decrypt_parameter)?,
+        dry_run: parse_dry_run(object)?,
     })
 }
 
@@ -616,13 +734,141 @@ fn parse_generate_data_key(
         size,
         encryption_context: parse_encryption_context(object)?,
         grant_tokens: parse_grant_tokens(object)?,
+        dry_run: parse_dry_run(object)?,
     })
 }
 
 fn parse_generate_random(object: &mut Map<String, Value>) -> Result<GenerateRandom, CommandError> {
     let number_of_bytes =
         parse_number_of_bytes(object)?.ok_or(CommandError::MissingField(field::NUMBER_OF_BYTES))?;
-    Ok(GenerateRandom { number_of_bytes })
+    Ok(GenerateRandom {
+        number_of_bytes,
+        custom_key_store_id: parse_custom_key_store_id(object)?,
+    })
+}
+
+fn parse_generate_data_key_pair(
+    object: &Map<String, Value>,
+) -> Result<GenerateDataKeyPair, CommandError> {
+    let key_id = parse_key_id(object)?.ok_or(CommandError::MissingField(field::KEY_ID))?;
+    let key_pair_spec = match object.get(field::KEY_PAIR_SPEC) {
+        None | Some(Value::Null) => return Err(CommandError::MissingField(field::KEY_PAIR_SPEC)),
+        Some(Value::String(spec)) if is_spec_name(spec) => spec.clone(),
+        Some(Value::String(_)) => {
+            return Err(CommandError::InvalidValue {
+                field: field::KEY_PAIR_SPEC,
+                reason: format!(
+                    "must be 1 to {MAX_KEY_PAIR_SPEC_CHARS} capital letters, digits and \
+                     underscores, e.g. RSA_2048 or ECC_NIST_P256"
+                ),
+            });
+        }
+        Some(_) => {
+            return Err(CommandError::WrongType {
+                field: field::KEY_PAIR_SPEC,
+                expected: "a string",
+            });
+        }
+    };
+    Ok(GenerateDataKeyPair {
+        key_id,
+        key_pair_spec,
+        encryption_context: parse_encryption_context(object)?,
+        grant_tokens: parse_grant_tokens(object)?,
+        dry_run: parse_dry_run(object)?,
+    })
+}
+
+/// A name shaped like KMS's spec names: what KMS may add later passes, anything else (which
+/// KMS would refuse anyway) is refused here without a round trip.
+fn is_spec_name(text: &str) -> bool {
+    (1..=MAX_KEY_PAIR_SPEC_CHARS).contains(&text.len())
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+}
+
+fn parse_derive_shared_secret(
+    object: &Map<String, Value>,
+) -> Result<DeriveSharedSecret, CommandError> {
+    let key_id = parse_key_id(object)?.ok_or(CommandError::MissingField(field::KEY_ID))?;
+    let public_key = match object.get(field::PUBLIC_KEY) {
+        None | Some(Value::Null) => return Err(CommandError::MissingField(field::PUBLIC_KEY)),
+        Some(Value::String(text)) => {
+            STANDARD_STRICT
+                .decode(text.as_bytes())
+                .map_err(|_| CommandError::InvalidValue {
+                    field: field::PUBLIC_KEY,
+                    reason: "must be standard padded base64".into(),
+                })?
+        }
+        Some(_) => {
+            return Err(CommandError::WrongType {
+                field: field::PUBLIC_KEY,
+                expected: "a string",
+            });
+        }
+    };
+    if public_key.is_empty() || public_key.len() > MAX_PUBLIC_KEY_BYTES {
+        return Err(CommandError::InvalidValue {
+            field: field::PUBLIC_KEY,
+            reason: format!("must decode to 1 to {MAX_PUBLIC_KEY_BYTES} bytes"),
+        });
+    }
+    let key_agreement_algorithm = match object.get(field::KEY_AGREEMENT_ALGORITHM) {
+        None | Some(Value::Null) => KeyAgreementAlgorithm::Ecdh,
+        Some(Value::String(name)) => {
+            name.parse()
+                .map_err(|e: super::UnknownName| CommandError::InvalidValue {
+                    field: field::KEY_AGREEMENT_ALGORITHM,
+                    reason: format!("must be {}", e.choices()),
+                })?
+        }
+        Some(_) => {
+            return Err(CommandError::WrongType {
+                field: field::KEY_AGREEMENT_ALGORITHM,
+                expected: "a string",
+            });
+        }
+    };
+    Ok(DeriveSharedSecret {
+        key_id,
+        public_key,
+        key_agreement_algorithm,
+        grant_tokens: parse_grant_tokens(object)?,
+        dry_run: parse_dry_run(object)?,
+    })
+}
+
+fn parse_dry_run(object: &Map<String, Value>) -> Result<bool, CommandError> {
+    match object.get(field::DRY_RUN) {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(dry_run)) => Ok(*dry_run),
+        Some(_) => Err(CommandError::WrongType {
+            field: field::DRY_RUN,
+            expected: "a boolean",
+        }),
+    }
+}
+
+/// Longest `CustomKeyStoreId` KMS accepts.
+pub const MAX_CUSTOM_KEY_STORE_ID_CHARS: usize = 64;
+
+fn parse_custom_key_store_id(object: &Map<String, Value>) -> Result<Option<String>, CommandError> {
+    match object.get(field::CUSTOM_KEY_STORE_ID) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(id)) if (1..=MAX_CUSTOM_KEY_STORE_ID_CHARS).contains(&id.len()) => {
+            Ok(Some(id.clone()))
+        }
+        Some(Value::String(_)) => Err(CommandError::InvalidValue {
+            field: field::CUSTOM_KEY_STORE_ID,
+            reason: format!("must be 1 to {MAX_CUSTOM_KEY_STORE_ID_CHARS} characters"),
+        }),
+        Some(_) => Err(CommandError::WrongType {
+            field: field::CUSTOM_KEY_STORE_ID,
+            expected: "a string",
+        }),
+    }
 }
 
 fn parse_number_of_bytes(object: &Map<String, Value>) -> Result<Option<u32>, CommandError> {

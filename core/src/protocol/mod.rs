@@ -90,9 +90,10 @@ impl fmt::Display for UnknownName {
 impl std::error::Error for UnknownName {}
 
 pub use command::{
-    Command, CommandArgs, DataKeySize, Decrypt, EncryptionAlgorithm, EncryptionContext,
-    GenerateDataKey, GenerateRandom, KeySpec, MAX_CIPHERTEXT_BYTES, MAX_GRANT_TOKENS,
-    MAX_NUMBER_OF_BYTES, Operation, Rejected, SetClient, parse_command, parse_key_spec_arg,
+    Command, CommandArgs, DataKeySize, Decrypt, DeriveSharedSecret, EncryptionAlgorithm,
+    EncryptionContext, GenerateDataKey, GenerateDataKeyPair, GenerateRandom, KeyAgreementAlgorithm,
+    KeySpec, MAX_CIPHERTEXT_BYTES, MAX_GRANT_TOKENS, MAX_KEY_ID_CHARS, MAX_NUMBER_OF_BYTES,
+    MAX_PUBLIC_KEY_BYTES, Operation, Rejected, SetClient, parse_command, parse_key_spec_arg,
 };
 pub use error::{CommandError, ErrorKind};
 pub use reply::{Reply, ReplyError, Status};

@@ -32,6 +32,16 @@ pub struct Reply {
     pub encryption_algorithm: Option<String>,
     /// `CiphertextBlob`, base64 (extension, GenerateDataKey).
     pub ciphertext_blob: Option<String>,
+    /// `PublicKey`, base64 DER SubjectPublicKeyInfo (extension, GenerateDataKeyPair).
+    pub public_key: Option<String>,
+    /// `PrivateKeyCiphertextBlob`, base64 (extension, GenerateDataKeyPair).
+    pub private_key_ciphertext_blob: Option<String>,
+    /// `KeyPairSpec` (extension, GenerateDataKeyPair).
+    pub key_pair_spec: Option<String>,
+    /// `KeyAgreementAlgorithm` (extension, DeriveSharedSecret).
+    pub key_agreement_algorithm: Option<String>,
+    /// `KeyOrigin` (extension, DeriveSharedSecret).
+    pub key_origin: Option<String>,
     /// `ErrorKind` (extension, errors only).
     pub error_kind: Option<ErrorKind>,
     /// `KmsErrorType` (extension, KMS errors only).
@@ -57,6 +67,14 @@ impl fmt::Debug for Reply {
             .field("key_id", &self.key_id)
             .field("encryption_algorithm", &self.encryption_algorithm)
             .field("ciphertext_blob", &self.ciphertext_blob)
+            .field("public_key", &self.public_key)
+            .field(
+                "private_key_ciphertext_blob",
+                &self.private_key_ciphertext_blob,
+            )
+            .field("key_pair_spec", &self.key_pair_spec)
+            .field("key_agreement_algorithm", &self.key_agreement_algorithm)
+            .field("key_origin", &self.key_origin)
             .field("error_kind", &self.error_kind)
             .field("kms_error_type", &self.kms_error_type)
             .field("kms_status", &self.kms_status)
@@ -90,6 +108,11 @@ impl Reply {
             key_id: None,
             encryption_algorithm: None,
             ciphertext_blob: None,
+            public_key: None,
+            private_key_ciphertext_blob: None,
+            key_pair_spec: None,
+            key_agreement_algorithm: None,
+            key_origin: None,
             error_kind: None,
             kms_error_type: None,
             kms_status: None,
@@ -113,6 +136,11 @@ impl Reply {
             key_id: borrowed(self.key_id.as_deref()),
             encryption_algorithm: borrowed(self.encryption_algorithm.as_deref()),
             ciphertext_blob: borrowed(self.ciphertext_blob.as_deref()),
+            public_key: borrowed(self.public_key.as_deref()),
+            private_key_ciphertext_blob: borrowed(self.private_key_ciphertext_blob.as_deref()),
+            key_pair_spec: borrowed(self.key_pair_spec.as_deref()),
+            key_agreement_algorithm: borrowed(self.key_agreement_algorithm.as_deref()),
+            key_origin: borrowed(self.key_origin.as_deref()),
             error_kind: borrowed(self.error_kind.map(ErrorKind::as_str)),
             kms_error_type: borrowed(self.kms_error_type.as_deref()),
             kms_status: self.kms_status,
@@ -128,18 +156,23 @@ impl Reply {
     }
 
     /// An upper bound of the JSON's length, so that the zeroizing buffer never grows (growing
-    /// would free an unwiped copy of the plaintext): every field name and the numbers fit in
-    /// 256 bytes, and escaping at most multiplies a string by six (`\u0000`).
+    /// would free an unwiped copy of the plaintext): every field name (about 280 bytes with their
+    /// quotes and separators), the status and the numbers fit in 512 bytes, and escaping at most multiplies a string by six (`\u0000`).
     fn estimated_len(&self) -> usize {
         let strings = [
             self.message.as_ref().map(SecretString::expose),
             self.key_id.as_deref(),
             self.encryption_algorithm.as_deref(),
             self.ciphertext_blob.as_deref(),
+            self.public_key.as_deref(),
+            self.private_key_ciphertext_blob.as_deref(),
+            self.key_pair_spec.as_deref(),
+            self.key_agreement_algorithm.as_deref(),
+            self.key_origin.as_deref(),
             self.kms_error_type.as_deref(),
             self.request_id.as_deref(),
         ];
-        256 + strings
+        512 + strings
             .into_iter()
             .flatten()
             .map(|s| 6 * s.len())
@@ -166,6 +199,11 @@ impl Reply {
             key_id: owned(wire.key_id),
             encryption_algorithm: owned(wire.encryption_algorithm),
             ciphertext_blob: owned(wire.ciphertext_blob),
+            public_key: owned(wire.public_key),
+            private_key_ciphertext_blob: owned(wire.private_key_ciphertext_blob),
+            key_pair_spec: owned(wire.key_pair_spec),
+            key_agreement_algorithm: owned(wire.key_agreement_algorithm),
+            key_origin: owned(wire.key_origin),
             error_kind: wire.error_kind.and_then(|kind| kind.parse().ok()),
             kms_error_type: owned(wire.kms_error_type),
             kms_status: wire.kms_status,
@@ -234,6 +272,41 @@ struct WireReply<'a> {
     )]
     ciphertext_blob: Option<Cow<'a, str>>,
     #[serde(
+        rename = "PublicKey",
+        default,
+        borrow,
+        skip_serializing_if = "Option::is_none"
+    )]
+    public_key: Option<Cow<'a, str>>,
+    #[serde(
+        rename = "PrivateKeyCiphertextBlob",
+        default,
+        borrow,
+        skip_serializing_if = "Option::is_none"
+    )]
+    private_key_ciphertext_blob: Option<Cow<'a, str>>,
+    #[serde(
+        rename = "KeyPairSpec",
+        default,
+        borrow,
+        skip_serializing_if = "Option::is_none"
+    )]
+    key_pair_spec: Option<Cow<'a, str>>,
+    #[serde(
+        rename = "KeyAgreementAlgorithm",
+        default,
+        borrow,
+        skip_serializing_if = "Option::is_none"
+    )]
+    key_agreement_algorithm: Option<Cow<'a, str>>,
+    #[serde(
+        rename = "KeyOrigin",
+        default,
+        borrow,
+        skip_serializing_if = "Option::is_none"
+    )]
+    key_origin: Option<Cow<'a, str>>,
+    #[serde(
         rename = "ErrorKind",
         default,
         borrow,
@@ -298,6 +371,9 @@ mod tests {
         ok.key_id = Some("k".repeat(2048));
         ok.encryption_algorithm = Some("RSAES_OAEP_SHA_256".into());
         ok.ciphertext_blob = Some("Q".repeat(8192));
+        ok.public_key = Some("Q".repeat(2000));
+        ok.private_key_ciphertext_blob = Some("Q".repeat(8192));
+        ok.key_pair_spec = Some("ECC_NIST_P521".into());
         ok.request_id = Some("\u{1}".repeat(256));
         let mut error = Reply::error(ErrorKind::Kms, "\"quoted\" \u{7f}".repeat(100));
         error.kms_error_type = Some("ThrottlingException".into());

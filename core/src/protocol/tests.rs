@@ -66,6 +66,7 @@ fn decrypt() -> impl Strategy<Value = CommandArgs> {
                 key_id,
                 encryption_algorithm: algorithm,
                 grant_tokens: tokens,
+                dry_run: false,
             })
         })
 }
@@ -81,18 +82,74 @@ fn generate_data_key() -> impl Strategy<Value = CommandArgs> {
             size,
             encryption_context: context,
             grant_tokens: tokens,
+            dry_run: false,
         })
     })
 }
 
+fn generate_data_key_pair() -> impl Strategy<Value = CommandArgs> {
+    let spec = proptest::string::string_regex("[A-Z0-9_]{1,64}").expect("regex");
+    (text(64), spec, context(), grant_tokens()).prop_map(|(key_id, spec, context, tokens)| {
+        CommandArgs::GenerateDataKeyPair(GenerateDataKeyPair {
+            key_id,
+            key_pair_spec: spec,
+            encryption_context: context,
+            grant_tokens: tokens,
+            dry_run: false,
+        })
+    })
+}
+
+fn derive_shared_secret() -> impl Strategy<Value = CommandArgs> {
+    (
+        text(64),
+        proptest::collection::vec(any::<u8>(), 1..200),
+        grant_tokens(),
+    )
+        .prop_map(|(key_id, public_key, tokens)| {
+            CommandArgs::DeriveSharedSecret(DeriveSharedSecret {
+                key_id,
+                public_key,
+                key_agreement_algorithm: KeyAgreementAlgorithm::Ecdh,
+                grant_tokens: tokens,
+                dry_run: false,
+            })
+        })
+}
+
+fn generate_random() -> impl Strategy<Value = CommandArgs> {
+    let store =
+        proptest::option::of(proptest::string::string_regex("cks-[0-9a-f]{8}").expect("regex"));
+    (1..=MAX_NUMBER_OF_BYTES, store).prop_map(|(n, store)| {
+        CommandArgs::GenerateRandom(GenerateRandom {
+            number_of_bytes: n,
+            custom_key_store_id: store,
+        })
+    })
+}
+
+/// `args` with `DryRun` set, where the operation has it.
+fn with_dry_run(mut args: CommandArgs, dry_run: bool) -> CommandArgs {
+    match &mut args {
+        CommandArgs::Decrypt(d) => d.dry_run = dry_run,
+        CommandArgs::GenerateDataKey(g) => g.dry_run = dry_run,
+        CommandArgs::GenerateDataKeyPair(g) => g.dry_run = dry_run,
+        CommandArgs::DeriveSharedSecret(d) => d.dry_run = dry_run,
+        CommandArgs::SetClient(_) | CommandArgs::GenerateRandom(_) => {}
+    }
+    args
+}
+
 fn command() -> impl Strategy<Value = CommandArgs> {
-    prop_oneof![
+    let any_command = prop_oneof![
         set_client(),
         decrypt(),
         generate_data_key(),
-        (1..=MAX_NUMBER_OF_BYTES)
-            .prop_map(|n| CommandArgs::GenerateRandom(GenerateRandom { number_of_bytes: n })),
-    ]
+        generate_data_key_pair(),
+        derive_shared_secret(),
+        generate_random(),
+    ];
+    (any_command, any::<bool>()).prop_map(|(args, dry_run)| with_dry_run(args, dry_run))
 }
 
 fn reply() -> impl Strategy<Value = Reply> {
@@ -107,15 +164,33 @@ fn reply() -> impl Strategy<Value = Reply> {
         strings(),
         proptest::option::of(any::<u16>()),
         strings(),
+        (strings(), strings(), strings(), strings(), strings()),
     )
         .prop_map(
-            |(ok, message, key_id, algorithm, blob, kind, kms_type, kms_status, request_id)| {
+            |(
+                ok,
+                message,
+                key_id,
+                algorithm,
+                blob,
+                kind,
+                kms_type,
+                kms_status,
+                request_id,
+                pair,
+            )| {
+                let (public_key, private_blob, spec, agreement, origin) = pair;
                 Reply {
                     status: if ok { Status::Ok } else { Status::Error },
                     message: message.map(SecretString::new),
                     key_id,
                     encryption_algorithm: algorithm,
                     ciphertext_blob: blob,
+                    public_key,
+                    private_key_ciphertext_blob: private_blob,
+                    key_pair_spec: spec,
+                    key_agreement_algorithm: agreement,
+                    key_origin: origin,
                     error_kind: kind,
                     kms_error_type: kms_type,
                     kms_status,
@@ -154,6 +229,7 @@ fn commands_encode_to_the_bytes_the_instance_always_sent() {
         key_id: Some("alias/k".into()),
         encryption_algorithm: Some(EncryptionAlgorithm::SymmetricDefault),
         grant_tokens: vec!["g".into()],
+        dry_run: false,
     });
     assert_eq!(
         String::from_utf8_lossy(&decrypt.to_json(None)),
@@ -169,6 +245,7 @@ fn commands_encode_to_the_bytes_the_instance_always_sent() {
         size: DataKeySize::NumberOfBytes(64),
         encryption_context: EncryptionContext::new(),
         grant_tokens: Vec::new(),
+        dry_run: false,
     });
     assert_eq!(
         &*generate.to_json(Some("r1")),

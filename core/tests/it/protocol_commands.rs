@@ -185,6 +185,38 @@ fn argument_errors_have_upstream_texts() {
             r#"{"Operation":"Decrypt","Ciphertext":"AAAA","RequestId":5}"#,
             "JSON is wrong type",
         ),
+        (
+            r#"{"Operation":"GenerateDataKeyPair","KeyId":"k"}"#,
+            "JSON structure incomplete: KeyPairSpec is required",
+        ),
+        (
+            r#"{"Operation":"GenerateDataKeyPair","KeyPairSpec":"RSA_2048"}"#,
+            "JSON structure incomplete: KeyId is required",
+        ),
+        (
+            r#"{"Operation":"GenerateDataKeyPair","KeyId":"k","KeyPairSpec":"rsa 2048"}"#,
+            "JSON is wrong type: KeyPairSpec must be 1 to 64 capital letters, digits and underscores, e.g. RSA_2048 or ECC_NIST_P256",
+        ),
+        (
+            r#"{"Operation":"GenerateDataKeyPair","KeyId":"k","KeyPairSpec":2048}"#,
+            "JSON is wrong type",
+        ),
+        (
+            r#"{"Operation":"DeriveSharedSecret","KeyId":"k"}"#,
+            "JSON structure incomplete: PublicKey is required",
+        ),
+        (
+            r#"{"Operation":"DeriveSharedSecret","KeyId":"k","PublicKey":"!!"}"#,
+            "JSON is wrong type: PublicKey must be standard padded base64",
+        ),
+        (
+            r#"{"Operation":"DeriveSharedSecret","KeyId":"k","PublicKey":""}"#,
+            "JSON is wrong type: PublicKey must decode to 1 to 8192 bytes",
+        ),
+        (
+            r#"{"Operation":"DeriveSharedSecret","KeyId":"k","PublicKey":"AAAA","KeyAgreementAlgorithm":"DH"}"#,
+            "JSON is wrong type: KeyAgreementAlgorithm must be ECDH",
+        ),
     ];
     for (frame, text) in cases {
         let got = error_text(frame.as_bytes()).unwrap_or_default();

@@ -677,6 +677,128 @@ async fn generate_random_output_formats_are_byte_exact() {
     assert_eq!(String::from_utf8(json).unwrap(), expected);
 }
 
+#[tokio::test]
+async fn generate_data_key_pair_output_formats_are_byte_exact() {
+    let private_key = b"\x30\x81\x87 PKCS #8".to_vec();
+    let reply = json!({
+        "Status": "Ok",
+        "Message": B64.encode(&private_key),
+        "PublicKey": B64.encode(b"SPKI"),
+        "PrivateKeyCiphertextBlob": B64.encode(b"encrypted private key"),
+        "KeyId": ARN,
+        "KeyPairSpec": "ECC_NIST_P256",
+    });
+    let args = [
+        "generate-data-key-pair",
+        "--key-id",
+        "alias/app",
+        "--key-pair-spec",
+        "ECC_NIST_P256",
+    ];
+    let (json, command) = output_from_fake(&reply, &args).await;
+    // Every field, named as `aws kms generate-data-key-pair` names them.
+    let expected = format!(
+        "{{\n  \"KeyId\": \"{ARN}\",\n  \"KeyPairSpec\": \"ECC_NIST_P256\",\n  \"PrivateKeyCiphertextBlob\": \"{}\",\n  \"PrivateKeyPlaintext\": \"{}\",\n  \"PublicKey\": \"{}\"\n}}\n",
+        B64.encode(b"encrypted private key"),
+        B64.encode(&private_key),
+        B64.encode(b"SPKI"),
+    );
+    assert_eq!(String::from_utf8(json).unwrap(), expected);
+    assert_eq!(
+        command,
+        json!({"Operation": "GenerateDataKeyPair", "KeyId": "alias/app", "KeyPairSpec": "ECC_NIST_P256"})
+    );
+    let (base64, command) = output_from_fake(
+        &reply,
+        &[
+            &args[..],
+            &[
+                "--output",
+                "base64",
+                "--encryption-context",
+                "k=v",
+                "--grant-token",
+                "g",
+            ],
+        ]
+        .concat(),
+    )
+    .await;
+    assert_eq!(
+        String::from_utf8(base64).unwrap(),
+        format!(
+            "PUBLICKEY: {}\nCIPHERTEXT: {}\nPLAINTEXT: {}\n",
+            B64.encode(b"SPKI"),
+            B64.encode(b"encrypted private key"),
+            B64.encode(&private_key)
+        )
+    );
+    assert_eq!(command["EncryptionContext"], json!({"k": "v"}));
+    assert_eq!(command["GrantTokens"], json!(["g"]));
+}
+
+#[tokio::test]
+async fn derive_shared_secret_output_formats_are_byte_exact() {
+    let secret = [0x5au8; 32];
+    let reply = json!({
+        "Status": "Ok",
+        "Message": B64.encode(secret),
+        "KeyId": ARN,
+        "KeyAgreementAlgorithm": "ECDH",
+        "KeyOrigin": "AWS_KMS",
+    });
+    let peer = b"\x30\x59 peer SPKI";
+    let args = [
+        "derive-shared-secret",
+        "--key-id",
+        "alias/ecdh",
+        "--public-key",
+        &B64.encode(peer),
+    ];
+    let (base64, command) = output_from_fake(&reply, &args).await;
+    assert_eq!(base64, format!("{}\n", B64.encode(secret)).into_bytes());
+    assert_eq!(
+        command,
+        json!({
+            "Operation": "DeriveSharedSecret",
+            "KeyId": "alias/ecdh",
+            "PublicKey": B64.encode(peer),
+            "KeyAgreementAlgorithm": "ECDH",
+        })
+    );
+    let (json, _) = output_from_fake(&reply, &[&args[..], &["--output", "json"]].concat()).await;
+    let expected = format!(
+        "{{\n  \"KeyAgreementAlgorithm\": \"ECDH\",\n  \"KeyId\": \"{ARN}\",\n  \"KeyOrigin\": \"AWS_KMS\",\n  \"SharedSecret\": \"{}\"\n}}\n",
+        B64.encode(secret)
+    );
+    assert_eq!(String::from_utf8(json).unwrap(), expected);
+
+    // A PEM file gives the same request.
+    let dir = tempfile::tempdir().unwrap();
+    let pem = dir.path().join("peer.pem");
+    std::fs::write(
+        &pem,
+        format!(
+            "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
+            B64.encode(peer)
+        ),
+    )
+    .unwrap();
+    let pem = pem.to_str().unwrap();
+    let (_, from_file) = output_from_fake(
+        &reply,
+        &[
+            "derive-shared-secret",
+            "--key-id",
+            "alias/ecdh",
+            "--public-key-file",
+            pem,
+        ],
+    )
+    .await;
+    assert_eq!(from_file, command);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn generated_data_keys_and_random_bytes_from_the_real_enclave() {
     let setup = Setup::start().await;

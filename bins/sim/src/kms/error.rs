@@ -117,6 +117,23 @@ impl KmsError {
         Self::new(400, "InvalidKeyUsageException", message)
     }
 
+    /// `UnsupportedOperationException` (400): the key cannot do this (API Reference, e.g.
+    /// GetPublicKey of a symmetric key).
+    pub fn unsupported_operation(message: impl Into<String>) -> Self {
+        Self::new(400, "UnsupportedOperationException", message)
+    }
+
+    /// `DryRunOperationException` (400): the request would have succeeded, but `DryRun` was
+    /// set (API Reference, DryRunOperationException: "The request was rejected because the
+    /// DryRun parameter was specified.").
+    pub fn dry_run() -> Self {
+        Self::new(
+            400,
+            "DryRunOperationException",
+            "The request would have succeeded, but the DryRun option is set.",
+        )
+    }
+
     /// `MissingAuthenticationTokenException` (400): no `Authorization` at all.
     pub fn missing_authentication() -> Self {
         Self::new(

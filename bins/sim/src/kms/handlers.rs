@@ -1,7 +1,11 @@
 //! The operations, in KMS's JSON 1.1 protocol with KMS's member names (AWS KMS API Reference:
 //! CreateKey, CreateAlias, DescribeKey, ListKeys, Encrypt, Decrypt, GenerateDataKey,
-//! GenerateRandom). Requests are parsed into typed structs at the edge; unknown members are
-//! ignored, as KMS ignores them.
+//! GenerateDataKeyPair, GenerateRandom, GetPublicKey, DeriveSharedSecret). Requests are parsed
+//! into typed structs at the edge; unknown members are ignored, as KMS ignores them.
+//!
+//! `DryRun` (GenerateDataKeyPair, DeriveSharedSecret): the request is checked as far as it
+//! would be without it, then answered with `DryRunOperationException` (API Reference,
+//! DryRunOperationException) and no key material. The older operations ignore `DryRun`.
 
 use std::sync::Mutex;
 use std::time::SystemTime;
@@ -12,6 +16,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
+use super::asymmetric::{self, KeyPairSpec, KeyUsage};
 use super::clock::epoch_seconds;
 use super::credentials::SimCredentials;
 use super::error::KmsError;
@@ -44,11 +49,17 @@ pub enum Operation {
     GenerateDataKey,
     /// `GenerateRandom`.
     GenerateRandom,
+    /// `GetPublicKey`.
+    GetPublicKey,
+    /// `GenerateDataKeyPair`.
+    GenerateDataKeyPair,
+    /// `DeriveSharedSecret`.
+    DeriveSharedSecret,
 }
 
 impl Operation {
     /// Every operation.
-    pub const ALL: [Operation; 8] = [
+    pub const ALL: [Operation; 11] = [
         Self::CreateKey,
         Self::CreateAlias,
         Self::DescribeKey,
@@ -57,6 +68,9 @@ impl Operation {
         Self::Decrypt,
         Self::GenerateDataKey,
         Self::GenerateRandom,
+        Self::GetPublicKey,
+        Self::GenerateDataKeyPair,
+        Self::DeriveSharedSecret,
     ];
 
     /// The operation's name, e.g. `Decrypt`.
@@ -70,6 +84,9 @@ impl Operation {
             Self::Decrypt => "Decrypt",
             Self::GenerateDataKey => "GenerateDataKey",
             Self::GenerateRandom => "GenerateRandom",
+            Self::GetPublicKey => "GetPublicKey",
+            Self::GenerateDataKeyPair => "GenerateDataKeyPair",
+            Self::DeriveSharedSecret => "DeriveSharedSecret",
         }
     }
 
@@ -106,6 +123,9 @@ pub fn handle(op: Operation, body: &[u8], ctx: &Context<'_>) -> Result<Vec<u8>, 
         Operation::Decrypt => decrypt(parse(op, body)?, ctx),
         Operation::GenerateDataKey => generate_data_key(parse(op, body)?, ctx),
         Operation::GenerateRandom => generate_random(parse(op, body)?, ctx),
+        Operation::GetPublicKey => get_public_key(parse(op, body)?, ctx),
+        Operation::GenerateDataKeyPair => generate_data_key_pair(parse(op, body)?, ctx),
+        Operation::DeriveSharedSecret => derive_shared_secret(parse(op, body)?, ctx),
     }
 }
 
@@ -192,8 +212,27 @@ struct KeyMetadataJson<'a> {
     key_manager: &'static str,
     customer_master_key_spec: &'static str,
     key_spec: &'static str,
-    encryption_algorithms: [&'static str; 1],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    encryption_algorithms: Option<[&'static str; 1]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key_agreement_algorithms: Option<[&'static str; 1]>,
     multi_region: bool,
+}
+
+/// The only key agreement algorithm (API Reference, DeriveSharedSecret,
+/// `KeyAgreementAlgorithm`: "The only valid value is ECDH").
+const ECDH: &str = "ECDH";
+
+/// `EncryptionAlgorithms` and `KeyAgreementAlgorithms` of a key: KMS lists the first only for
+/// `ENCRYPT_DECRYPT` keys and the second only for `KEY_AGREEMENT` keys (API Reference,
+/// KeyMetadata and GetPublicKey).
+type Algorithms = (Option<[&'static str; 1]>, Option<[&'static str; 1]>);
+
+fn algorithms(meta: &KeyMetadata) -> Algorithms {
+    match meta.key_usage {
+        KeyUsage::EncryptDecrypt => (Some([SYMMETRIC_DEFAULT]), None),
+        KeyUsage::KeyAgreement => (None, Some([ECDH])),
+    }
 }
 
 #[derive(Serialize)]
@@ -203,6 +242,7 @@ struct KeyMetadataOutput<'a> {
 }
 
 fn metadata_json(meta: &KeyMetadata) -> KeyMetadataOutput<'_> {
+    let (encryption_algorithms, key_agreement_algorithms) = algorithms(meta);
     KeyMetadataOutput {
         key_metadata: KeyMetadataJson {
             aws_account_id: &meta.account_id,
@@ -211,13 +251,14 @@ fn metadata_json(meta: &KeyMetadata) -> KeyMetadataOutput<'_> {
             creation_date: epoch_seconds(meta.creation_date),
             enabled: true,
             description: &meta.description,
-            key_usage: "ENCRYPT_DECRYPT",
+            key_usage: meta.key_usage.name(),
             key_state: "Enabled",
             origin: "AWS_KMS",
             key_manager: "CUSTOMER",
-            customer_master_key_spec: SYMMETRIC_DEFAULT,
-            key_spec: SYMMETRIC_DEFAULT,
-            encryption_algorithms: [SYMMETRIC_DEFAULT],
+            customer_master_key_spec: meta.key_spec.name(),
+            key_spec: meta.key_spec.name(),
+            encryption_algorithms,
+            key_agreement_algorithms,
             multi_region: false,
         },
     }
@@ -233,23 +274,11 @@ struct CreateKeyInput {
 }
 
 fn create_key(input: CreateKeyInput, ctx: &Context<'_>) -> Result<Vec<u8>, KmsError> {
-    if let Some(usage) = input
-        .key_usage
-        .as_deref()
-        .filter(|u| *u != "ENCRYPT_DECRYPT")
-    {
-        return Err(KmsError::validation(format!(
-            "The emulator creates only ENCRYPT_DECRYPT keys, not {usage}."
-        )));
-    }
+    // `CustomerMasterKeySpec` is the deprecated name of `KeySpec` (API Reference, CreateKey).
     let spec = input.key_spec.or(input.customer_master_key_spec);
-    if let Some(spec) = spec.as_deref().filter(|s| *s != SYMMETRIC_DEFAULT) {
-        return Err(KmsError::validation(format!(
-            "The emulator creates only SYMMETRIC_DEFAULT keys, not {spec}."
-        )));
-    }
+    let (spec, usage) = asymmetric::create_key_spec(spec.as_deref(), input.key_usage.as_deref())?;
     let description = input.description.unwrap_or_default();
-    let meta = keystore(ctx)?.create_key(&description, ctx.now);
+    let meta = keystore(ctx)?.create_key_of(&description, spec, usage, ctx.now)?;
     to_json(&metadata_json(&meta))
 }
 
@@ -478,7 +507,12 @@ fn generate_data_key(input: GenerateDataKeyInput, ctx: &Context<'_>) -> Result<V
         Some(&arn),
     )?;
     let data_key = random_bytes(length);
-    let (meta, blob) = store.encrypt(key_id, &data_key, &input.encryption_context)?;
+    let (meta, blob) = store.encrypt_for(
+        "GenerateDataKey",
+        key_id,
+        &data_key,
+        &input.encryption_context,
+    )?;
     drop(store);
     let (plaintext, for_recipient) = deliver(&data_key, recipient.as_ref())?;
     to_json(&KeyMaterialOutput {
@@ -517,5 +551,181 @@ fn generate_random(input: GenerateRandomInput, ctx: &Context<'_>) -> Result<Vec<
         plaintext: plaintext.as_deref().map(String::as_str),
         ciphertext_for_recipient: for_recipient,
         encryption_algorithm: None,
+    })
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct GetPublicKeyOutput<'a> {
+    key_id: &'a str,
+    public_key: String,
+    customer_master_key_spec: &'static str,
+    key_spec: &'static str,
+    key_usage: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    encryption_algorithms: Option<[&'static str; 1]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key_agreement_algorithms: Option<[&'static str; 1]>,
+}
+
+fn get_public_key(input: KeyIdInput, ctx: &Context<'_>) -> Result<Vec<u8>, KmsError> {
+    let key_id = required(&input.key_id, "keyId")?;
+    let store = keystore(ctx)?;
+    let (meta, public_key) = store.public_key(key_id)?;
+    let (encryption_algorithms, key_agreement_algorithms) = algorithms(meta);
+    to_json(&GetPublicKeyOutput {
+        key_id: &meta.arn,
+        public_key: STANDARD.encode(public_key),
+        customer_master_key_spec: meta.key_spec.name(),
+        key_spec: meta.key_spec.name(),
+        key_usage: meta.key_usage.name(),
+        encryption_algorithms,
+        key_agreement_algorithms,
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct GenerateDataKeyPairInput {
+    key_id: Option<String>,
+    key_pair_spec: Option<String>,
+    #[serde(default)]
+    encryption_context: EncryptionContext,
+    #[serde(default)]
+    dry_run: bool,
+    recipient: Option<RecipientParam>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct GenerateDataKeyPairOutput<'a> {
+    private_key_ciphertext_blob: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    private_key_plaintext: Option<&'a str>,
+    public_key: String,
+    key_id: &'a str,
+    key_pair_spec: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ciphertext_for_recipient: Option<String>,
+}
+
+/// GenerateDataKeyPair: a fresh pair, the PKCS#8 private key encrypted under a symmetric
+/// `ENCRYPT_DECRYPT` key as Encrypt would (so Decrypt of `PrivateKeyCiphertextBlob` with the
+/// same context gives the PKCS#8 back), and the PKCS#8 in `PrivateKeyPlaintext` or, for an
+/// attested caller, only in `CiphertextForRecipient` (API Reference, GenerateDataKeyPair).
+fn generate_data_key_pair(
+    input: GenerateDataKeyPairInput,
+    ctx: &Context<'_>,
+) -> Result<Vec<u8>, KmsError> {
+    let key_id = required(&input.key_id, "keyId")?;
+    let spec = KeyPairSpec::parse(required(&input.key_pair_spec, "keyPairSpec")?)?;
+    let recipient = accept_recipient(input.recipient.as_ref(), ctx)?;
+    let arn = keystore(ctx)?
+        .usable_for(key_id, KeyUsage::EncryptDecrypt, "GenerateDataKeyPair")?
+        .arn
+        .clone();
+    ctx.policy.check(
+        recipient.as_ref(),
+        &ctx.principal.principal_arn,
+        "GenerateDataKeyPair",
+        Some(&arn),
+    )?;
+    if input.dry_run {
+        return Err(KmsError::dry_run());
+    }
+    // Outside the keystore's lock: an RSA-4096 pair takes a while.
+    let pair = asymmetric::generate_data_key_pair(spec)?;
+    let (meta, blob) = keystore(ctx)?.encrypt_for(
+        "GenerateDataKeyPair",
+        key_id,
+        &pair.private_key,
+        &input.encryption_context,
+    )?;
+    let (plaintext, for_recipient) = deliver(&pair.private_key, recipient.as_ref())?;
+    to_json(&GenerateDataKeyPairOutput {
+        private_key_ciphertext_blob: STANDARD.encode(blob),
+        private_key_plaintext: plaintext.as_deref().map(String::as_str),
+        public_key: STANDARD.encode(&pair.public_key),
+        key_id: &meta.arn,
+        key_pair_spec: spec.name(),
+        ciphertext_for_recipient: for_recipient,
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct DeriveSharedSecretInput {
+    key_id: Option<String>,
+    key_agreement_algorithm: Option<String>,
+    public_key: Option<String>,
+    #[serde(default)]
+    dry_run: bool,
+    recipient: Option<RecipientParam>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct DeriveSharedSecretOutput<'a> {
+    key_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shared_secret: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ciphertext_for_recipient: Option<String>,
+    key_agreement_algorithm: &'static str,
+    key_origin: &'static str,
+}
+
+/// Largest `PublicKey` of DeriveSharedSecret (API Reference: length 1 to 8192).
+const MAX_PEER_PUBLIC_KEY: usize = 8192;
+
+/// DeriveSharedSecret: ECDH between a `KEY_AGREEMENT` key's private key and the peer's public
+/// key; the raw secret in `SharedSecret` or, for an attested caller, only in
+/// `CiphertextForRecipient` (API Reference, DeriveSharedSecret).
+fn derive_shared_secret(
+    input: DeriveSharedSecretInput,
+    ctx: &Context<'_>,
+) -> Result<Vec<u8>, KmsError> {
+    let key_id = required(&input.key_id, "keyId")?;
+    let algorithm = required(&input.key_agreement_algorithm, "keyAgreementAlgorithm")?;
+    if algorithm != ECDH {
+        return Err(KmsError::constraint(
+            algorithm,
+            "keyAgreementAlgorithm",
+            "Member must satisfy enum value set: [ECDH]",
+        ));
+    }
+    let peer = decode_blob(required(&input.public_key, "publicKey")?, "publicKey")?;
+    if peer.is_empty() || peer.len() > MAX_PEER_PUBLIC_KEY {
+        return Err(KmsError::constraint(
+            "[binary]",
+            "publicKey",
+            "Member must have length between 1 and 8192",
+        ));
+    }
+    let recipient = accept_recipient(input.recipient.as_ref(), ctx)?;
+    let store = keystore(ctx)?;
+    let arn = store
+        .usable_for(key_id, KeyUsage::KeyAgreement, "DeriveSharedSecret")?
+        .arn
+        .clone();
+    ctx.policy.check(
+        recipient.as_ref(),
+        &ctx.principal.principal_arn,
+        "DeriveSharedSecret",
+        Some(&arn),
+    )?;
+    // The public key is checked (by deriving) before a dry run answers.
+    let (meta, secret) = store.derive_shared_secret(key_id, &peer)?;
+    drop(store);
+    if input.dry_run {
+        return Err(KmsError::dry_run());
+    }
+    let (plaintext, for_recipient) = deliver(&secret, recipient.as_ref())?;
+    to_json(&DeriveSharedSecretOutput {
+        key_id: &meta.arn,
+        shared_secret: plaintext.as_deref().map(String::as_str),
+        ciphertext_for_recipient: for_recipient,
+        key_agreement_algorithm: ECDH,
+        key_origin: "AWS_KMS",
     })
 }

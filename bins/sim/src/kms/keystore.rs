@@ -1,4 +1,5 @@
-//! Symmetric KMS keys, their aliases, and the emulator's ciphertext blobs.
+//! KMS keys (symmetric ones and ECDH `KEY_AGREEMENT` ones), their aliases, and the emulator's
+//! ciphertext blobs.
 //!
 //! A key is 32 random bytes used with AES-256-GCM. A ciphertext blob is
 //! `01 02 02 00 | key id (16 bytes) | nonce (12) | AES-GCM ciphertext and tag`, with the key's
@@ -12,6 +13,7 @@ use std::time::SystemTime;
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use zeroize::Zeroizing;
 
+use super::asymmetric::{AgreementKey, KeySpec, KeyUsage};
 use super::error::KmsError;
 
 /// The encryption context of a request: string keys to string values.
@@ -41,11 +43,23 @@ pub struct KeyMetadata {
     pub description: String,
     /// When it was created.
     pub creation_date: SystemTime,
+    /// `KeySpec`.
+    pub key_spec: KeySpec,
+    /// `KeyUsage`.
+    pub key_usage: KeyUsage,
 }
 
 struct Key {
     metadata: KeyMetadata,
-    material: Zeroizing<[u8; 32]>,
+    material: Material,
+}
+
+/// What a key holds; neither kind shows in `Debug` (there is none).
+enum Material {
+    /// A `SYMMETRIC_DEFAULT` key: 32 bytes for AES-256-GCM.
+    Symmetric(Zeroizing<[u8; 32]>),
+    /// A `KEY_AGREEMENT` key pair.
+    Agreement(AgreementKey),
 }
 
 /// All keys and aliases of one emulated account in one region.
@@ -78,15 +92,61 @@ impl Keystore {
         }
     }
 
-    /// Creates a key with fresh random material.
+    /// Creates a `SYMMETRIC_DEFAULT` key with fresh random material.
     pub fn create_key(&mut self, description: &str, now: SystemTime) -> KeyMetadata {
+        let mut material = Zeroizing::new([0u8; 32]);
+        fill_random(material.as_mut());
+        self.insert(
+            description,
+            now,
+            KeySpec::SymmetricDefault,
+            KeyUsage::EncryptDecrypt,
+            Material::Symmetric(material),
+        )
+    }
+
+    /// Creates a key of `spec` and `usage` (a pair [`super::asymmetric::create_key_spec`]
+    /// accepted) with fresh material.
+    pub fn create_key_of(
+        &mut self,
+        description: &str,
+        spec: KeySpec,
+        usage: KeyUsage,
+        now: SystemTime,
+    ) -> Result<KeyMetadata, KmsError> {
+        match (spec, usage) {
+            (KeySpec::SymmetricDefault, KeyUsage::EncryptDecrypt) => {
+                Ok(self.create_key(description, now))
+            }
+            (KeySpec::EccNistP256 | KeySpec::EccNistP384 | KeySpec::EccNistP521, _) => {
+                let key = AgreementKey::generate(spec)?;
+                Ok(self.insert(
+                    description,
+                    now,
+                    spec,
+                    KeyUsage::KeyAgreement,
+                    Material::Agreement(key),
+                ))
+            }
+            (KeySpec::SymmetricDefault, KeyUsage::KeyAgreement) => Err(KmsError::validation(
+                "KeyUsage KEY_AGREEMENT is not compatible with KeySpec SYMMETRIC_DEFAULT",
+            )),
+        }
+    }
+
+    fn insert(
+        &mut self,
+        description: &str,
+        now: SystemTime,
+        key_spec: KeySpec,
+        key_usage: KeyUsage,
+        material: Material,
+    ) -> KeyMetadata {
         let mut id = [0u8; KEY_ID_LEN];
         fill_random(&mut id);
         // A version-4 UUID, as KMS key ids are.
         id[6] = (id[6] & 0x0f) | 0x40;
         id[8] = (id[8] & 0x3f) | 0x80;
-        let mut material = Zeroizing::new([0u8; 32]);
-        fill_random(material.as_mut());
         let key_id = format_uuid(&id);
         let metadata = KeyMetadata {
             arn: self.arn("key", &key_id),
@@ -94,6 +154,8 @@ impl Keystore {
             account_id: self.account_id.clone(),
             description: description.to_owned(),
             creation_date: now,
+            key_spec,
+            key_usage,
         };
         self.keys.insert(
             id,
@@ -103,6 +165,59 @@ impl Keystore {
             },
         );
         metadata
+    }
+
+    /// The public key (DER SPKI) of an asymmetric key, as `GetPublicKey` returns it; a
+    /// symmetric key has none (`UnsupportedOperationException`, API Reference, GetPublicKey:
+    /// "The request was rejected because a specified parameter is not supported or a
+    /// specified resource is not valid for this operation").
+    pub fn public_key(&self, key_id: &str) -> Result<(&KeyMetadata, &[u8]), KmsError> {
+        let key = self.key(key_id)?;
+        match &key.material {
+            Material::Agreement(pair) => Ok((&key.metadata, pair.public_key())),
+            Material::Symmetric(_) => Err(KmsError::unsupported_operation(
+                "The request was rejected because a specified parameter is not supported or a \
+                 specified resource is not valid for this operation.",
+            )),
+        }
+    }
+
+    /// ECDH between a `KEY_AGREEMENT` key and the peer's public key (DER SPKI), as
+    /// `DeriveSharedSecret` does. Any other key is an `InvalidKeyUsageException` in KMS's
+    /// words (`<key ARN> key usage is <usage> which is not valid for <operation>.`).
+    pub fn derive_shared_secret(
+        &self,
+        key_id: &str,
+        peer_spki: &[u8],
+    ) -> Result<(KeyMetadata, Zeroizing<Vec<u8>>), KmsError> {
+        let key = self.key(key_id)?;
+        match &key.material {
+            Material::Agreement(pair) => Ok((key.metadata.clone(), pair.derive(peer_spki)?)),
+            Material::Symmetric(_) => Err(wrong_usage(&key.metadata, "DeriveSharedSecret")),
+        }
+    }
+
+    /// The metadata of a key whose `KeyUsage` is `usage`; another key is an
+    /// `InvalidKeyUsageException` naming `operation`.
+    pub fn usable_for(
+        &self,
+        key_id: &str,
+        usage: KeyUsage,
+        operation: &str,
+    ) -> Result<&KeyMetadata, KmsError> {
+        let key = self.key(key_id)?;
+        if key.metadata.key_usage == usage {
+            Ok(&key.metadata)
+        } else {
+            Err(wrong_usage(&key.metadata, operation))
+        }
+    }
+
+    fn key(&self, key_id: &str) -> Result<&Key, KmsError> {
+        let id = self.resolve(key_id)?;
+        self.keys
+            .get(&id)
+            .ok_or_else(|| self.key_not_found(&format_uuid(&id)))
     }
 
     /// Points `alias/<name>` at a key (`CreateAlias`).
@@ -146,9 +261,11 @@ impl Keystore {
         self.keys.values().map(|k| &k.metadata)
     }
 
-    /// Encrypts `plaintext` under a key, binding `context`.
-    pub fn encrypt(
+    /// Encrypts `plaintext` under a key, binding `context`; `operation` names the KMS
+    /// operation in the `InvalidKeyUsageException` a key that is not `ENCRYPT_DECRYPT` gets.
+    pub fn encrypt_for(
         &self,
+        operation: &str,
         key_id: &str,
         plaintext: &[u8],
         context: &EncryptionContext,
@@ -158,11 +275,14 @@ impl Keystore {
             .keys
             .get(&id)
             .ok_or_else(|| self.key_not_found(&format_uuid(&id)))?;
+        let Material::Symmetric(material) = &key.material else {
+            return Err(wrong_usage(&key.metadata, operation));
+        };
         let mut nonce = [0u8; NONCE_LEN];
         fill_random(&mut nonce);
         let mut sealed = plaintext.to_vec();
         let aad = aad(&key.metadata.arn, context);
-        gcm_key(&key.material)
+        gcm_key(material)
             .seal_in_place_append_tag(
                 Nonce::assume_unique_for_key(nonce),
                 Aad::from(&aad),
@@ -175,6 +295,16 @@ impl Keystore {
         blob.extend_from_slice(&nonce);
         blob.extend_from_slice(&sealed);
         Ok((key.metadata.clone(), blob))
+    }
+
+    /// Encrypts `plaintext` under a key, binding `context` (`Encrypt`).
+    pub fn encrypt(
+        &self,
+        key_id: &str,
+        plaintext: &[u8],
+        context: &EncryptionContext,
+    ) -> Result<(KeyMetadata, Vec<u8>), KmsError> {
+        self.encrypt_for("Encrypt", key_id, plaintext, context)
     }
 
     /// The key a blob was made under (what KMS reads before it authorizes a Decrypt).
@@ -201,9 +331,13 @@ impl Keystore {
         {
             return Err(KmsError::incorrect_key());
         }
+        // Only symmetric keys make blobs, so a blob naming another key is not one of ours.
+        let Material::Symmetric(material) = &key.material else {
+            return Err(KmsError::invalid_ciphertext());
+        };
         let mut opened = Zeroizing::new(sealed.to_vec());
         let aad = aad(&key.metadata.arn, context);
-        let len = gcm_key(&key.material)
+        let len = gcm_key(material)
             .open_in_place(
                 Nonce::assume_unique_for_key(*nonce),
                 Aad::from(&aad),
@@ -270,6 +404,18 @@ fn split_blob(blob: &[u8]) -> Result<BlobParts<'_>, KmsError> {
         return Err(KmsError::invalid_ciphertext());
     }
     Ok((id, nonce, sealed))
+}
+
+/// KMS's words for a key whose `KeyUsage` does not allow the operation: "<key ARN> key usage is
+/// <usage> which is not valid for <operation>." (as KMS answers and local emulators such as
+/// local-kms reproduce it; API Reference, InvalidKeyUsageException: "The KeyUsage value of the
+/// KMS key is incompatible with the API operation").
+fn wrong_usage(meta: &KeyMetadata, operation: &str) -> KmsError {
+    KmsError::invalid_key_usage(format!(
+        "{} key usage is {} which is not valid for {operation}.",
+        meta.arn,
+        meta.key_usage.name()
+    ))
 }
 
 /// KMS's words for a blob whose key it cannot use.

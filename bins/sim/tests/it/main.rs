@@ -5,6 +5,7 @@ mod clock;
 mod emulator;
 mod fixtures;
 
+mod asymmetric;
 mod bench;
 mod imds;
 mod independent;

@@ -14,7 +14,7 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use kmstool_core::cms;
 use kmstool_core::crypto::{Backend, RecipientKey};
 use kmstool_core::framing::{self, FrameDecoder};
-use kmstool_core::kms::request::{KmsRequest, RequestTarget, http_request};
+use kmstool_core::kms::request::{AttestationDocument, KmsRequest, RequestTarget, http_request};
 use kmstool_core::kms::response;
 use kmstool_core::protocol::{Decrypt, EncryptionContext, parse_command};
 use kmstool_core::secret::{Credentials, SecretString};
@@ -119,7 +119,7 @@ fn command_parse(c: &mut Criterion) {
 
 fn kms_request(c: &mut Criterion) {
     let mut group = c.benchmark_group("kms_request");
-    let document = attestation_document();
+    let document = AttestationDocument::new(attestation_document());
     let call = decrypt_call();
     let credentials = credentials();
     let time = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_926_322);

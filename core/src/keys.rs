@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::crypto::{Backend, RecipientKey};
+use crate::kms::request::AttestationDocument;
 use crate::nsm::Nsm;
 use crate::nsm::gate::NsmLimits;
 use crate::session::Attestation;
@@ -28,7 +29,7 @@ pub struct EnclaveKeys {
     created: Instant,
     rotate_every: Option<Duration>,
     reuse_document_for: Duration,
-    document: Option<(u64, Vec<u8>, Instant)>,
+    document: Option<(u64, AttestationDocument, Instant)>,
 }
 
 impl EnclaveKeys {
@@ -87,9 +88,14 @@ impl EnclaveKeys {
 
     /// Remembers a document made at `now` for key `generation` (ignored when reuse is off or
     /// the key has rotated since).
-    pub fn store_document(&mut self, generation: u64, document: &[u8], now: Instant) {
+    pub fn store_document(
+        &mut self,
+        generation: u64,
+        document: &AttestationDocument,
+        now: Instant,
+    ) {
         if !self.reuse_document_for.is_zero() && generation == self.generation {
-            self.document = Some((generation, document.to_vec(), now));
+            self.document = Some((generation, document.clone(), now));
         }
     }
 
@@ -118,6 +124,7 @@ impl EnclaveKeys {
         document: Vec<u8>,
         now: Instant,
     ) -> Attestation {
+        let document = AttestationDocument::new(document);
         self.store_document(generation, &document, now);
         Attestation { key, document }
     }
@@ -243,7 +250,8 @@ mod tests {
     }
 
     fn reusable(keys: &EnclaveKeys, now: Instant) -> Option<Vec<u8>> {
-        keys.reusable_document(now).map(|a| a.document)
+        keys.reusable_document(now)
+            .map(|a| a.document.as_bytes().to_vec())
     }
 
     #[test]

@@ -5,7 +5,7 @@
 #![no_main]
 
 use kmstool_core::instance::set_client_json;
-use kmstool_core::kms::request::KmsRequest;
+use kmstool_core::kms::request::{AttestationDocument, KmsRequest};
 use kmstool_core::protocol::{CommandArgs, parse_command};
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
@@ -18,7 +18,7 @@ fn reparse(json: &[u8]) -> CommandArgs {
 
 /// The KMS request body of `call`, as JSON.
 fn kms_body(call: &KmsRequest) -> serde_json::Map<String, Value> {
-    match serde_json::from_slice(&call.body(b"document")) {
+    match serde_json::from_slice(&call.body(&AttestationDocument::new(b"document".to_vec()))) {
         Ok(Value::Object(object)) => object,
         other => panic!("KMS body is not an object: {other:?}"),
     }

@@ -238,7 +238,7 @@ fuzz_target!(|input: Input<'_>| {
                     let result = if ok {
                         Ok(Attestation {
                             key: key(),
-                            document: b"doc".to_vec(),
+                            document: b"doc".to_vec().into(),
                         })
                     } else {
                         Err(AttestationFailure {
@@ -287,7 +287,7 @@ fuzz_target!(|input: Input<'_>| {
                             id,
                             Ok(Attestation {
                                 key: key(),
-                                document: b"doc".to_vec(),
+                                document: b"doc".to_vec().into(),
                             }),
                         ),
                     }

@@ -53,7 +53,7 @@ use zeroize::Zeroizing;
 use crate::cms::{self, CmsError};
 use crate::crypto::RecipientKey;
 use crate::http::{HttpError, HttpLimits, Progress, Response, ResponseParser};
-use crate::kms::request::{self, KmsRequest, RequestTarget};
+use crate::kms::request::{self, AttestationDocument, KmsRequest, RequestTarget};
 use crate::kms::response::{self, KmsOutput, KmsResponseError, KmsServiceError};
 use crate::kms::skew::{self, ClockOffset};
 use crate::protocol::{DataKeySize, ErrorKind, KeySpec};
@@ -70,7 +70,7 @@ pub struct Attestation {
     /// The enclave key whose public half is in the document.
     pub key: Arc<RecipientKey>,
     /// The COSE_Sign1 document from the NSM.
-    pub document: Vec<u8>,
+    pub document: AttestationDocument,
 }
 
 /// The NSM could not attest.
@@ -487,7 +487,7 @@ impl Call {
         if attested {
             call.actions.push_back(CallAction::Attest);
         } else {
-            call.body = call.request.body(&[]);
+            call.body = call.request.body(&AttestationDocument::default());
             call.send(now);
         }
         call

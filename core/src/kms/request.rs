@@ -2,10 +2,12 @@
 //! request around them.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use base64::Engine as _;
 use serde::Serialize;
+use serde_json::value::RawValue;
 use zeroize::Zeroizing;
 
 use crate::http::{RequestError, write_request};
@@ -99,11 +101,11 @@ impl KmsRequest {
     /// The JSON body, with `Recipient` carrying `attestation_document` when the request
     /// [takes one](KmsRequest::takes_recipient) (`Encrypt` ignores it). Zeroizing: Encrypt's
     /// carries its plaintext.
-    pub fn body(&self, attestation_document: &[u8]) -> Zeroizing<Vec<u8>> {
+    pub fn body(&self, attestation_document: &AttestationDocument) -> Zeroizing<Vec<u8>> {
         let b64 = base64::engine::general_purpose::STANDARD;
         let recipient = Recipient {
             key_encryption_algorithm: KEY_ENCRYPTION_ALGORITHM,
-            attestation_document: b64.encode(attestation_document),
+            attestation_document: &attestation_document.0.json,
         };
         match self {
             Self::Decrypt(d) => zeroizing_json(&DecryptBody {
@@ -179,12 +181,99 @@ fn non_empty_slice(items: &[String]) -> Option<&[String]> {
     (!items.is_empty()).then_some(items)
 }
 
+/// An attestation document from the NSM, with the JSON string that carries it in a request's
+/// `Recipient` (its base64, quoted), made once. Cheap to clone: a document reused for many
+/// calls is neither copied nor encoded again for each; a body takes its JSON as it is, with no
+/// escaping pass over its 6 KB (base64 needs none).
+#[derive(Clone)]
+pub struct AttestationDocument(Arc<DocumentForms>);
+
+struct DocumentForms {
+    bytes: Vec<u8>,
+    json: Box<RawValue>,
+}
+
+impl AttestationDocument {
+    /// The document `bytes` (a COSE_Sign1 structure from the NSM).
+    pub fn new(bytes: Vec<u8>) -> Self {
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let mut quoted =
+            String::with_capacity(base64::encoded_len(bytes.len(), true).unwrap_or(0) + 2);
+        quoted.push('"');
+        b64.encode_string(&bytes, &mut quoted);
+        quoted.push('"');
+        // A quoted base64 string is a JSON string: its alphabet needs no escape.
+        let json = RawValue::from_string(quoted).expect("quoted base64 is a JSON string");
+        Self(Arc::new(DocumentForms { bytes, json }))
+    }
+
+    /// The document's bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0.bytes
+    }
+
+    /// Its length in bytes.
+    pub fn len(&self) -> usize {
+        self.0.bytes.len()
+    }
+
+    /// Whether it has no bytes (as the document an `Encrypt` call, which takes none, is built
+    /// with).
+    pub fn is_empty(&self) -> bool {
+        self.0.bytes.is_empty()
+    }
+}
+
+impl Default for AttestationDocument {
+    fn default() -> Self {
+        Self::new(Vec::new())
+    }
+}
+
+impl From<Vec<u8>> for AttestationDocument {
+    fn from(bytes: Vec<u8>) -> Self {
+        Self::new(bytes)
+    }
+}
+
+impl PartialEq for AttestationDocument {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl Eq for AttestationDocument {}
+
+impl PartialEq<[u8]> for AttestationDocument {
+    fn eq(&self, other: &[u8]) -> bool {
+        self.as_bytes() == other
+    }
+}
+
+impl PartialEq<&[u8]> for AttestationDocument {
+    fn eq(&self, other: &&[u8]) -> bool {
+        self.as_bytes() == *other
+    }
+}
+
+impl PartialEq<Vec<u8>> for AttestationDocument {
+    fn eq(&self, other: &Vec<u8>) -> bool {
+        self.as_bytes() == other.as_slice()
+    }
+}
+
+impl fmt::Debug for AttestationDocument {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "AttestationDocument({} bytes)", self.len())
+    }
+}
+
 #[derive(Serialize)]
-struct Recipient {
+struct Recipient<'a> {
     #[serde(rename = "KeyEncryptionAlgorithm")]
     key_encryption_algorithm: &'static str,
     #[serde(rename = "AttestationDocument")]
-    attestation_document: String,
+    attestation_document: &'a RawValue,
 }
 
 #[derive(Serialize)]
@@ -205,7 +294,7 @@ struct DecryptBody<'a> {
     #[serde(rename = "DryRun", skip_serializing_if = "is_false")]
     dry_run: bool,
     #[serde(rename = "Recipient")]
-    recipient: Recipient,
+    recipient: Recipient<'a>,
 }
 
 #[derive(Serialize)]
@@ -223,7 +312,7 @@ struct GenerateDataKeyBody<'a> {
     #[serde(rename = "DryRun", skip_serializing_if = "is_false")]
     dry_run: bool,
     #[serde(rename = "Recipient")]
-    recipient: Recipient,
+    recipient: Recipient<'a>,
 }
 
 #[derive(Serialize)]
@@ -233,7 +322,7 @@ struct GenerateRandomBody<'a> {
     #[serde(rename = "CustomKeyStoreId", skip_serializing_if = "Option::is_none")]
     custom_key_store_id: Option<&'a str>,
     #[serde(rename = "Recipient")]
-    recipient: Recipient,
+    recipient: Recipient<'a>,
 }
 
 #[derive(Serialize)]
@@ -249,7 +338,7 @@ struct GenerateDataKeyPairBody<'a> {
     #[serde(rename = "DryRun", skip_serializing_if = "is_false")]
     dry_run: bool,
     #[serde(rename = "Recipient")]
-    recipient: Recipient,
+    recipient: Recipient<'a>,
 }
 
 #[derive(Serialize)]
@@ -284,7 +373,7 @@ struct DeriveSharedSecretBody<'a> {
     #[serde(rename = "DryRun", skip_serializing_if = "is_false")]
     dry_run: bool,
     #[serde(rename = "Recipient")]
-    recipient: Recipient,
+    recipient: Recipient<'a>,
 }
 
 /// Everything needed to sign and frame one KMS request.
@@ -393,7 +482,7 @@ mod tests {
             grant_tokens: Vec::new(),
             dry_run: false,
         });
-        let body = call.body(b"attestation document");
+        let body = call.body(&AttestationDocument::new(b"attestation document".to_vec()));
         let target = RequestTarget {
             host: "kms.eu-west-1.amazonaws.com",
             region: "eu-west-1",
@@ -454,5 +543,26 @@ mod tests {
             ]
             .concat()
         );
+    }
+
+    #[test]
+    fn a_document_is_carried_as_its_base64_whatever_its_bytes() {
+        let bytes: Vec<u8> = (0..=255).cycle().take(6000).collect();
+        let document = AttestationDocument::new(bytes.clone());
+        let call = KmsRequest::GenerateRandom(GenerateRandom {
+            number_of_bytes: 32,
+            custom_key_store_id: None,
+        });
+        let body: serde_json::Value = serde_json::from_slice(&call.body(&document)).unwrap();
+        let carried = body["Recipient"]["AttestationDocument"].as_str().unwrap();
+        let b64 = base64::engine::general_purpose::STANDARD;
+        assert_eq!(b64.decode(carried).unwrap(), bytes);
+        // A clone is the same document, and Debug shows its size, never its bytes.
+        assert_eq!(document.clone(), bytes);
+        assert_eq!(format!("{document:?}"), "AttestationDocument(6000 bytes)");
+        let empty = AttestationDocument::default();
+        assert!(empty.is_empty());
+        let body: serde_json::Value = serde_json::from_slice(&call.body(&empty)).unwrap();
+        assert_eq!(body["Recipient"]["AttestationDocument"], "");
     }
 }

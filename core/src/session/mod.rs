@@ -85,6 +85,7 @@ pub use crate::kms::call::{
 };
 use crate::kms::call::{Call, CallAction, CallEvent, SplitMix64};
 use crate::kms::endpoint;
+pub use crate::kms::request::AttestationDocument;
 use crate::kms::request::{KmsRequest, RequestTarget};
 use crate::kms::skew::ClockOffset;
 use crate::protocol::{

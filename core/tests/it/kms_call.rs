@@ -98,7 +98,7 @@ fn attested_call(request: KmsRequest, now: Now, key: &Arc<RecipientKey>) -> Call
     );
     let attestation = Attestation {
         key: Arc::clone(key),
-        document: b"attestation document".to_vec(),
+        document: b"attestation document".to_vec().into(),
     };
     call.handle_attestation(now, Ok(attestation));
     call

@@ -125,7 +125,7 @@ impl Harness {
     fn attest(&mut self, call: CallId) -> Vec<Seen> {
         let attestation = Attestation {
             key: Arc::clone(&self.key),
-            document: b"attestation-document".to_vec(),
+            document: b"attestation-document".to_vec().into(),
         };
         self.session
             .handle_attestation(self.now, call, Ok(attestation));

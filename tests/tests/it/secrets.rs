@@ -427,7 +427,7 @@ fn every_state_and_output_of_a_session_prints_without_secrets() {
     let attest = drain(&mut session, &mut prints).expect("an attestation request");
     let attestation = Attestation {
         key: Arc::clone(&key),
-        document: vec![0xd2; 64],
+        document: vec![0xd2; 64].into(),
     };
     prints.push(format!("{attestation:?}"));
     session.handle_attestation(now, attest, Ok(attestation));
